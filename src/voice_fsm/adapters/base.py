@@ -1,0 +1,81 @@
+"""The three adapter protocols. Each is streaming-first and cancellable.
+
+Cancelling the task that iterates a stream must close the provider's stream: implementations
+release what they hold in ``try/finally`` (or ``async with``) inside their generators, and the
+session closes every generator it opens with ``aclosing``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+PCM_SAMPLE_RATE = 24_000
+"""Every adapter speaks PCM16 little-endian mono at this rate, both ways."""
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptDone:
+    text: str
+
+
+TranscriptEvent = TranscriptDelta | TranscriptDone
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@runtime_checkable
+class SpeechToText(Protocol):
+    provider: str
+    model: str
+
+    def transcribe(self, pcm: bytes, *, language: str | None = None) -> AsyncIterator[TranscriptEvent]:
+        """Transcribe a completed recording of PCM16 24 kHz mono.
+
+        Yields any number of deltas, then exactly one `TranscriptDone`.
+        Raises `ProviderError` (stage stt) on failure.
+        """
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class LanguageModel(Protocol):
+    provider: str
+    model: str
+
+    def reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+        """Stream the assistant's reply to `messages` (system prompt first) as text deltas.
+
+        Raises `ProviderError` (stage llm) on failure.
+        """
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class TextToSpeech(Protocol):
+    provider: str
+    model: str
+
+    def synthesize(self, text: str, *, voice: str | None = None) -> AsyncIterator[bytes]:
+        """Speak `text`, yielding PCM16 24 kHz mono chunks as they are produced.
+
+        Chunks may have any length, even an odd one: the session re-frames them.
+        Raises `ProviderError` (stage tts) on failure.
+        """
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,108 @@
+"""The session's state machine, declared as data.
+
+`STATES` and `TRANSITIONS` are the single source of truth: the session builds its
+`transitions.AsyncMachine` from them and docs/states.md draws its diagram from them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, TypedDict
+
+from transitions.extensions.asyncio import AsyncMachine
+
+
+class State(StrEnum):
+    IDLE = "idle"
+    RECORDING = "recording"
+    TRANSCRIBING = "transcribing"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+
+
+BUSY_STATES = (State.RECORDING, State.TRANSCRIBING, State.THINKING, State.SPEAKING)
+REPLY_STATES = (State.TRANSCRIBING, State.THINKING, State.SPEAKING)
+
+
+class Transition(TypedDict):
+    trigger: str
+    source: list[State]
+    dest: State
+    why: str
+
+
+TRANSITIONS: list[Transition] = [
+    {
+        "trigger": "start",
+        "source": [State.IDLE],
+        "dest": State.RECORDING,
+        "why": "input_audio.start: the user starts talking",
+    },
+    {
+        "trigger": "barge_in",
+        "source": list(REPLY_STATES),
+        "dest": State.RECORDING,
+        "why": "input_audio.start while a reply is in flight: it is cancelled",
+    },
+    {
+        "trigger": "stop",
+        "source": [State.RECORDING],
+        "dest": State.TRANSCRIBING,
+        "why": "input_audio.stop: the user's turn is complete",
+    },
+    {
+        "trigger": "transcribed",
+        "source": [State.TRANSCRIBING],
+        "dest": State.THINKING,
+        "why": "the final transcript arrived",
+    },
+    {
+        "trigger": "replied",
+        "source": [State.THINKING],
+        "dest": State.SPEAKING,
+        "why": "the reply text is ready to be spoken",
+    },
+    {
+        "trigger": "spoken",
+        "source": [State.SPEAKING],
+        "dest": State.IDLE,
+        "why": "the last reply audio was sent",
+    },
+    {
+        "trigger": "cancel",
+        "source": list(BUSY_STATES),
+        "dest": State.IDLE,
+        "why": "response.cancel, or the client left",
+    },
+    {
+        "trigger": "fail",
+        "source": list(BUSY_STATES),
+        "dest": State.IDLE,
+        "why": "a typed error ended the turn",
+    },
+]
+
+
+def build_machine(model: Any, **callbacks: Any) -> AsyncMachine:
+    """One machine per session (transitions' queue is per machine, see docs/style)."""
+    return AsyncMachine(
+        model=model,
+        states=[s.value for s in State],
+        transitions=[
+            {"trigger": t["trigger"], "source": [s.value for s in t["source"]], "dest": t["dest"].value}
+            for t in TRANSITIONS
+        ],
+        initial=State.IDLE.value,
+        auto_transitions=False,
+        send_event=True,
+        **callbacks,
+    )
+
+
+def mermaid_diagram() -> str:
+    """A Mermaid state diagram of `TRANSITIONS`."""
+    lines = ["stateDiagram-v2", f"    [*] --> {State.IDLE.value}"]
+    for t in TRANSITIONS:
+        for source in t["source"]:
+            lines.append(f"    {source.value} --> {t['dest'].value}: {t['trigger']}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,130 @@
+"""Settings, read from the environment and `.env`.
+
+Names take the prefix ``VOICE_FSM_`` and ``__`` for nesting (``VOICE_FSM_LLM__MODEL``). The
+standard ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` are read too, as the fallback for every
+stage's key and base_url.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Provider = Literal["auto", "openai", "fake"]
+ResolvedProvider = Literal["openai", "fake"]
+
+DEFAULT_INSTRUCTIONS = (
+    "You are a helpful voice assistant. Your answers are spoken aloud, so answer in one to three "
+    "short, plain sentences, the way a person talks. No lists, markdown, code or emoji. "
+    "If you did not understand the question, say so briefly."
+)
+
+
+class StageSettings(BaseModel):
+    """What every stage has: a provider and how to reach it."""
+
+    provider: Provider = "auto"
+    model: str
+    base_url: str | None = Field(default=None, description="OpenAI-compatible base URL ending in /v1")
+    api_key: SecretStr | None = None
+    timeout: float = Field(default=10.0, gt=0, description="seconds to connect and between chunks")
+    max_retries: int = Field(default=1, ge=0, le=5)
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class SttSettings(StageSettings):
+    model: str = "gpt-transcribe"
+    language: str | None = Field(default=None, description="ISO-639-1 hint, e.g. en")
+
+
+class LlmSettings(StageSettings):
+    model: str = "gpt-6-luna"
+    # gpt-6-luna reasons by default; a voice turn cannot wait for it, so ask for the least.
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = "none"
+    instructions: str = DEFAULT_INSTRUCTIONS
+    max_output_tokens: int = Field(default=300, gt=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_history_turns: int = Field(default=20, ge=0)
+
+    @field_validator("reasoning_effort", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        # An empty value leaves the field out of the request, for servers that reject it.
+        return None if value == "" else value
+
+
+class TtsSettings(StageSettings):
+    model: str = "gpt-4o-mini-tts"
+    voice: str = "alloy"
+    speed: float = Field(default=1.0, ge=0.25, le=4.0)
+    instructions: str | None = None
+
+
+class LimitSettings(BaseModel):
+    min_audio_ms: int = Field(default=100, ge=0)
+    max_audio_seconds: float = Field(default=60.0, gt=0)
+    max_message_bytes: int = Field(default=64 * 1024, gt=0, description="largest JSON text frame")
+
+
+class FakeSettings(BaseModel):
+    """Behaviour of the `fake` providers (tests, demos and benchmarks)."""
+
+    transcript: str = "What is the capital of France?"
+    reply: str = "The capital of France is Paris."
+    stt_delay: float = Field(default=0.05, ge=0)
+    llm_first_token_delay: float = Field(default=0.05, ge=0)
+    llm_token_delay: float = Field(default=0.01, ge=0)
+    tts_first_audio_delay: float = Field(default=0.05, ge=0)
+    tts_chunk_delay: float = Field(default=0.0, ge=0)
+
+
+class LogSettings(BaseModel):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VOICE_FSM_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "VOICE_FSM_OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "VOICE_FSM_OPENAI_BASE_URL")
+    )
+    stt: SttSettings = SttSettings()
+    llm: LlmSettings = LlmSettings()
+    tts: TtsSettings = TtsSettings()
+    limits: LimitSettings = LimitSettings()
+    fake: FakeSettings = FakeSettings()
+    log: LogSettings = LogSettings()
+
+    def api_key_for(self, stage: StageSettings) -> str | None:
+        key = stage.api_key or self.openai_api_key
+        return key.get_secret_value() if key is not None and key.get_secret_value() else None
+
+    def base_url_for(self, stage: StageSettings) -> str | None:
+        return stage.base_url or (self.openai_base_url.rstrip("/") if self.openai_base_url else None)
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured key, so error messages and logs can be scrubbed of them."""
+        keys = [self.openai_api_key, self.stt.api_key, self.llm.api_key, self.tts.api_key]
+        return tuple(k.get_secret_value() for k in keys if k is not None and k.get_secret_value())
