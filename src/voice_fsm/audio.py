@@ -56,8 +56,11 @@ def read_wav(data: bytes) -> Audio:
         samples = np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
     elif width == 3:
         raw = np.frombuffer(frames, dtype=np.uint8).reshape(-1, 3)
-        ints = (raw[:, 0].astype(np.int32) | (raw[:, 1].astype(np.int32) << 8)
-                | (raw[:, 2].astype(np.int32) << 16))
+        ints = (
+            raw[:, 0].astype(np.int32)
+            | (raw[:, 1].astype(np.int32) << 8)
+            | (raw[:, 2].astype(np.int32) << 16)
+        )
         ints = np.where(ints >= 1 << 23, ints - (1 << 24), ints)
         samples = ints.astype(np.float32) / float(1 << 23)
     elif width == 4:
@@ -77,7 +80,7 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
 
 def float_to_pcm16(samples: np.ndarray) -> bytes:
     clipped = np.clip(samples, -1.0, 1.0)
-    return (clipped * 32767.0).astype("<i2").tobytes()
+    return bytes((clipped * 32767.0).astype("<i2").tobytes())
 
 
 def pcm16_to_float(pcm: bytes) -> np.ndarray:

@@ -89,7 +89,11 @@ def build_machine(model: Any, **callbacks: Any) -> AsyncMachine:
         model=model,
         states=[s.value for s in State],
         transitions=[
-            {"trigger": t["trigger"], "source": [s.value for s in t["source"]], "dest": t["dest"].value}
+            {
+                "trigger": t["trigger"],
+                "source": [s.value for s in t["source"]],
+                "dest": t["dest"].value,
+            }
             for t in TRANSITIONS
         ],
         initial=State.IDLE.value,

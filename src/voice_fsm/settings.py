@@ -27,7 +27,9 @@ class StageSettings(BaseModel):
 
     provider: Provider = "auto"
     model: str
-    base_url: str | None = Field(default=None, description="OpenAI-compatible base URL ending in /v1")
+    base_url: str | None = Field(
+        default=None, description="OpenAI-compatible base URL ending in /v1"
+    )
     api_key: SecretStr | None = None
     timeout: float = Field(default=10.0, gt=0, description="seconds to connect and between chunks")
     max_retries: int = Field(default=1, ge=0, le=5)
@@ -122,7 +124,9 @@ class Settings(BaseSettings):
         return key.get_secret_value() if key is not None and key.get_secret_value() else None
 
     def base_url_for(self, stage: StageSettings) -> str | None:
-        return stage.base_url or (self.openai_base_url.rstrip("/") if self.openai_base_url else None)
+        return stage.base_url or (
+            self.openai_base_url.rstrip("/") if self.openai_base_url else None
+        )
 
     def secrets(self) -> tuple[str, ...]:
         """Every configured key, so error messages and logs can be scrubbed of them."""

@@ -39,7 +39,9 @@ class SpeechToText(Protocol):
     provider: str
     model: str
 
-    def transcribe(self, pcm: bytes, *, language: str | None = None) -> AsyncIterator[TranscriptEvent]:
+    def transcribe(
+        self, pcm: bytes, *, language: str | None = None
+    ) -> AsyncIterator[TranscriptEvent]:
         """Transcribe a completed recording of PCM16 24 kHz mono.
 
         Yields any number of deltas, then exactly one `TranscriptDone`.

@@ -1,0 +1,30 @@
+"""One `AsyncOpenAI` client per stage, configured from that stage's settings."""
+
+from __future__ import annotations
+
+import httpx
+from openai import AsyncOpenAI
+
+from voice_fsm.settings import Settings, StageSettings
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+PLACEHOLDER_KEY = "unused"
+"""Sent when no key is configured: OpenAI-compatible local servers accept any key."""
+
+MAX_CONNECT_TIMEOUT = 5.0
+
+
+def make_openai_client(settings: Settings, stage: StageSettings) -> AsyncOpenAI:
+    """A client for `stage`: its key, base_url, timeout and retry count.
+
+    Key and base_url are always passed explicitly, so the SDK never falls back to reading
+    ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` on its own behind the settings' back. The SDK's
+    default read timeout (600 s) is far too long for a voice turn: ``stage.timeout`` bounds the
+    connect and every wait between chunks.
+    """
+    return AsyncOpenAI(
+        api_key=settings.api_key_for(stage) or PLACEHOLDER_KEY,
+        base_url=settings.base_url_for(stage) or OPENAI_BASE_URL,
+        timeout=httpx.Timeout(stage.timeout, connect=min(stage.timeout, MAX_CONNECT_TIMEOUT)),
+        max_retries=stage.max_retries,
+    )

@@ -1,0 +1,147 @@
+"""Translate the `openai` SDK's exceptions (and the transport's) into `ProviderError`.
+
+The adapters wrap every SDK call and every stream they read in ``with translating(stage,
+secrets):`` so the mapping is written once. `asyncio.CancelledError` is never caught: it is a
+`BaseException`, and neither `translate` nor `translating` looks at those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import openai
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidStatus,
+    InvalidURI,
+    WebSocketException,
+)
+
+from voice_fsm.errors import ErrorCode, ProviderError, Stage, redact
+
+VENDOR = "OpenAI"
+MAX_DETAIL_CHARS = 300
+
+_STAGE_LABELS = {
+    Stage.STT: "speech-to-text",
+    Stage.LLM: "language model",
+    Stage.TTS: "text-to-speech",
+}
+
+TRANSLATED: tuple[type[BaseException], ...] = (
+    openai.OpenAIError,
+    httpx.HTTPError,
+    WebSocketException,
+    OSError,  # refused or reset connections, DNS failures; TimeoutError is one too
+)
+"""What `translating` catches. Everything else (bugs, cancellation) passes through untouched."""
+
+
+def translate(err: BaseException, stage: Stage, secrets: tuple[str, ...] = ()) -> ProviderError:
+    """A `ProviderError` for `err` with a short message a person can act on, keys removed."""
+    who = f"{VENDOR} {_STAGE_LABELS.get(stage, stage.value)}"
+    code, message = _classify(err, who, secrets)
+    return ProviderError(code, redact(message, secrets), stage=stage)
+
+
+@contextmanager
+def translating(stage: Stage, secrets: tuple[str, ...] = ()) -> Iterator[None]:
+    """Re-raise SDK, HTTP, WebSocket and socket errors as `ProviderError`, ``from`` the original."""
+    try:
+        yield
+    except TRANSLATED as err:
+        raise translate(err, stage, secrets) from err
+
+
+def _classify(err: BaseException, who: str, secrets: tuple[str, ...]) -> tuple[ErrorCode, str]:
+    detail = _describe(err, secrets)
+    # Order matters: APITimeoutError is an APIConnectionError, httpx.TimeoutException is an
+    # httpx.TransportError, and TimeoutError is an OSError.
+    if isinstance(err, openai.APIStatusError):
+        return _status_code(err.status_code), _status_message(err, who, secrets)
+    if isinstance(err, openai.APITimeoutError):
+        return ErrorCode.PROVIDER_TIMEOUT, f"{who} did not answer in time."
+    if isinstance(err, openai.APIConnectionError):
+        # The SDK says only "Connection error."; the transport's exception says why.
+        if err.__cause__ is not None:
+            detail = _describe(err.__cause__, secrets)
+        return ErrorCode.PROVIDER_UNAVAILABLE, f"Could not reach {who}: {detail}"
+    if isinstance(err, openai.APIResponseValidationError):
+        return (
+            ErrorCode.PROVIDER_ERROR,
+            f"{who} returned a response that could not be read (HTTP {err.status_code}).",
+        )
+    if isinstance(err, openai.APIError):
+        # Raised by the SDK for an {"error": ...} payload in the middle of a stream.
+        detail = _vendor_message(err.body, err.message, secrets)
+        return ErrorCode.PROVIDER_ERROR, f"{who} failed: {detail}"
+    if isinstance(err, openai.OpenAIError):
+        return ErrorCode.PROVIDER_ERROR, f"{who} failed: {detail}"
+    if isinstance(err, httpx.TimeoutException):
+        return ErrorCode.PROVIDER_TIMEOUT, f"{who} did not answer in time."
+    if isinstance(err, httpx.TransportError):
+        # The SDK does not wrap errors raised while a stream is read, e.g. RemoteProtocolError
+        # when the server cuts the connection mid-stream.
+        return ErrorCode.PROVIDER_UNAVAILABLE, f"Connection to {who} failed: {detail}"
+    if isinstance(err, httpx.HTTPError):
+        return ErrorCode.PROVIDER_ERROR, f"{who} failed: {detail}"
+    if isinstance(err, InvalidStatus):
+        status = err.response.status_code
+        return _status_code(status), f"{who} refused the WebSocket connection with HTTP {status}."
+    if isinstance(err, InvalidURI):
+        return ErrorCode.PROVIDER_ERROR, f"{who} has an invalid WebSocket URL: {detail}"
+    if isinstance(err, ConnectionClosed):
+        return ErrorCode.PROVIDER_UNAVAILABLE, f"{who} closed the connection: {detail}"
+    if isinstance(err, WebSocketException):
+        return ErrorCode.PROVIDER_UNAVAILABLE, f"WebSocket to {who} failed: {detail}"
+    if isinstance(err, TimeoutError):
+        return ErrorCode.PROVIDER_TIMEOUT, f"{who} did not answer in time."
+    if isinstance(err, OSError):
+        return ErrorCode.PROVIDER_UNAVAILABLE, f"Could not reach {who}: {detail}"
+    return ErrorCode.PROVIDER_ERROR, f"{who} failed: {detail}"
+
+
+def _status_code(status: int) -> ErrorCode:
+    if status in (401, 403):
+        return ErrorCode.PROVIDER_AUTH
+    if status == 429:
+        return ErrorCode.PROVIDER_RATE_LIMITED
+    if status == 408:
+        return ErrorCode.PROVIDER_TIMEOUT
+    if status >= 500:
+        return ErrorCode.PROVIDER_UNAVAILABLE
+    return ErrorCode.PROVIDER_ERROR
+
+
+def _status_message(err: openai.APIStatusError, who: str, secrets: tuple[str, ...]) -> str:
+    detail = _vendor_message(err.body, err.response.reason_phrase, secrets)
+    message = f"{who} returned {err.status_code}: {detail}"
+    if err.request_id:
+        message += f" (request id {err.request_id})"
+    return message
+
+
+def _vendor_message(body: object, fallback: str, secrets: tuple[str, ...]) -> str:
+    """The vendor's own words: ``error.message`` from a JSON body, else the body's text."""
+    text: Any = None
+    if isinstance(body, dict):
+        text = body.get("message")
+    elif isinstance(body, str):
+        text = body
+    if not isinstance(text, str) or not text.strip():
+        text = fallback or "no details given"
+    return _shorten(text, secrets)
+
+
+def _describe(err: BaseException, secrets: tuple[str, ...]) -> str:
+    text = str(err).strip()
+    return _shorten(text, secrets) if text else type(err).__name__
+
+
+def _shorten(text: str, secrets: tuple[str, ...]) -> str:
+    """One line of at most `MAX_DETAIL_CHARS`, redacted before it is cut so no key is split."""
+    text = redact(" ".join(text.split()), secrets)
+    return text if len(text) <= MAX_DETAIL_CHARS else text[: MAX_DETAIL_CHARS - 1] + "…"

@@ -1,0 +1,478 @@
+"""One voice session: its state machine, its driver task and the work of each turn.
+
+The WebSocket's receive loop only parses and calls `submit`. The driver task (`run`) takes
+commands one at a time and fires the machine's triggers. Entering transcribing, thinking or
+speaking starts that stage's work as a task of its own, so the driver stays free for
+`response.cancel` and barge-in; a finished stage fires the next trigger.
+
+transitions' AsyncMachine swallows `CancelledError` inside a trigger (docs/style.md), so a
+stage task checks `cancelling()` after each trigger it fires, and the driver cancels and awaits
+the stage task itself before it moves the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, cast
+
+from transitions.extensions.asyncio import AsyncMachine
+
+from voice_fsm import PROTOCOL_VERSION
+from voice_fsm.adapters.base import PCM_SAMPLE_RATE, ChatMessage, TranscriptDelta, TranscriptDone
+from voice_fsm.adapters.streams import closing_stream
+from voice_fsm.audio import bytes_for_ms, duration_ms
+from voice_fsm.conversation import Conversation
+from voice_fsm.errors import ErrorCode, InputError, NoSpeechError, ServerError, Stage, VoiceError
+from voice_fsm.events import (
+    AudioDone,
+    AudioFormat,
+    AudioStart,
+    ConversationClear,
+    ErrorEvent,
+    InputAudioStart,
+    InputAudioStop,
+    ResponseCancel,
+    ResponseDelta,
+    ResponseDone,
+    ServerEvent,
+    SessionConfig,
+    SessionCreated,
+    SessionUpdate,
+    SessionUpdated,
+    StageInfo,
+    StateChanged,
+    StateName,
+    TranscriptDeltaEvent,
+    TranscriptDoneEvent,
+    TurnMetrics,
+)
+from voice_fsm.logging_setup import get_logger
+from voice_fsm.machine import REPLY_STATES, State, build_machine
+from voice_fsm.providers import Pipeline
+from voice_fsm.settings import Settings
+from voice_fsm.timing import Stopwatch
+
+Sender = Callable[[ServerEvent | bytes], Awaitable[None]]
+Command = SessionUpdate | InputAudioStart | InputAudioStop | ResponseCancel | ConversationClear
+Submission = Command | bytes | VoiceError
+
+MAX_AUDIO_FRAME = bytes_for_ms(100)
+"""Reply audio goes out in frames of at most 100 ms, so clients can start playing early."""
+
+
+class Turn:
+    """What one user turn has gathered so far."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.audio = bytearray()
+        self.transcript = ""
+        self.reply = ""
+        self.audio_sent = 0
+        self.clock = Stopwatch()
+        self.outcome: str | None = None
+
+    @property
+    def audio_in_ms(self) -> int:
+        return duration_ms(len(self.audio))
+
+
+class Session:
+    state: str  # kept by the machine
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        settings: Settings,
+        send: Sender,
+        *,
+        session_id: str | None = None,
+    ) -> None:
+        self.id = session_id or f"sess_{uuid.uuid4().hex[:16]}"
+        self.pipeline = pipeline
+        self.settings = settings
+        self._send = send
+        self.config = SessionConfig(
+            instructions=settings.llm.instructions,
+            voice=settings.tts.voice,
+            language=settings.stt.language,
+            mode="push_to_talk",
+        )
+        self.conversation = Conversation(max_turns=settings.llm.max_history_turns)
+        self.turn = Turn(0)
+        self.log = get_logger(session_id=self.id, turn=0)
+        self._inbox: asyncio.Queue[Submission] = asyncio.Queue(maxsize=256)
+        self._stage_task: asyncio.Task[None] | None = None
+        self._machine_lock = asyncio.Lock()
+        self._stray_audio_reported = False
+        self._discard_audio = False
+        self.machine: AsyncMachine = build_machine(self, after_state_change=self._announce_state)
+        for state, work in (
+            (State.TRANSCRIBING, self._transcribe),
+            (State.THINKING, self._think),
+            (State.SPEAKING, self._speak),
+        ):
+            self.machine.get_state(state.value).add_callback("enter", self._starter(work))
+
+    # ------------------------------------------------------------------ outside world
+
+    async def submit(self, item: Submission) -> None:
+        """Queue a parsed client message, an audio frame, or a parse error, in arrival order."""
+        await self._inbox.put(item)
+
+    async def run(self) -> None:
+        """The driver: announce the session, then handle commands until cancelled."""
+        await self._send(self._created_event())
+        self.log.info("session.started", **self.pipeline.describe())
+        try:
+            while True:
+                item = await self._inbox.get()
+                try:
+                    await self._handle(item)
+                except VoiceError as err:
+                    await self._report(err)
+        finally:
+            await self._stop_stage()
+            if self.state != State.IDLE:
+                self._finish_turn("disconnected")
+            self.log.info("session.closed", turns=self.turn.number)
+
+    # ------------------------------------------------------------------ commands
+
+    async def _handle(self, item: Submission) -> None:
+        await self._settle()
+        match item:
+            case bytes():
+                await self._on_audio(item)
+            case VoiceError():
+                await self._report(item)
+            case InputAudioStart():
+                await self._on_start()
+            case InputAudioStop():
+                await self._on_stop()
+            case ResponseCancel():
+                await self._on_cancel(item.played_ms)
+            case SessionUpdate():
+                await self._on_session_update(item.session)
+            case ConversationClear():
+                self.conversation.clear()
+                self.log.info("conversation.cleared")
+
+    async def _on_start(self) -> None:
+        if self.state == State.RECORDING:
+            raise InputError(
+                ErrorCode.INVALID_STATE, "Already recording: send input_audio.stop first."
+            )
+        barge_in = self.state in REPLY_STATES
+        if barge_in:
+            await self._stop_stage()
+            await self._close_interrupted_reply()
+        self._begin_turn()
+        await self._fire("barge_in" if barge_in else "start")
+
+    async def _on_stop(self) -> None:
+        if self.state != State.RECORDING:
+            if self._discard_audio:  # the turn already ended with audio-too-long
+                self._discard_audio = False
+                return
+            raise InputError(
+                ErrorCode.INVALID_STATE,
+                f"input_audio.stop needs a recording in progress; the session is {self.state}.",
+            )
+        turn = self.turn
+        turn.clock.mark("stop")
+        if turn.audio_in_ms < self.settings.limits.min_audio_ms:
+            await self._fail(
+                InputError(
+                    ErrorCode.NO_AUDIO,
+                    f"The recording held {turn.audio_in_ms} ms of audio; at least "
+                    f"{self.settings.limits.min_audio_ms} ms is needed.",
+                )
+            )
+            return
+        await self._fire("stop")
+
+    async def _on_cancel(self, played_ms: int | None) -> None:
+        if self.state == State.IDLE:
+            return  # a cancel racing the end of a reply is harmless
+        await self._stop_stage()
+        await self._close_interrupted_reply(played_ms)
+        self._finish_turn("cancelled")
+        await self._fire("cancel")
+
+    async def _on_audio(self, frame: bytes) -> None:
+        if self.state != State.RECORDING:
+            if not (self._discard_audio or self._stray_audio_reported):
+                self._stray_audio_reported = True
+                raise InputError(
+                    ErrorCode.INVALID_AUDIO,
+                    f"Audio arrived while {self.state}; send input_audio.start first. "
+                    "Further audio before the next turn is dropped without an error.",
+                )
+            return
+        if len(frame) % 2:
+            raise InputError(
+                ErrorCode.INVALID_AUDIO,
+                f"An audio frame of {len(frame)} bytes is not whole PCM16 samples; it was dropped.",
+            )
+        turn = self.turn
+        turn.audio += frame
+        limit = self.settings.limits.max_audio_seconds
+        if turn.audio_in_ms > limit * 1000:
+            self._discard_audio = True
+            await self._fail(
+                InputError(
+                    ErrorCode.AUDIO_TOO_LONG,
+                    f"The recording passed the limit of {limit:g} s and was discarded.",
+                )
+            )
+
+    async def _on_session_update(self, update: SessionConfig) -> None:
+        if update.mode == "hands_free":
+            raise InputError(
+                ErrorCode.INVALID_MESSAGE,
+                "hands_free mode is not available on this server; use push_to_talk.",
+            )
+        changes = update.model_dump(exclude_none=True)
+        self.config = self.config.model_copy(update=changes)
+        self.log.info("session.updated", fields=sorted(changes))
+        await self._send(SessionUpdated(session=self.config))
+
+    # ------------------------------------------------------------------ machine plumbing
+
+    async def _fire(self, trigger: str) -> None:
+        """Fire a trigger; stop here if this task was cancelled inside it.
+
+        One trigger at a time: AsyncMachine cancels whatever other task is inside a trigger of
+        the same model, which would let a fast-failing stage cancel the driver. We cancel
+        stages ourselves, explicitly.
+        """
+        async with self._machine_lock:
+            await self.machine.events[trigger].trigger(self)
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
+
+    def _starter(
+        self, work: Callable[[], Coroutine[Any, Any, None]]
+    ) -> Callable[[Any], Coroutine[Any, Any, None]]:
+        async def start(_event: Any) -> None:
+            # A fresh transitions context: the stage task is not part of the trigger that
+            # started it, so the machine neither waits for it nor mistakes it for that trigger.
+            context = contextvars.copy_context()
+            context.run(AsyncMachine.current_context.set, None)
+            self._stage_task = asyncio.get_running_loop().create_task(
+                self._guarded(work), context=context
+            )
+
+        return start
+
+    async def _guarded(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        # The trigger that started this stage holds the lock until the client has heard of
+        # the new state; wait for it, so no event of this stage can overtake that one.
+        async with self._machine_lock:
+            pass
+        try:
+            await work()
+        except VoiceError as err:
+            await self._fail(err)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            self.log.exception("stage.crashed", state=self.state)
+            await self._fail(
+                ServerError(ErrorCode.INTERNAL, f"Internal error: {type(err).__name__}")
+            )
+
+    async def _stop_stage(self) -> None:
+        """Cancel the running stage, and any stage it started while being cancelled."""
+        while (task := self._stage_task) is not None:
+            task.cancel()
+            # wait() rather than await: the stage's CancelledError is not the driver's own.
+            await asyncio.wait({task})
+            if self._stage_task is task:
+                self._stage_task = None
+
+    async def _settle(self) -> None:
+        """Let a stage that already moved the machine to idle finish telling the client."""
+        task = self._stage_task
+        if self.state == State.IDLE and task is not None and not task.done():
+            await asyncio.wait({task})
+
+    async def _announce_state(self, event: Any) -> None:
+        await self._send(
+            StateChanged(
+                state=cast(StateName, self.state),
+                previous=event.transition.source,
+                turn=self.turn.number,
+            )
+        )
+
+    async def _fail(self, err: VoiceError) -> None:
+        await self._report(err)
+        self._finish_turn("error", code=err.code.value)
+        await self._fire("fail")
+
+    async def _report(self, err: VoiceError) -> None:
+        self.log.warning(
+            "turn.error", code=err.code.value, stage=err.stage.value, message=err.message
+        )
+        await self._send(
+            ErrorEvent(
+                code=err.code,
+                stage=err.stage,
+                message=err.message,
+                retryable=err.retryable,
+                turn=self.turn.number,
+            )
+        )
+
+    # ------------------------------------------------------------------ turn lifecycle
+
+    def _begin_turn(self) -> None:
+        self.turn = Turn(self.turn.number + 1)
+        self.turn.clock.mark("start")
+        self._stray_audio_reported = False
+        self._discard_audio = False
+        self.log = self.log.bind(turn=self.turn.number)
+
+    async def _close_interrupted_reply(self, played_ms: int | None = None) -> None:
+        """Tell the client how far an interrupted reply got, and keep what was said of it."""
+        turn = self.turn
+        if self.state not in (State.THINKING, State.SPEAKING):
+            return
+        if turn.audio_sent:
+            await self._send(self._audio_done(turn))
+        if turn.reply:
+            await self._send(ResponseDone(turn=turn.number, text=turn.reply, interrupted=True))
+        if self.state == State.SPEAKING:
+            self.conversation.add_turn(turn.transcript, turn.reply)
+        self.log.info(
+            "reply.interrupted", played_ms=played_ms, sent_ms=duration_ms(turn.audio_sent)
+        )
+        self._finish_turn("interrupted")
+
+    def _finish_turn(self, outcome: str, **extra: Any) -> None:
+        """The one canonical log line of a turn."""
+        turn = self.turn
+        if turn.outcome is not None:
+            return
+        turn.outcome = outcome
+        timings = self._metrics(turn).model_dump(exclude={"type", "turn"})
+        self.log.info("turn.completed", outcome=outcome, **timings, **extra)
+
+    def _metrics(self, turn: Turn) -> TurnMetrics:
+        ms = turn.clock.ms
+        return TurnMetrics(
+            turn=turn.number,
+            audio_in_ms=turn.audio_in_ms,
+            stt_ms=ms("stt.start", "stt.end"),
+            llm_first_token_ms=ms("llm.start", "llm.first_token"),
+            llm_ms=ms("llm.start", "llm.end"),
+            tts_first_audio_ms=ms("tts.start", "tts.first_audio"),
+            tts_ms=ms("tts.start", "tts.end"),
+            voice_to_voice_ms=ms("stop", "first_audio_sent"),
+        )
+
+    # ------------------------------------------------------------------ stages
+
+    async def _transcribe(self) -> None:
+        turn = self.turn
+        parts: list[str] = []
+        with turn.clock.span("stt"):
+            stream = self.pipeline.stt.transcribe(bytes(turn.audio), language=self.config.language)
+            async with closing_stream(stream):
+                async for event in stream:
+                    if isinstance(event, TranscriptDelta):
+                        parts.append(event.text)
+                        await self._send(TranscriptDeltaEvent(turn=turn.number, text=event.text))
+                    elif isinstance(event, TranscriptDone):
+                        parts = [event.text]
+        turn.transcript = "".join(parts).strip()
+        if not turn.transcript:
+            raise NoSpeechError()
+        await self._send(TranscriptDoneEvent(turn=turn.number, text=turn.transcript))
+        await self._fire("transcribed")
+
+    async def _think(self) -> None:
+        turn = self.turn
+        instructions = self.config.instructions or self.settings.llm.instructions
+        messages = [
+            ChatMessage("system", instructions),
+            *self.conversation.messages(),
+            ChatMessage("user", turn.transcript),
+        ]
+        with turn.clock.span("llm"):
+            stream = self.pipeline.llm.reply(messages)
+            async with closing_stream(stream):
+                async for delta in stream:
+                    if not delta:
+                        continue
+                    turn.clock.mark_once("llm.first_token")
+                    turn.reply += delta
+                    await self._send(ResponseDelta(turn=turn.number, text=delta))
+        turn.reply = turn.reply.strip()
+        if not turn.reply:
+            raise VoiceError(
+                ErrorCode.PROVIDER_ERROR,
+                "The language model returned an empty reply.",
+                stage=Stage.LLM,
+            )
+        await self._fire("replied")
+
+    async def _speak(self) -> None:
+        turn = self.turn
+        pending = b""  # an odd byte left over from the provider's last chunk
+        with turn.clock.span("tts"):
+            stream = self.pipeline.tts.synthesize(turn.reply, voice=self.config.voice)
+            async with closing_stream(stream):
+                async for chunk in stream:
+                    turn.clock.mark_once("tts.first_audio")
+                    data = pending + chunk
+                    cut = len(data) - len(data) % 2
+                    pending = data[cut:]
+                    for offset in range(0, cut, MAX_AUDIO_FRAME):
+                        await self._send_audio(
+                            turn, data[offset : min(offset + MAX_AUDIO_FRAME, cut)]
+                        )
+        if not turn.audio_sent:
+            raise VoiceError(
+                ErrorCode.PROVIDER_ERROR, "The speech provider returned no audio.", stage=Stage.TTS
+            )
+        await self._send(self._audio_done(turn))
+        await self._send(ResponseDone(turn=turn.number, text=turn.reply, interrupted=False))
+        self.conversation.add_turn(turn.transcript, turn.reply)
+        metrics = self._metrics(turn)
+        self._finish_turn("ok")
+        await self._fire("spoken")
+        await self._send(metrics)
+
+    async def _send_audio(self, turn: Turn, frame: bytes) -> None:
+        if not turn.audio_sent:
+            await self._send(AudioStart(turn=turn.number, sample_rate=PCM_SAMPLE_RATE))
+        await self._send(frame)
+        if not turn.audio_sent:
+            turn.clock.mark("first_audio_sent")
+        turn.audio_sent += len(frame)
+
+    def _audio_done(self, turn: Turn) -> AudioDone:
+        return AudioDone(
+            turn=turn.number, bytes=turn.audio_sent, duration_ms=duration_ms(turn.audio_sent)
+        )
+
+    def _created_event(self) -> SessionCreated:
+        stages = self.pipeline.describe()
+        return SessionCreated(
+            session_id=self.id,
+            protocol=PROTOCOL_VERSION,
+            input_audio=AudioFormat(),
+            output_audio=AudioFormat(),
+            stt=StageInfo(**stages["stt"]),
+            llm=StageInfo(**stages["llm"]),
+            tts=StageInfo(**stages["tts"]),
+            modes=["push_to_talk"],
+            session=self.config,
+        )

@@ -1,0 +1,146 @@
+"""The app under a real uvicorn server on a free port, with a real WebSocket client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import uvicorn
+import websockets
+
+from voice_fsm.adapters.fake import FakeLanguageModel, FakeSpeechToText, FakeTextToSpeech
+from voice_fsm.app import create_app
+from voice_fsm.audio import bytes_for_ms
+from voice_fsm.providers import Pipeline
+
+from session_harness import fake_pipeline, make_settings
+from support.servers import free_port
+
+pytestmark = pytest.mark.integration
+
+
+class RunningServer:
+    def __init__(self, server: uvicorn.Server, port: int, pipeline: Pipeline, app: Any) -> None:
+        self.server = server
+        self.port = port
+        self.pipeline = pipeline
+        self.app = app
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[RunningServer]:
+    pipeline = fake_pipeline(
+        stt=FakeSpeechToText(delay=0.05),
+        llm=FakeLanguageModel(first_token_delay=0.05, token_delay=0.02),
+        tts=FakeTextToSpeech(first_audio_delay=0.02, chunk_delay=0.1),
+    )
+    app = create_app(make_settings(), pipeline=pipeline)
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, ws="websockets-sansio"
+    )
+    uv = uvicorn.Server(config)
+    task = asyncio.create_task(uv.serve())
+    while not uv.started:
+        if task.done():
+            task.result()  # raises what stopped the server
+        await asyncio.sleep(0.01)
+    yield RunningServer(uv, port, pipeline, app)
+    uv.should_exit = True
+    await asyncio.wait_for(task, 10)
+
+
+async def _events_until(ws: Any, kind: str) -> list[Any]:
+    seen: list[Any] = []
+    while True:
+        message = await asyncio.wait_for(ws.recv(), 5)
+        item = "audio" if isinstance(message, bytes) else json.loads(message)
+        seen.append(item)
+        if isinstance(item, dict) and item["type"] == kind:
+            return seen
+
+
+def _session_tasks() -> list[asyncio.Task[Any]]:
+    """Tasks running the code of a session: its driver or one of its stages."""
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if "Session." in getattr(task.get_coro(), "__qualname__", "")
+    ]
+
+
+async def test_a_turn_over_a_real_socket(server: RunningServer) -> None:
+    async with websockets.connect(server.ws_url) as ws:
+        created = json.loads(await ws.recv())
+        assert created["type"] == "session.created"
+        assert created["protocol"] == 1
+        assert created["input_audio"] == {
+            "encoding": "pcm16le",
+            "sample_rate": 24000,
+            "channels": 1,
+        }
+        assert created["llm"] == {"provider": "fake", "model": "fake-llm"}
+        await ws.send(json.dumps({"type": "input_audio.start"}))
+        for _ in range(10):
+            await ws.send(b"\x01\x00" * (bytes_for_ms(40) // 2))
+        await ws.send("not json")
+        await ws.send(json.dumps({"type": "input_audio.stop"}))
+        events = await _events_until(ws, "turn.metrics")
+    types = [e if e == "audio" else e["type"] for e in events]
+    assert types.index("error") < types.index("transcript.done")
+    assert (
+        next(e for e in events if e != "audio" and e["type"] == "error")["code"]
+        == "invalid-message"
+    )
+    assert types[-1] == "turn.metrics"
+    assert "audio" in types
+
+
+async def test_client_leaving_mid_turn_cancels_the_session_and_provider_streams(
+    server: RunningServer,
+) -> None:
+    ws = await websockets.connect(server.ws_url)
+    await ws.recv()
+    await ws.send(json.dumps({"type": "input_audio.start"}))
+    await ws.send(b"\x01\x00" * (bytes_for_ms(500) // 2))
+    await ws.send(json.dumps({"type": "input_audio.stop"}))
+    # Wait for the reply's audio: the speech stream is open on the server now.
+    while not isinstance(await asyncio.wait_for(ws.recv(), 5), bytes):
+        pass
+    tts = server.pipeline.tts
+    assert tts.ledger.open == 1  # type: ignore[attr-defined]
+    assert _session_tasks()
+
+    await ws.close()
+
+    endpoint = server.app.state.endpoint
+    for _ in range(200):
+        if not endpoint.sessions and not _session_tasks():
+            break
+        await asyncio.sleep(0.01)
+    assert endpoint.sessions == set()
+    assert _session_tasks() == []
+    for adapter in (server.pipeline.stt, server.pipeline.llm, tts):
+        assert adapter.ledger.open == 0  # type: ignore[attr-defined]
+
+
+async def test_page_and_health(server: RunningServer) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+        for path in ("/", "/client"):
+            page = await http.get(path)
+            assert page.status_code == 200
+            assert "<html" in page.text.lower()
+        script = await http.get("/static/app.js")
+        assert script.status_code == 200
+        health = (await http.get("/healthz")).json()
+        assert health["status"] == "ok"
+        assert health["tts"] == {"provider": "fake", "model": "fake-tts"}

@@ -1,0 +1,450 @@
+"""OpenAILanguageModel against Chat Completions' wire format, mocked with respx."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterable
+from contextlib import aclosing
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import respx
+
+from voice_fsm.adapters.base import ChatMessage
+from voice_fsm.adapters.openai_client import make_openai_client
+from voice_fsm.adapters.openai_llm import OpenAILanguageModel
+from voice_fsm.errors import ErrorCode, ProviderError, Stage
+from voice_fsm.settings import LlmSettings, Settings
+
+BASE_URL = "https://api.openai.com/v1"
+KEY = "sk-proj-abc123DEF456ghi789"
+MESSAGES = [
+    ChatMessage("system", "Be brief."),
+    ChatMessage("user", "What is the capital of France?"),
+    ChatMessage("assistant", "Paris."),
+    ChatMessage("user", "And of Italy?"),
+]
+
+
+def make_llm(**overrides: Any) -> OpenAILanguageModel:
+    overrides.setdefault("max_retries", 0)
+    base_url = overrides.pop("base_url", None)
+    key = overrides.pop("key", KEY)
+    settings = Settings(
+        _env_file=None,
+        openai_api_key=key,
+        openai_base_url=base_url,
+        llm=LlmSettings(**overrides),
+    )
+    client = make_openai_client(settings, settings.llm)
+    return OpenAILanguageModel(settings.llm, client, settings.secrets())
+
+
+def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-CEn0yKZyvQ8bEx3x9a4jP0mRq1Ztk",
+        "object": "chat.completion.chunk",
+        "created": 1793000000,
+        "model": "gpt-6-luna-2026-09-22",
+        "service_tier": "default",
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        "usage": None,
+        "obfuscation": "Xy3",
+    }
+
+
+USAGE_CHUNK = {
+    "id": "chatcmpl-CEn0yKZyvQ8bEx3x9a4jP0mRq1Ztk",
+    "object": "chat.completion.chunk",
+    "created": 1793000000,
+    "model": "gpt-6-luna-2026-09-22",
+    "service_tier": "default",
+    "system_fingerprint": None,
+    "choices": [],
+    "usage": {
+        "prompt_tokens": 31,
+        "completion_tokens": 4,
+        "total_tokens": 35,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    },
+}
+
+
+def sse(events: Iterable[dict[str, Any] | str]) -> bytes:
+    lines = [e if isinstance(e, str) else json.dumps(e) for e in events]
+    return "".join(f"data: {line}\n\n" for line in lines).encode()
+
+
+def reply_events(*contents: str) -> list[dict[str, Any] | str]:
+    return [
+        chunk({"role": "assistant", "content": "", "refusal": None}),
+        *(chunk({"content": c}) for c in contents),
+        chunk({}, finish_reason="stop"),
+        USAGE_CHUNK,
+        "[DONE]",
+    ]
+
+
+def sse_response(body: bytes, status: int = 200) -> httpx.Response:
+    return httpx.Response(
+        status,
+        content=body,
+        headers={"content-type": "text/event-stream; charset=utf-8", "x-request-id": "req_1"},
+    )
+
+
+def error_response(status: int, message: str, type_: str, code: str | None) -> httpx.Response:
+    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    return httpx.Response(status, json=body, headers={"x-request-id": "req_8f2c"})
+
+
+async def collect(llm: OpenAILanguageModel) -> list[str]:
+    return [delta async for delta in llm.reply(MESSAGES)]
+
+
+T = TypeVar("T")
+
+
+async def drain(items: AsyncIterator[T], into: list[T]) -> None:
+    """Collect `items` into `into`, keeping what arrived before a failure."""
+    async for item in items:
+        into.append(item)
+
+
+async def test_streams_content_deltas_and_skips_role_finish_and_usage_chunks() -> None:
+    llm = make_llm()
+    with respx.mock(base_url=BASE_URL) as router:
+        route = router.post("/chat/completions").mock(
+            return_value=sse_response(sse(reply_events("Rome", " is", " the capital.")))
+        )
+        deltas = await collect(llm)
+    await llm.aclose()
+
+    assert deltas == ["Rome", " is", " the capital."]
+    assert route.call_count == 1
+    request = route.calls.last.request
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+    body = json.loads(request.content)
+    assert body == {
+        "model": "gpt-6-luna",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What is the capital of France?"},
+            {"role": "assistant", "content": "Paris."},
+            {"role": "user", "content": "And of Italy?"},
+        ],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_completion_tokens": 300,
+        "reasoning_effort": "none",
+    }
+
+
+async def test_leaves_out_unset_reasoning_effort_and_sends_temperature() -> None:
+    llm = make_llm(
+        model="llama3.2",
+        reasoning_effort=None,
+        temperature=0.3,
+        max_output_tokens=50,
+        base_url="http://127.0.0.1:11434/v1",
+        key=None,
+    )
+    with respx.mock(base_url="http://127.0.0.1:11434/v1") as router:
+        route = router.post("/chat/completions").mock(
+            return_value=sse_response(sse(reply_events("Hi.")))
+        )
+        assert await collect(llm) == ["Hi."]
+    await llm.aclose()
+
+    request = route.calls.last.request
+    # Compatible local servers accept any key; one is always sent.
+    assert request.headers["authorization"] == "Bearer unused"
+    body = json.loads(request.content)
+    assert "reasoning_effort" not in body
+    assert body["temperature"] == 0.3
+    assert body["max_completion_tokens"] == 50
+    assert body["model"] == "llama3.2"
+
+
+@pytest.mark.parametrize(
+    ("response", "code"),
+    [
+        (
+            error_response(
+                401,
+                f"Incorrect API key provided: {KEY}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+                "invalid_request_error",
+                "invalid_api_key",
+            ),
+            ErrorCode.PROVIDER_AUTH,
+        ),
+        (
+            error_response(
+                429,
+                "Rate limit reached for gpt-6-luna on tokens per min (TPM): Limit 30000.",
+                "tokens",
+                "rate_limit_exceeded",
+            ),
+            ErrorCode.PROVIDER_RATE_LIMITED,
+        ),
+        (
+            error_response(
+                500, "The server had an error while processing your request.", "server_error", None
+            ),
+            ErrorCode.PROVIDER_UNAVAILABLE,
+        ),
+        (
+            error_response(
+                400,
+                "Unsupported value: 'reasoning_effort' does not support 'minimal' with this model.",
+                "invalid_request_error",
+                "unsupported_value",
+            ),
+            ErrorCode.PROVIDER_ERROR,
+        ),
+    ],
+    ids=["401", "429", "500", "400"],
+)
+async def test_error_statuses_become_provider_errors(
+    response: httpx.Response, code: ErrorCode
+) -> None:
+    llm = make_llm()
+    with respx.mock(base_url=BASE_URL) as router:
+        router.post("/chat/completions").mock(return_value=response)
+        with pytest.raises(ProviderError) as caught:
+            await collect(llm)
+    await llm.aclose()
+
+    err = caught.value
+    assert err.code is code
+    assert err.stage is Stage.LLM
+    assert err.retryable is (
+        code is not ErrorCode.PROVIDER_AUTH and code is not ErrorCode.PROVIDER_ERROR
+    )
+    assert err.message.startswith(f"OpenAI language model returned {response.status_code}: ")
+    assert err.message.endswith("(request id req_8f2c)")
+    assert KEY not in err.message
+    assert "sk-" not in err.message
+
+
+async def test_auth_error_message_is_redacted_and_readable() -> None:
+    llm = make_llm()
+    with respx.mock(base_url=BASE_URL) as router:
+        router.post("/chat/completions").mock(
+            return_value=error_response(
+                401,
+                "Incorrect API key provided: sk-abc123**************************wxyz. You can "
+                "find your API key at https://platform.openai.com/account/api-keys.",
+                "invalid_request_error",
+                "invalid_api_key",
+            )
+        )
+        with pytest.raises(ProviderError) as caught:
+            await collect(llm)
+    await llm.aclose()
+
+    assert caught.value.message == (
+        "OpenAI language model returned 401: Incorrect API key provided: [redacted]. You can "
+        "find your API key at https://platform.openai.com/account/api-keys. "
+        "(request id req_8f2c)"
+    )
+
+
+async def test_connection_error_is_unavailable() -> None:
+    llm = make_llm()
+    with respx.mock(base_url=BASE_URL) as router:
+        router.post("/chat/completions").mock(
+            side_effect=httpx.ConnectError("[Errno 111] Connection refused")
+        )
+        with pytest.raises(ProviderError) as caught:
+            await collect(llm)
+    await llm.aclose()
+
+    assert caught.value.code is ErrorCode.PROVIDER_UNAVAILABLE
+    assert caught.value.stage is Stage.LLM
+    assert caught.value.retryable
+    assert caught.value.message == (
+        "Could not reach OpenAI language model: [Errno 111] Connection refused"
+    )
+    assert isinstance(caught.value.__cause__, Exception)
+
+
+async def test_read_timeout_is_a_timeout() -> None:
+    llm = make_llm()
+    with respx.mock(base_url=BASE_URL) as router:
+        router.post("/chat/completions").mock(side_effect=httpx.ReadTimeout("timed out"))
+        with pytest.raises(ProviderError) as caught:
+            await collect(llm)
+    await llm.aclose()
+
+    assert caught.value.code is ErrorCode.PROVIDER_TIMEOUT
+    assert caught.value.retryable
+
+
+async def test_error_payload_mid_stream_is_a_provider_error() -> None:
+    events: list[dict[str, Any] | str] = [
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"content": "Rome"}),
+        {
+            "error": {
+                "message": "The model produced invalid content.",
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            }
+        },
+    ]
+    llm = make_llm()
+    received: list[str] = []
+    with respx.mock(base_url=BASE_URL) as router:
+        router.post("/chat/completions").mock(return_value=sse_response(sse(events)))
+        with pytest.raises(ProviderError) as caught:
+            await drain(llm.reply(MESSAGES), into=received)
+    await llm.aclose()
+
+    assert received == ["Rome"]
+    assert caught.value.code is ErrorCode.PROVIDER_ERROR
+    assert caught.value.message == (
+        "OpenAI language model failed: The model produced invalid content."
+    )
+
+
+class CutStream(httpx.AsyncByteStream):
+    """Sends `chunks`, then fails the way a connection cut mid-body does."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self.chunks:
+            yield piece
+        raise httpx.RemoteProtocolError(
+            "peer closed connection without sending complete message body (incomplete chunked read)"
+        )
+
+
+async def test_connection_cut_mid_stream_is_unavailable() -> None:
+    llm = make_llm()
+    received: list[str] = []
+    with respx.mock(base_url=BASE_URL) as router:
+        router.post("/chat/completions").mock(
+            return_value=httpx.Response(
+                200,
+                stream=CutStream([sse([chunk({"content": "Rome"})])]),
+                headers={"content-type": "text/event-stream"},
+            )
+        )
+        with pytest.raises(ProviderError) as caught:
+            await drain(llm.reply(MESSAGES), into=received)
+    await llm.aclose()
+
+    assert received == ["Rome"]
+    assert caught.value.code is ErrorCode.PROVIDER_UNAVAILABLE
+    assert "incomplete chunked read" in caught.value.message
+
+
+async def test_server_error_then_success_is_retried() -> None:
+    llm = make_llm(max_retries=1)
+    with respx.mock(base_url=BASE_URL) as router:
+        route = router.post("/chat/completions").mock(
+            side_effect=[
+                httpx.Response(
+                    500,
+                    json={
+                        "error": {
+                            "message": "Overloaded",
+                            "type": "server_error",
+                            "param": None,
+                            "code": None,
+                        }
+                    },
+                    # OpenAI says how long to wait; the SDK honours it instead of its backoff.
+                    headers={"retry-after-ms": "10"},
+                ),
+                sse_response(sse(reply_events("Rome."))),
+            ]
+        )
+        assert await collect(llm) == ["Rome."]
+    await llm.aclose()
+
+    assert route.call_count == 2
+    assert route.calls[1].request.headers["x-stainless-retry-count"] == "1"
+
+
+class HangingStream(httpx.AsyncByteStream):
+    """Sends `chunks`, then waits forever; records whether the client closed it."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self.chunks:
+            yield piece
+        await asyncio.Event().wait()
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_cancelled_consumer_closes_the_stream() -> None:
+    llm = make_llm()
+    stream = HangingStream(
+        [sse([chunk({"role": "assistant", "content": ""}), chunk({"content": "Rome"})])]
+    )
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in llm.reply(MESSAGES):
+            first.set()
+
+    with respx.mock(base_url=BASE_URL) as router:
+        router.post("/chat/completions").mock(
+            return_value=httpx.Response(
+                200, stream=stream, headers={"content-type": "text/event-stream"}
+            )
+        )
+        task = asyncio.create_task(consume())
+        async with asyncio.timeout(2):
+            await first.wait()
+        assert not stream.closed
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await llm.aclose()
+
+    assert stream.closed
+
+
+async def test_closing_the_generator_closes_the_stream() -> None:
+    llm = make_llm()
+    stream = HangingStream([sse([chunk({"content": "Rome"})])])
+    with respx.mock(base_url=BASE_URL) as router:
+        router.post("/chat/completions").mock(
+            return_value=httpx.Response(
+                200, stream=stream, headers={"content-type": "text/event-stream"}
+            )
+        )
+        async with aclosing(llm.reply(MESSAGES)) as deltas:
+            async with asyncio.timeout(2):
+                assert await anext(deltas) == "Rome"
+        assert stream.closed
+    await llm.aclose()
+
+
+async def test_aclose_closes_the_client() -> None:
+    llm = make_llm()
+    await llm.aclose()
+    assert llm._client.is_closed()
+    assert llm.provider == "openai"
+    assert llm.model == "gpt-6-luna"
