@@ -27,7 +27,6 @@ from voice_fsm.audio import bytes_for_ms, duration_ms
 from voice_fsm.conversation import Conversation
 from voice_fsm.errors import ErrorCode, InputError, NoSpeechError, ServerError, Stage, VoiceError
 from voice_fsm.events import (
-    AudioDone,
     AudioFormat,
     AudioStart,
     ConversationClear,
@@ -47,13 +46,12 @@ from voice_fsm.events import (
     StateName,
     TranscriptDeltaEvent,
     TranscriptDoneEvent,
-    TurnMetrics,
 )
 from voice_fsm.logging_setup import get_logger
 from voice_fsm.machine import REPLY_STATES, State, build_machine
 from voice_fsm.providers import Pipeline
 from voice_fsm.settings import Settings
-from voice_fsm.timing import Stopwatch
+from voice_fsm.turn import Turn
 
 Sender = Callable[[ServerEvent | bytes], Awaitable[None]]
 Command = SessionUpdate | InputAudioStart | InputAudioStop | ResponseCancel | ConversationClear
@@ -61,23 +59,6 @@ Submission = Command | bytes | VoiceError
 
 MAX_AUDIO_FRAME = bytes_for_ms(100)
 """Reply audio goes out in frames of at most 100 ms, so clients can start playing early."""
-
-
-class Turn:
-    """What one user turn has gathered so far."""
-
-    def __init__(self, number: int) -> None:
-        self.number = number
-        self.audio = bytearray()
-        self.transcript = ""
-        self.reply = ""
-        self.audio_sent = 0
-        self.clock = Stopwatch()
-        self.outcome: str | None = None
-
-    @property
-    def audio_in_ms(self) -> int:
-        return duration_ms(len(self.audio))
 
 
 class Session:
@@ -345,7 +326,7 @@ class Session:
         if self.state not in (State.THINKING, State.SPEAKING):
             return
         if turn.audio_sent:
-            await self._send(self._audio_done(turn))
+            await self._send(turn.audio_done())
         if turn.reply:
             await self._send(ResponseDone(turn=turn.number, text=turn.reply, interrupted=True))
         if self.state == State.SPEAKING:
@@ -361,21 +342,8 @@ class Session:
         if turn.outcome is not None:
             return
         turn.outcome = outcome
-        timings = self._metrics(turn).model_dump(exclude={"type", "turn"})
+        timings = turn.metrics().model_dump(exclude={"type", "turn"})
         self.log.info("turn.completed", outcome=outcome, **timings, **extra)
-
-    def _metrics(self, turn: Turn) -> TurnMetrics:
-        ms = turn.clock.ms
-        return TurnMetrics(
-            turn=turn.number,
-            audio_in_ms=turn.audio_in_ms,
-            stt_ms=ms("stt.start", "stt.end"),
-            llm_first_token_ms=ms("llm.start", "llm.first_token"),
-            llm_ms=ms("llm.start", "llm.end"),
-            tts_first_audio_ms=ms("tts.start", "tts.first_audio"),
-            tts_ms=ms("tts.start", "tts.end"),
-            voice_to_voice_ms=ms("stop", "first_audio_sent"),
-        )
 
     # ------------------------------------------------------------------ stages
 
@@ -442,10 +410,10 @@ class Session:
             raise VoiceError(
                 ErrorCode.PROVIDER_ERROR, "The speech provider returned no audio.", stage=Stage.TTS
             )
-        await self._send(self._audio_done(turn))
+        await self._send(turn.audio_done())
         await self._send(ResponseDone(turn=turn.number, text=turn.reply, interrupted=False))
         self.conversation.add_turn(turn.transcript, turn.reply)
-        metrics = self._metrics(turn)
+        metrics = turn.metrics()
         self._finish_turn("ok")
         await self._fire("spoken")
         await self._send(metrics)
@@ -457,11 +425,6 @@ class Session:
         if not turn.audio_sent:
             turn.clock.mark("first_audio_sent")
         turn.audio_sent += len(frame)
-
-    def _audio_done(self, turn: Turn) -> AudioDone:
-        return AudioDone(
-            turn=turn.number, bytes=turn.audio_sent, duration_ms=duration_ms(turn.audio_sent)
-        )
 
     def _created_event(self) -> SessionCreated:
         stages = self.pipeline.describe()

@@ -52,7 +52,7 @@ class SttSettings(StageSettings):
 class LlmSettings(StageSettings):
     model: str = "gpt-6-luna"
     # gpt-6-luna reasons by default; a voice turn cannot wait for it, so ask for the least.
-    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = "none"
+    reasoning_effort: Literal["none", "low", "medium", "high", "xhigh", "max"] | None = "none"
     instructions: str = DEFAULT_INSTRUCTIONS
     max_output_tokens: int = Field(default=300, gt=0)
     temperature: float | None = Field(default=None, ge=0, le=2)

@@ -1,0 +1,43 @@
+"""One user turn: the audio, the text and the timings it gathers."""
+
+from __future__ import annotations
+
+from voice_fsm.audio import duration_ms
+from voice_fsm.events import AudioDone, TurnMetrics
+from voice_fsm.timing import Stopwatch
+
+
+class Turn:
+    """What one user turn has gathered so far."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.audio = bytearray()
+        self.transcript = ""
+        self.reply = ""
+        self.audio_sent = 0
+        self.clock = Stopwatch()
+        self.outcome: str | None = None
+
+    @property
+    def audio_in_ms(self) -> int:
+        return duration_ms(len(self.audio))
+
+    def metrics(self) -> TurnMetrics:
+        ms = self.clock.ms
+        return TurnMetrics(
+            turn=self.number,
+            audio_in_ms=self.audio_in_ms,
+            stt_ms=ms("stt.start", "stt.end"),
+            llm_first_token_ms=ms("llm.start", "llm.first_token"),
+            llm_ms=ms("llm.start", "llm.end"),
+            tts_first_audio_ms=ms("tts.start", "tts.first_audio"),
+            tts_ms=ms("tts.start", "tts.end"),
+            # From the end of the user's audio to the first reply audio byte sent.
+            voice_to_voice_ms=ms("stop", "first_audio_sent"),
+        )
+
+    def audio_done(self) -> AudioDone:
+        return AudioDone(
+            turn=self.number, bytes=self.audio_sent, duration_ms=duration_ms(self.audio_sent)
+        )
