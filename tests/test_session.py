@@ -491,3 +491,24 @@ async def test_cancelling_the_driver_stops_the_turn_and_its_streams() -> None:
     assert stage_task.done()
     assert pipeline.tts.ledger.open == 0  # type: ignore[attr-defined]
     assert await client.quiet(0.2) == []
+
+
+async def test_every_turn_logs_one_turn_completed_line(connect: ClientFactory) -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        client = await connect(_slow_pipeline())
+        await full_turn(client)  # 1: ok
+        await _reach(client, "transcribing")  # 2: interrupted by the barge-in of 3
+        await client.send(START)
+        await client.until("state", state="recording")
+        await client.send(CANCEL)  # 3: cancelled while recording
+        await client.until("state", state="idle")
+        await _reach(client, "thinking")  # 4: cancelled while thinking
+        await client.send(CANCEL)
+        await client.until("state", state="idle")
+    lines = [(e["turn"], e["outcome"]) for e in logs if e["event"] == "turn.completed"]
+    assert lines == [(1, "ok"), (2, "interrupted"), (3, "cancelled"), (4, "cancelled")]
+    ok = next(e for e in logs if e["event"] == "turn.completed")
+    assert ok["session_id"] == client.session.id
+    assert ok["voice_to_voice_ms"] > 0

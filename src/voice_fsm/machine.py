@@ -72,7 +72,7 @@ TRANSITIONS: list[Transition] = [
         "trigger": "cancel",
         "source": list(BUSY_STATES),
         "dest": State.IDLE,
-        "why": "response.cancel, or the client left",
+        "why": "response.cancel: stop whatever is in flight",
     },
     {
         "trigger": "fail",

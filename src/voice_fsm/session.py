@@ -151,6 +151,7 @@ class Session:
         if barge_in:
             await self._stop_stage()
             await self._close_interrupted_reply()
+            self._finish_turn("interrupted")
         self._begin_turn()
         await self._fire("barge_in" if barge_in else "start")
 
@@ -334,7 +335,6 @@ class Session:
         self.log.info(
             "reply.interrupted", played_ms=played_ms, sent_ms=duration_ms(turn.audio_sent)
         )
-        self._finish_turn("interrupted")
 
     def _finish_turn(self, outcome: str, **extra: Any) -> None:
         """The one canonical log line of a turn."""

@@ -7,9 +7,9 @@ stage's key and base_url.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Provider = Literal["auto", "openai", "fake"]
@@ -22,7 +22,30 @@ DEFAULT_INSTRUCTIONS = (
 )
 
 
-class StageSettings(BaseModel):
+def _allows_none(annotation: object) -> bool:
+    return type(None) in get_args(annotation)
+
+
+def _check_base_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value.rstrip("/")
+
+
+class _Group(BaseModel):
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object, info: ValidationInfo) -> object:
+        # `NAME=` in .env or the environment means "not set" for a field that may be unset.
+        field = cls.model_fields.get(info.field_name or "")
+        if value == "" and field is not None and _allows_none(field.annotation):
+            return None
+        return value
+
+
+class StageSettings(_Group):
     """What every stage has: a provider and how to reach it."""
 
     provider: Provider = "auto"
@@ -36,33 +59,25 @@ class StageSettings(BaseModel):
 
     @field_validator("base_url")
     @classmethod
-    def _strip_slash(cls, value: str | None) -> str | None:
-        if value is None or value == "":
-            return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+    def _valid_base_url(cls, value: str | None) -> str | None:
+        return _check_base_url(value)
 
 
 class SttSettings(StageSettings):
     model: str = "gpt-transcribe"
-    language: str | None = Field(default=None, description="ISO-639-1 hint, e.g. en")
+    language: str | None = Field(
+        default=None, min_length=2, max_length=16, description="ISO-639-1 hint, e.g. en"
+    )
 
 
 class LlmSettings(StageSettings):
     model: str = "gpt-6-luna"
     # gpt-6-luna reasons by default; a voice turn cannot wait for it, so ask for the least.
     reasoning_effort: Literal["none", "low", "medium", "high", "xhigh", "max"] | None = "none"
-    instructions: str = DEFAULT_INSTRUCTIONS
+    instructions: str = Field(default=DEFAULT_INSTRUCTIONS, min_length=1, max_length=8000)
     max_output_tokens: int = Field(default=300, gt=0)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_history_turns: int = Field(default=20, ge=0)
-
-    @field_validator("reasoning_effort", mode="before")
-    @classmethod
-    def _empty_means_unset(cls, value: object) -> object:
-        # An empty value leaves the field out of the request, for servers that reject it.
-        return None if value == "" else value
 
 
 class TtsSettings(StageSettings):
@@ -72,13 +87,13 @@ class TtsSettings(StageSettings):
     instructions: str | None = None
 
 
-class LimitSettings(BaseModel):
+class LimitSettings(_Group):
     min_audio_ms: int = Field(default=100, ge=0)
     max_audio_seconds: float = Field(default=60.0, gt=0)
     max_message_bytes: int = Field(default=64 * 1024, gt=0, description="largest JSON text frame")
 
 
-class FakeSettings(BaseModel):
+class FakeSettings(_Group):
     """Behaviour of the `fake` providers (tests, demos and benchmarks)."""
 
     transcript: str = "What is the capital of France?"
@@ -90,7 +105,7 @@ class FakeSettings(BaseModel):
     tts_chunk_delay: float = Field(default=0.0, ge=0)
 
 
-class LogSettings(BaseModel):
+class LogSettings(_Group):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -119,14 +134,22 @@ class Settings(BaseSettings):
     fake: FakeSettings = FakeSettings()
     log: LogSettings = LogSettings()
 
+    @field_validator("openai_base_url", mode="before")
+    @classmethod
+    def _empty_base_url_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _valid_openai_base_url(cls, value: str | None) -> str | None:
+        return _check_base_url(value)
+
     def api_key_for(self, stage: StageSettings) -> str | None:
         key = stage.api_key or self.openai_api_key
         return key.get_secret_value() if key is not None and key.get_secret_value() else None
 
     def base_url_for(self, stage: StageSettings) -> str | None:
-        return stage.base_url or (
-            self.openai_base_url.rstrip("/") if self.openai_base_url else None
-        )
+        return stage.base_url or self.openai_base_url
 
     def secrets(self) -> tuple[str, ...]:
         """Every configured key, so error messages and logs can be scrubbed of them."""

@@ -1,0 +1,245 @@
+"""The docs agree with the code.
+
+Generated parts are current, docs/protocol.md covers every message and error code with valid
+examples, and .env.example lists every setting with its real default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, get_args
+
+import pytest
+from pydantic import AliasChoices, BaseModel
+
+from voice_fsm import docs_gen
+from voice_fsm.errors import ErrorCode
+from voice_fsm.events import ClientEvent, ServerEvent, client_event_adapter, server_event_adapter
+from voice_fsm.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+PROTOCOL_MD = ROOT / "docs" / "protocol.md"
+ENV_EXAMPLE = ROOT / ".env.example"
+GENERATED = (docs_gen.SCHEMA_PATH, docs_gen.STATES_PATH, docs_gen.README_PATH)
+
+
+def event_types(union: Any) -> set[str]:
+    """The `type` literals of an annotated discriminated union of event models."""
+    models = get_args(get_args(union)[0])
+    return {get_args(model.model_fields["type"].annotation)[0] for model in models}
+
+
+CLIENT_TYPES = event_types(ClientEvent)
+SERVER_TYPES = event_types(ServerEvent)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No VOICE_FSM_* or OPENAI_* variable from the machine running the tests."""
+    for name in list(os.environ):
+        if name.upper().startswith(("VOICE_FSM_", "OPENAI_")):
+            monkeypatch.delenv(name)
+
+
+# ---------------------------------------------------------------- generated docs
+
+
+def test_generated_docs_are_current() -> None:
+    stale = docs_gen.stale_files(ROOT)
+    assert stale == [], f"stale: {', '.join(map(str, stale))}; run `make docs`"
+
+
+def copy_generated(to: Path) -> None:
+    for path in GENERATED:
+        (to / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / path, to / path)
+
+
+def test_check_lists_stale_files_and_a_run_fixes_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy_generated(tmp_path)
+    (tmp_path / docs_gen.SCHEMA_PATH).write_text("{}\n", encoding="utf-8")
+    states = tmp_path / docs_gen.STATES_PATH
+    states.write_text(
+        states.read_text(encoding="utf-8").replace("| `stop` |", "| `halt` |"), encoding="utf-8"
+    )
+
+    assert docs_gen.main(["--check", "--root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "stale: docs/protocol.schema.json" in err
+    assert "stale: docs/states.md" in err
+    assert "README.md" not in err
+
+    assert docs_gen.main(["--root", str(tmp_path)]) == 0
+    assert docs_gen.main(["--check", "--root", str(tmp_path)]) == 0
+    for path in GENERATED:
+        assert (tmp_path / path).read_bytes() == (ROOT / path).read_bytes()
+
+
+def test_missing_markers_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    copy_generated(tmp_path)
+    (tmp_path / docs_gen.STATES_PATH).write_text("# States\n", encoding="utf-8")
+
+    assert docs_gen.main(["--check", "--root", str(tmp_path)]) == 2
+    assert "docs/states.md" in capsys.readouterr().err
+
+
+def test_replace_section_keeps_the_text_around_it() -> None:
+    text = "intro\n<!-- s:begin -->\nold\n<!-- s:end -->\noutro\n"
+
+    replaced = docs_gen.replace_section(text, "s", "new\n")
+
+    assert replaced == "intro\n<!-- s:begin -->\nnew\n<!-- s:end -->\noutro\n"
+    assert docs_gen.replace_section(replaced, "s", "new\n") == replaced
+
+
+def test_transition_table_has_a_row_per_transition() -> None:
+    table = docs_gen.transition_table()
+    assert "| `stop` | recording | transcribing |" in table
+    assert "| `cancel` | recording, transcribing, thinking, speaking | idle |" in table
+
+
+def resolve(document: Any, ref: str) -> Any:
+    node = document
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [ref for value in node.values() for ref in refs(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in refs(value)]
+    return []
+
+
+def test_schema_covers_both_sides_and_its_references_resolve() -> None:
+    schema = json.loads(docs_gen.render_schema())
+
+    assert set(schema["client"]["discriminator"]["mapping"]) == CLIENT_TYPES
+    assert set(schema["server"]["discriminator"]["mapping"]) == SERVER_TYPES
+    all_refs = refs(schema) + [
+        ref
+        for side in ("client", "server")
+        for ref in schema[side]["discriminator"]["mapping"].values()
+    ]
+    assert all_refs
+    for ref in all_refs:
+        assert isinstance(resolve(schema, ref), dict), ref
+
+
+def test_schema_requires_type_on_every_message() -> None:
+    schema = json.loads(docs_gen.render_schema())
+    for side in ("client", "server"):
+        for ref in schema[side]["discriminator"]["mapping"].values():
+            assert "type" in resolve(schema, ref)["required"], ref
+
+
+# ---------------------------------------------------------------- docs/protocol.md
+
+
+def protocol_text() -> str:
+    return PROTOCOL_MD.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("event_type", sorted(CLIENT_TYPES | SERVER_TYPES))
+def test_protocol_md_has_a_section_per_message(event_type: str) -> None:
+    assert f"\n### `{event_type}`\n" in protocol_text()
+
+
+@pytest.mark.parametrize("code", [code.value for code in ErrorCode])
+def test_protocol_md_has_a_row_per_error_code(code: str) -> None:
+    assert f"\n| `{code}` |" in protocol_text()
+
+
+def test_protocol_md_examples_are_valid_messages() -> None:
+    examples = re.findall(r"```json\n(.*?)```", protocol_text(), flags=re.DOTALL)
+    seen: set[str] = set()
+    for example in examples:
+        data = json.loads(example)
+        adapter = client_event_adapter if data["type"] in CLIENT_TYPES else server_event_adapter
+        seen.add(adapter.validate_python(data).type)
+    assert seen == CLIENT_TYPES | SERVER_TYPES
+
+
+def test_protocol_md_points_at_the_schema() -> None:
+    assert "(protocol.schema.json)" in protocol_text()
+
+
+# ---------------------------------------------------------------- .env.example
+
+
+def setting_defaults() -> dict[str, Any]:
+    """Every setting's environment variable name and its default."""
+    found: dict[str, Any] = {}
+    for name, field in Settings.model_fields.items():
+        group = field.annotation
+        if isinstance(field.validation_alias, AliasChoices):
+            # openai_api_key -> OPENAI_API_KEY: the standard name comes first.
+            found[str(field.validation_alias.choices[0])] = field.default
+        elif isinstance(group, type) and issubclass(group, BaseModel):
+            for sub, subfield in group.model_fields.items():
+                found[f"VOICE_FSM_{name}__{sub}".upper()] = subfield.default
+        else:
+            found[f"VOICE_FSM_{name}".upper()] = field.default
+    return found
+
+
+def env_example_lines() -> dict[str, str]:
+    """Variable name -> value for every `NAME=value` or `# NAME=value` line."""
+    pattern = re.compile(r"^(?:# )?([A-Z][A-Z0-9_]*)=(.*)$", flags=re.MULTILINE)
+    return dict(pattern.findall(ENV_EXAMPLE.read_text(encoding="utf-8")))
+
+
+def test_nested_settings_get_nested_names() -> None:
+    names = setting_defaults()
+    assert "VOICE_FSM_LLM__MODEL" in names
+    assert "VOICE_FSM_STT__BASE_URL" in names
+    assert "OPENAI_API_KEY" in names
+    assert "VOICE_FSM_OPENAI_API_KEY" not in names
+
+
+@pytest.mark.parametrize("name", sorted(setting_defaults()))
+def test_env_example_lists_every_setting(name: str) -> None:
+    assert name in env_example_lines()
+
+
+def test_env_example_lists_only_real_settings() -> None:
+    assert set(env_example_lines()) <= set(setting_defaults())
+
+
+def test_env_example_starts_with_the_api_key() -> None:
+    assert next(iter(env_example_lines())) == "OPENAI_API_KEY"
+
+
+def test_env_example_explains_every_setting_on_the_line_above() -> None:
+    setting = re.compile(r"^(# )?[A-Z][A-Z0-9_]*=")
+    lines = ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
+    for index, line in enumerate(lines):
+        if setting.match(line):
+            above = lines[index - 1]
+            assert above.startswith("# "), line
+            assert not setting.match(above), line
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_env_example_shows_the_real_defaults(tmp_path: Path) -> None:
+    # Uncomment every line whose setting has a default; loading them must change nothing.
+    defaults = setting_defaults()
+    shown = {
+        name: value for name, value in env_example_lines().items() if defaults[name] is not None
+    }
+    env_file = tmp_path / ".env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in shown.items()), encoding="utf-8")
+
+    loaded = Settings(_env_file=env_file)  # type: ignore[call-arg]
+
+    assert loaded.model_dump() == Settings(_env_file=None).model_dump()  # type: ignore[call-arg]
+    assert len(shown) == sum(default is not None for default in defaults.values())

@@ -1,0 +1,320 @@
+"""Settings from the environment and .env: nested names, OpenAI fallbacks, validation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from voice_fsm.settings import DEFAULT_INSTRUCTIONS, Settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No VOICE_FSM_* or OPENAI_* variable from the machine running the tests."""
+    for name in list(os.environ):
+        if name.upper().startswith(("VOICE_FSM_", "OPENAI_")):
+            monkeypatch.delenv(name)
+
+
+def load(**overrides: Any) -> Settings:
+    return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+
+
+def error_locations(err: pytest.ExceptionInfo[ValidationError]) -> list[tuple[str | int, ...]]:
+    return [error["loc"] for error in err.value.errors()]
+
+
+# ---------------------------------------------------------------- defaults and names
+
+
+def test_defaults() -> None:
+    settings = load()
+
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.stt.model == "gpt-transcribe"
+    assert settings.llm.model == "gpt-6-luna"
+    assert settings.llm.reasoning_effort == "none"
+    assert settings.llm.instructions == DEFAULT_INSTRUCTIONS
+    assert settings.tts.model == "gpt-4o-mini-tts"
+    assert {settings.stt.provider, settings.llm.provider, settings.tts.provider} == {"auto"}
+    assert settings.openai_api_key is None
+    assert settings.secrets() == ()
+
+
+def test_nested_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOICE_FSM_LLM__MODEL", "gpt-6-luna-mini")
+    monkeypatch.setenv("VOICE_FSM_TTS__PROVIDER", "fake")
+    monkeypatch.setenv("VOICE_FSM_STT__BASE_URL", "http://localhost:8001/v1")
+    monkeypatch.setenv("VOICE_FSM_LIMITS__MAX_AUDIO_SECONDS", "30")
+    monkeypatch.setenv("VOICE_FSM_LOG__LEVEL", "debug")
+    monkeypatch.setenv("VOICE_FSM_PORT", "9000")
+
+    settings = load()
+
+    assert settings.llm.model == "gpt-6-luna-mini"
+    assert settings.tts.provider == "fake"
+    assert settings.stt.base_url == "http://localhost:8001/v1"
+    assert settings.limits.max_audio_seconds == 30.0
+    assert settings.log.level == "debug"
+    assert settings.port == 9000
+    # Setting one field of a group keeps the group's other defaults.
+    assert settings.llm.reasoning_effort == "none"
+    assert settings.tts.voice == "alloy"
+
+
+def test_names_are_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("voice_fsm_tts__voice", "verse")
+
+    assert load().tts.voice == "verse"
+
+
+def test_explicit_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOICE_FSM_PORT", "9000")
+
+    assert load(port=9100).port == 9100
+
+
+# ---------------------------------------------------------------- OpenAI fallbacks
+
+
+def test_openai_api_key_is_every_stages_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-shared-key-1234")
+
+    settings = load()
+
+    for stage in (settings.stt, settings.llm, settings.tts):
+        assert settings.api_key_for(stage) == "sk-shared-key-1234"
+
+
+def test_a_stage_key_overrides_the_shared_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-shared-key-1234")
+    monkeypatch.setenv("VOICE_FSM_LLM__API_KEY", "ollama")
+
+    settings = load()
+
+    assert settings.api_key_for(settings.llm) == "ollama"
+    assert settings.api_key_for(settings.stt) == "sk-shared-key-1234"
+    assert settings.api_key_for(settings.tts) == "sk-shared-key-1234"
+
+
+def test_an_empty_stage_key_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-shared-key-1234")
+    monkeypatch.setenv("VOICE_FSM_TTS__API_KEY", "")
+
+    settings = load()
+
+    assert settings.api_key_for(settings.tts) == "sk-shared-key-1234"
+
+
+def test_no_key_is_none() -> None:
+    settings = load()
+
+    assert settings.api_key_for(settings.stt) is None
+
+
+def test_an_empty_key_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "")
+
+    settings = load()
+
+    assert settings.api_key_for(settings.stt) is None
+
+
+def test_prefixed_key_name_works_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOICE_FSM_OPENAI_API_KEY", "sk-prefixed-key-1234")
+
+    settings = load()
+
+    assert settings.api_key_for(settings.llm) == "sk-prefixed-key-1234"
+
+
+def test_openai_base_url_is_every_stages_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://localhost:8001/v1/")
+    monkeypatch.setenv("VOICE_FSM_LLM__BASE_URL", "http://localhost:11434/v1")
+
+    settings = load()
+
+    assert settings.base_url_for(settings.stt) == "http://localhost:8001/v1"
+    assert settings.base_url_for(settings.tts) == "http://localhost:8001/v1"
+    assert settings.base_url_for(settings.llm) == "http://localhost:11434/v1"
+
+
+def test_no_base_url_means_openai() -> None:
+    settings = load()
+
+    assert settings.base_url_for(settings.stt) is None
+
+
+# ---------------------------------------------------------------- .env
+
+
+def test_reads_a_dotenv_file(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "# a comment\n"
+        "OPENAI_API_KEY=sk-from-dotenv-1234\n"
+        "VOICE_FSM_LLM__MODEL=gpt-6-luna-mini\n"
+        'VOICE_FSM_LLM__INSTRUCTIONS="Be brief. Be kind."\n'
+        "VOICE_FSM_TTS__SPEED=1.25\n"
+        "SOMETHING_ELSE=ignored\n",
+        encoding="utf-8",
+    )
+
+    settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+
+    assert settings.api_key_for(settings.stt) == "sk-from-dotenv-1234"
+    assert settings.llm.model == "gpt-6-luna-mini"
+    assert settings.llm.instructions == "Be brief. Be kind."
+    assert settings.tts.speed == 1.25
+
+
+def test_the_environment_wins_over_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("VOICE_FSM_LLM__MODEL=from-dotenv\nVOICE_FSM_PORT=9000\n", encoding="utf-8")
+    monkeypatch.setenv("VOICE_FSM_LLM__MODEL", "from-environment")
+
+    settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+
+    assert settings.llm.model == "from-environment"
+    assert settings.port == 9000
+
+
+def test_a_missing_dotenv_file_is_fine(tmp_path: Path) -> None:
+    settings = Settings(_env_file=tmp_path / "absent.env")  # type: ignore[call-arg]
+
+    assert settings.llm.model == "gpt-6-luna"
+
+
+# ---------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "location"),
+    [
+        ("VOICE_FSM_PORT", "99999", ("port",)),
+        ("VOICE_FSM_PORT", "eighty", ("port",)),
+        ("VOICE_FSM_LLM__PROVIDER", "anthropic", ("llm", "provider")),
+        ("VOICE_FSM_STT__TIMEOUT", "0", ("stt", "timeout")),
+        ("VOICE_FSM_TTS__SPEED", "9", ("tts", "speed")),
+        ("VOICE_FSM_TTS__MAX_RETRIES", "6", ("tts", "max_retries")),
+        ("VOICE_FSM_LLM__TEMPERATURE", "3", ("llm", "temperature")),
+        ("VOICE_FSM_LLM__REASONING_EFFORT", "maximal", ("llm", "reasoning_effort")),
+        ("VOICE_FSM_LIMITS__MAX_MESSAGE_BYTES", "0", ("limits", "max_message_bytes")),
+        ("VOICE_FSM_LOG__FORMAT", "xml", ("log", "format")),
+    ],
+)
+def test_bad_values_name_the_field(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, location: tuple[str, ...]
+) -> None:
+    monkeypatch.setenv(name, value)
+
+    with pytest.raises(ValidationError) as err:
+        load()
+
+    assert error_locations(err) == [location]
+
+
+@pytest.mark.parametrize(
+    "value", ["localhost:11434/v1", "ftp://example.com/v1", "//example.com/v1", "api.openai.com"]
+)
+def test_base_url_needs_a_scheme(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("VOICE_FSM_STT__BASE_URL", value)
+
+    with pytest.raises(ValidationError, match=r"http:// or https://") as err:
+        load()
+
+    assert error_locations(err) == [("stt", "base_url")]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("http://localhost:11434/v1", "http://localhost:11434/v1"),
+        ("https://api.example.com/v1/", "https://api.example.com/v1"),
+        ("", None),
+    ],
+)
+def test_base_url_is_normalised(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: str | None
+) -> None:
+    monkeypatch.setenv("VOICE_FSM_TTS__BASE_URL", value)
+
+    assert load().tts.base_url == expected
+
+
+def test_empty_reasoning_effort_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOICE_FSM_LLM__REASONING_EFFORT", "")
+
+    assert load().llm.reasoning_effort is None
+
+
+def test_empty_reasoning_effort_in_dotenv_means_unset(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("VOICE_FSM_LLM__REASONING_EFFORT=\n", encoding="utf-8")
+
+    settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+
+    assert settings.llm.reasoning_effort is None
+
+
+def test_reasoning_effort_can_be_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOICE_FSM_LLM__REASONING_EFFORT", "low")
+
+    assert load().llm.reasoning_effort == "low"
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def test_secrets_lists_every_configured_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-shared-key-1234")
+    monkeypatch.setenv("VOICE_FSM_STT__API_KEY", "stt-key-5678")
+    monkeypatch.setenv("VOICE_FSM_TTS__API_KEY", "")
+
+    secrets = load().secrets()
+
+    assert set(secrets) == {"sk-shared-key-1234", "stt-key-5678"}
+    assert "" not in secrets
+
+
+def test_keys_never_show_in_repr_or_dumps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-shared-key-1234")
+    monkeypatch.setenv("VOICE_FSM_LLM__API_KEY", "llm-key-5678")
+
+    settings = load()
+
+    for text in (repr(settings), str(settings), settings.model_dump_json()):
+        assert "sk-shared-key-1234" not in text
+        assert "llm-key-5678" not in text
+
+
+def test_empty_optional_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOICE_FSM_STT__LANGUAGE", "")
+    monkeypatch.setenv("VOICE_FSM_LLM__TEMPERATURE", "")
+    monkeypatch.setenv("VOICE_FSM_TTS__INSTRUCTIONS", "")
+    monkeypatch.setenv("OPENAI_BASE_URL", "")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.stt.language is None
+    assert settings.llm.temperature is None
+    assert settings.tts.instructions is None
+    assert settings.openai_base_url is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("VOICE_FSM_STT__LANGUAGE", "e"),
+        ("OPENAI_BASE_URL", "localhost:11434/v1"),
+        ("VOICE_FSM_LLM__INSTRUCTIONS", ""),
+    ],
+)
+def test_values_a_session_could_not_use_stop_start_up(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None)  # type: ignore[call-arg]
