@@ -22,6 +22,9 @@ class OpenAILanguageModel:
         self.model = settings.model
         self._settings = settings
         self._client = client
+        # The SDK imports a resource's modules on first use (about 0.2 s): pay it at start-up,
+        # not in the first user's turn.
+        _ = client.chat.completions
         self._secrets = secrets
 
     async def reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:

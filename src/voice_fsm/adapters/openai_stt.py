@@ -32,6 +32,9 @@ class OpenAISpeechToText:
         self.model = settings.model
         self._settings = settings
         self._client = client
+        # The SDK imports a resource's modules on first use (about 0.2 s): pay it at start-up,
+        # not in the first user's turn.
+        _ = client.audio.transcriptions
         self._secrets = secrets
 
     async def transcribe(

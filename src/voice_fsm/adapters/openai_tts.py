@@ -24,6 +24,9 @@ class OpenAITextToSpeech:
         self.model = settings.model
         self._settings = settings
         self._client = client
+        # The SDK imports a resource's modules on first use (about 0.2 s): pay it at start-up,
+        # not in the first user's turn.
+        _ = client.audio.speech
         self._secrets = secrets
 
     async def synthesize(
