@@ -1,0 +1,1 @@
+"""Shared by every test module: pytest puts this folder on sys.path for session_harness and support."""
