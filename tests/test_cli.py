@@ -85,8 +85,8 @@ def test_serve_with_a_bad_setting_names_the_variable(
     assert done.stdout == ""
 
 
-def test_serve_without_any_provider_explains_and_exits_2(tmp_path: Path) -> None:
-    done = run_serve(tmp_path)
+def test_serve_with_openai_but_no_key_explains_and_exits_2(tmp_path: Path) -> None:
+    done = run_serve(tmp_path, VOICE_FSM_STT__PROVIDER="openai")
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.startswith("voice-fsm: ")

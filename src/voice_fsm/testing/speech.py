@@ -1,0 +1,37 @@
+"""Real speech for tests and benchmarks, made offline with the Piper voice the project ships."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from voice_fsm.audio import SAMPLE_RATE, float_to_pcm16, resample
+
+
+@lru_cache(maxsize=1)
+def _voice() -> Any:
+    from piper import PiperVoice
+
+    from voice_fsm.adapters.local_models import piper_voice
+
+    model, config = piper_voice(None)
+    return PiperVoice.load(str(model), config_path=str(config))
+
+
+def spoken(text: str, *, lead_s: float = 0.1, total_s: float | None = None) -> bytes:
+    """`text` spoken by Piper as PCM16 24 kHz mono, after `lead_s` of silence and padded
+    with silence to `total_s` seconds when that is longer."""
+    chunks = list(_voice().synthesize(text))
+    samples = np.concatenate([chunk.audio_float_array for chunk in chunks]).astype(np.float32)
+    samples = resample(samples, chunks[0].sample_rate, SAMPLE_RATE)
+    lead = np.zeros(int(lead_s * SAMPLE_RATE), dtype=np.float32)
+    body = np.concatenate([lead, samples])
+    if total_s is not None and total_s * SAMPLE_RATE > len(body):
+        body = np.concatenate([body, np.zeros(int(total_s * SAMPLE_RATE) - len(body), np.float32)])
+    return float_to_pcm16(body)
+
+
+def silence(seconds: float) -> bytes:
+    return bytes(2 * int(seconds * SAMPLE_RATE))

