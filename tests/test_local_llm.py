@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -18,15 +17,11 @@ from voice_fsm.adapters.local_models import LocalModelMissing
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.settings import DEFAULT_INSTRUCTIONS, LocalSettings
 
-# Without the embedded engines these tests skip, except in CI, which installs them.
-if os.environ.get("CI") == "true":
-    llama_cpp = importlib.import_module("llama_cpp")
-else:
-    llama_cpp = pytest.importorskip(
-        "llama_cpp", reason="the embedded engines are not installed: make install"
-    )
+from support.local import require_engine
 
-from voice_fsm.adapters.local_llm import LlamaLanguageModel, fit_context
+llama_cpp = require_engine("llama_cpp")
+
+from voice_fsm.adapters.local_llm import LlamaLanguageModel, fit_context  # noqa: E402
 
 # One event loop for the module's async tests: the shared model's lane must not outlive it.
 module_loop = pytest.mark.asyncio(loop_scope="module")

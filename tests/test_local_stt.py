@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib
 import itertools
 import os
 import time
@@ -20,17 +19,10 @@ from voice_fsm.audio import SAMPLE_RATE, pcm16_to_float, resample
 from voice_fsm.errors import ProviderError, Stage
 from voice_fsm.settings import LocalSettings
 
+from support.local import require_engine
 
-def require(module: str) -> None:
-    """Import an engine, or skip; in CI (where the local extra is installed) fail instead."""
-    if os.environ.get("CI") == "true":
-        importlib.import_module(module)
-    else:
-        pytest.importorskip(module, reason=f"{module} is not installed (the local extra)")
-
-
-require("faster_whisper")
-require("piper")
+require_engine("faster_whisper")
+require_engine("piper")
 
 from voice_fsm.adapters.local_stt import WhisperSpeechToText, model_label  # noqa: E402
 from voice_fsm.testing.speech import silence, spoken  # noqa: E402

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
@@ -18,15 +17,11 @@ from voice_fsm.audio import rms
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.settings import LocalSettings
 
-# Without the embedded engines these tests skip, except in CI, which installs them.
-if os.environ.get("CI") == "true":
-    piper = importlib.import_module("piper")
-else:
-    piper = pytest.importorskip(
-        "piper", reason="the embedded engines are not installed: make install"
-    )
+from support.local import require_engine
 
-from voice_fsm.adapters.local_tts import PiperTextToSpeech
+piper = require_engine("piper")
+
+from voice_fsm.adapters.local_tts import PiperTextToSpeech  # noqa: E402
 
 # One event loop for the module's tests: the shared voice's lane must not outlive it.
 pytestmark = pytest.mark.asyncio(loop_scope="module")

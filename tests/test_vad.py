@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib
 import os
 from collections.abc import Callable
 
@@ -13,18 +12,11 @@ import pytest
 from voice_fsm.adapters.local_models import LocalModelMissing
 from voice_fsm.audio import SAMPLE_RATE, bytes_for_ms, float_to_pcm16, pcm16_to_float
 
+from support.local import require_engine
 
-def require(module: str) -> None:
-    """Import an engine, or skip; in CI (where the local extra is installed) fail instead."""
-    if os.environ.get("CI") == "true":
-        importlib.import_module(module)
-    else:
-        pytest.importorskip(module, reason=f"{module} is not installed (the local extra)")
-
-
-require("onnxruntime")
-require("faster_whisper")  # ships the Silero model
-require("piper")
+require_engine("onnxruntime")
+require_engine("faster_whisper")  # ships the Silero model
+require_engine("piper")
 
 from onnxruntime import InferenceSession  # noqa: E402
 

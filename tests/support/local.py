@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+from types import ModuleType
 
 import pytest
 
@@ -17,3 +19,10 @@ def require_local_engines() -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason}; CI must run these tests")
     pytest.skip(reason)
+
+
+def require_engine(module: str) -> ModuleType:
+    """Import an engine's module, or skip the test module; under CI=true a missing one fails."""
+    if os.environ.get("CI") == "true":
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f"{module} is not installed (the local extra)")
