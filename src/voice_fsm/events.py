@@ -38,6 +38,8 @@ class SessionUpdate(_Message):
 
 class InputAudioStart(_Message):
     type: Literal["input_audio.start"]
+    # On a barge-in: how much of the interrupted reply the client had played.
+    played_ms: int | None = Field(default=None, ge=0)
 
 
 class InputAudioStop(_Message):

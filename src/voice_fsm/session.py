@@ -131,7 +131,7 @@ class Session:
             case VoiceError():
                 await self._report(item)
             case InputAudioStart():
-                await self._on_start()
+                await self._on_start(item.played_ms)
             case InputAudioStop():
                 await self._on_stop()
             case ResponseCancel():
@@ -142,7 +142,7 @@ class Session:
                 self.conversation.clear()
                 self.log.info("conversation.cleared")
 
-    async def _on_start(self) -> None:
+    async def _on_start(self, played_ms: int | None = None) -> None:
         if self.state == State.RECORDING:
             raise InputError(
                 ErrorCode.INVALID_STATE, "Already recording: send input_audio.stop first."
@@ -150,7 +150,7 @@ class Session:
         barge_in = self.state in REPLY_STATES
         if barge_in:
             await self._stop_stage()
-            await self._close_interrupted_reply()
+            await self._close_interrupted_reply(played_ms)
             self._finish_turn("interrupted")
         self._begin_turn()
         await self._fire("barge_in" if barge_in else "start")
