@@ -440,3 +440,12 @@ def test_cli_talk_bad_wav_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[
     path.write_bytes(b"RIFF")
     assert main(["talk", "--wav", str(path)]) == 2
     assert capsys.readouterr().err.startswith(f"voice-fsm: cannot read {path} as a PCM WAV")
+
+
+def test_serve_warns_about_a_misspelt_setting(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("export VOICE_FSM_TTS__VIOCE=verse\n")
+    done = run_serve(tmp_path, VOICE_FSM_LLM__MODLE="x", VOICE_FSM_STT__PROVIDER="openai")
+    assert done.returncode == 2  # no key for the openai provider: it stops after the warning
+    warning = next(line for line in done.stdout.splitlines() if "settings.unknown" in line)
+    assert "VOICE_FSM_LLM__MODLE" in warning
+    assert "VOICE_FSM_TTS__VIOCE" in warning

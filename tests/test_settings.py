@@ -318,3 +318,14 @@ def test_values_a_session_could_not_use_stop_start_up(
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_misspelt_names_are_found() -> None:
+    from voice_fsm.settings import setting_names, unknown_setting_names
+
+    names = setting_names()
+    assert {"VOICE_FSM_LLM__MODEL", "VOICE_FSM_LOCAL__STT_MODEL", "VOICE_FSM_PORT"} <= names
+    found = unknown_setting_names(
+        ["VOICE_FSM_LLM__MODLE", "VOICE_FSM_LLM__MODEL", "voice_fsm_port", "PATH", "VOICE_FSM_TTS"]
+    )
+    assert found == ["VOICE_FSM_LLM__MODLE"]

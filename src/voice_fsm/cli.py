@@ -11,9 +11,11 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -129,13 +131,25 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _dotenv_names(path: Path) -> list[str]:
+    """The variable names a .env file sets (values are not needed)."""
+    if not path.is_file():
+        return []
+    names = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = line.strip().removeprefix("export ").strip()
+        if line and not line.startswith("#") and "=" in line:
+            names.append(line.split("=", 1)[0].strip())
+    return names
+
+
 def serve(*, host: str | None = None, port: int | None = None) -> int:
     import uvicorn
 
     from voice_fsm.app import create_app
     from voice_fsm.logging_setup import configure_logging, get_logger
     from voice_fsm.providers import ConfigError
-    from voice_fsm.settings import Settings
+    from voice_fsm.settings import Settings, unknown_setting_names
 
     overrides: dict[str, Any] = {}
     if host is not None:
@@ -148,6 +162,11 @@ def serve(*, host: str | None = None, port: int | None = None) -> int:
         return _fail(format_settings_error(err))
 
     configure_logging(settings.log)
+    unknown = unknown_setting_names([*os.environ, *_dotenv_names(Path(".env"))])
+    if unknown:
+        get_logger().warning(
+            "settings.unknown", names=unknown, hint="no setting reads these: check the spelling"
+        )
     try:
         app = create_app(settings)
     except ConfigError as err:

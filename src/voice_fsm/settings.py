@@ -7,6 +7,7 @@ stage's key and base_url.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal, get_args
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationInfo, field_validator
@@ -176,3 +177,25 @@ class Settings(BaseSettings):
         """Every configured key, so error messages and logs can be scrubbed of them."""
         keys = [self.openai_api_key, self.stt.api_key, self.llm.api_key, self.tts.api_key]
         return tuple(k.get_secret_value() for k in keys if k is not None and k.get_secret_value())
+
+
+def setting_names() -> set[str]:
+    """Every environment variable the settings read under the VOICE_FSM_ prefix."""
+    names = set()
+    for name, field in Settings.model_fields.items():
+        if field.validation_alias is not None:
+            continue  # OPENAI_API_KEY and OPENAI_BASE_URL
+        top = f"VOICE_FSM_{name.upper()}"
+        names.add(top)
+        group = field.annotation
+        if isinstance(group, type) and issubclass(group, BaseModel):
+            names.update(f"{top}__{sub.upper()}" for sub in group.model_fields)
+    return names | {"VOICE_FSM_OPENAI_API_KEY", "VOICE_FSM_OPENAI_BASE_URL"}
+
+
+def unknown_setting_names(names: Iterable[str]) -> list[str]:
+    """The VOICE_FSM_ names among `names` that no setting reads: most likely typos."""
+    known = setting_names()
+    return sorted(
+        {n for n in names if n.upper().startswith("VOICE_FSM_") and n.upper() not in known}
+    )
