@@ -18,8 +18,8 @@ from voice_fsm.adapters.openai_llm import OpenAILanguageModel
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.settings import LlmSettings, Settings
 
-BASE_URL = "https://api.openai.com/v1"
-KEY = "sk-proj-abc123DEF456ghi789"
+from support.openai_wire import BASE_URL, KEY, drain, error_response
+
 MESSAGES = [
     ChatMessage("system", "Be brief."),
     ChatMessage("user", "What is the capital of France?"),
@@ -102,22 +102,11 @@ def sse_response(body: bytes, status: int = 200) -> httpx.Response:
     )
 
 
-def error_response(status: int, message: str, type_: str, code: str | None) -> httpx.Response:
-    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
-    return httpx.Response(status, json=body, headers={"x-request-id": "req_8f2c"})
-
-
 async def collect(llm: OpenAILanguageModel) -> list[str]:
     return [delta async for delta in llm.reply(MESSAGES)]
 
 
 T = TypeVar("T")
-
-
-async def drain(items: AsyncIterator[T], into: list[T]) -> None:
-    """Collect `items` into `into`, keeping what arrived before a failure."""
-    async for item in items:
-        into.append(item)
 
 
 async def test_streams_content_deltas_and_skips_role_finish_and_usage_chunks() -> None:
@@ -232,7 +221,7 @@ async def test_error_statuses_become_provider_errors(
         code is not ErrorCode.PROVIDER_AUTH and code is not ErrorCode.PROVIDER_ERROR
     )
     assert err.message.startswith(f"OpenAI language model returned {response.status_code}: ")
-    assert err.message.endswith("(request id req_8f2c)")
+    assert err.message.endswith("(request id req_5b1e)")
     assert KEY not in err.message
     assert "sk-" not in err.message
 
@@ -256,7 +245,7 @@ async def test_auth_error_message_is_redacted_and_readable() -> None:
     assert caught.value.message == (
         "OpenAI language model returned 401: Incorrect API key provided: [redacted]. You can "
         "find your API key at https://platform.openai.com/account/api-keys. "
-        "(request id req_8f2c)"
+        "(request id req_5b1e)"
     )
 
 

@@ -24,8 +24,8 @@ from voice_fsm.adapters.openai_stt import OpenAISpeechToText
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.settings import Settings, SttSettings
 
-BASE_URL = "https://api.openai.com/v1"
-KEY = "sk-proj-abc123DEF456ghi789"
+from support.openai_wire import BASE_URL, KEY, drain, error_response
+
 # 10 ms of a little ramp, so a byte order or sample width mistake changes the bytes.
 PCM = b"".join(i.to_bytes(2, "little", signed=True) for i in range(-1200, 1200, 10))
 USAGE = {
@@ -55,13 +55,6 @@ def delta(text: str) -> dict[str, Any]:
 
 def done(text: str) -> dict[str, Any]:
     return {"type": "transcript.text.done", "text": text, "logprobs": None, "usage": USAGE}
-
-
-def error_response(
-    status: int, message: str, type_: str, code: str | None, **headers: str
-) -> httpx.Response:
-    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
-    return httpx.Response(status, json=body, headers={"x-request-id": "req_5b1e", **headers})
 
 
 async def collect(stt: OpenAISpeechToText, language: str | None = None) -> list[TranscriptEvent]:
@@ -100,12 +93,6 @@ def assert_wav_of_pcm(data: bytes) -> None:
 
 
 T = TypeVar("T")
-
-
-async def drain(items: AsyncIterator[T], into: list[T]) -> None:
-    """Collect `items` into `into`, keeping what arrived before a failure."""
-    async for item in items:
-        into.append(item)
 
 
 async def test_streams_deltas_then_done_and_sends_a_wav_file() -> None:

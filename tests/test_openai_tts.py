@@ -18,8 +18,8 @@ from voice_fsm.adapters.openai_tts import OpenAITextToSpeech
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.settings import Settings, TtsSettings
 
-BASE_URL = "https://api.openai.com/v1"
-KEY = "sk-proj-abc123DEF456ghi789"
+from support.openai_wire import BASE_URL, KEY, drain, error_response
+
 # Raw PCM16 as the API sends it: chunks of any length, odd ones included.
 CHUNKS = [bytes(range(7)), b"\x10\x20" * 2400, b"\xff", bytes(range(200, 256))]
 
@@ -71,18 +71,7 @@ def pcm_response(stream: httpx.AsyncByteStream) -> httpx.Response:
     )
 
 
-def error_response(status: int, message: str, type_: str, code: str | None) -> httpx.Response:
-    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
-    return httpx.Response(status, json=body, headers={"x-request-id": "req_77aa"})
-
-
 T = TypeVar("T")
-
-
-async def drain(items: AsyncIterator[T], into: list[T]) -> None:
-    """Collect `items` into `into`, keeping what arrived before a failure."""
-    async for item in items:
-        into.append(item)
 
 
 async def test_forwards_each_chunk_as_it_arrives() -> None:
@@ -202,7 +191,7 @@ async def test_error_statuses_become_provider_errors(
     vendor_message = response.json()["error"]["message"].replace(KEY, "[redacted]")
     assert err.message == (
         f"OpenAI text-to-speech returned {response.status_code}: {vendor_message} "
-        "(request id req_77aa)"
+        "(request id req_5b1e)"
     )
     assert KEY not in err.message
 
