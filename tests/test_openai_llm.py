@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -104,9 +104,6 @@ def sse_response(body: bytes, status: int = 200) -> httpx.Response:
 
 async def collect(llm: OpenAILanguageModel) -> list[str]:
     return [delta async for delta in llm.reply(MESSAGES)]
-
-
-T = TypeVar("T")
 
 
 async def test_streams_content_deltas_and_skips_role_finish_and_usage_chunks() -> None:

@@ -11,7 +11,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesParser
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -90,9 +90,6 @@ def assert_wav_of_pcm(data: bytes) -> None:
         assert wav.getsampwidth() == 2
         assert wav.getframerate() == 24_000
         assert wav.readframes(wav.getnframes()) == PCM
-
-
-T = TypeVar("T")
 
 
 async def test_streams_deltas_then_done_and_sends_a_wav_file() -> None:

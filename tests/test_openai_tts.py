@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -69,9 +69,6 @@ def pcm_response(stream: httpx.AsyncByteStream) -> httpx.Response:
         stream=stream,
         headers={"content-type": "audio/pcm", "transfer-encoding": "chunked"},
     )
-
-
-T = TypeVar("T")
 
 
 async def test_forwards_each_chunk_as_it_arrives() -> None:
