@@ -1,17 +1,17 @@
-// voice-fsm push-to-talk page: hold the button (or the space bar) to talk, release to send.
-import { Capture, micErrorText } from './capture.js';
+// voice-fsm page: hold the button (or the space bar) to talk, release to send. Wires the socket
+// (protocol.js), the microphone (capture.js), playback (player.js) and the displays: the state
+// diagram (machine.js), the conversation (conversation.js), latency (latency.js), errors (errors.js).
+import { Capture } from './capture.js';
+import { Conversation } from './conversation.js';
+import { describeError, micErrorText, shortError } from './errors.js';
+import { V2vChart, renderWaterfall } from './latency.js';
+import { MachineDiagram } from './machine.js';
 import { Player } from './player.js';
-import {
-  Connection,
-  REPLY_STATES,
-  describeError,
-  formatMetrics,
-  formatProviders,
-  messages,
-  socketUrl,
-} from './protocol.js';
+import { Connection, REPLY_STATES, formatProviders, messages, socketUrl } from './protocol.js';
 
 const SAMPLE_RATE = 24000;
+// Errors that end the turn (the others drop one message and leave the turn as it was).
+const MESSAGE_LEVEL_CODES = new Set(['invalid-message', 'invalid-state', 'invalid-audio']);
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -19,13 +19,15 @@ const ui = {
   talkLabel: $('talk-label'),
   state: $('state'),
   connection: $('connection'),
-  transcript: $('transcript'),
-  reply: $('reply'),
   metrics: $('metrics'),
   error: $('error'),
   hint: $('hint'),
+  playback: $('playback'),
   stop: $('stop'),
   clear: $('clear'),
+  handsFree: $('hands-free'),
+  handsFreeLabel: $('hands-free-label'),
+  handsFreeNote: $('hands-free-note'),
   providers: $('providers'),
 };
 
@@ -33,16 +35,21 @@ const app = {
   state: 'idle', // the server's state
   turn: 0, // the server's turn number, from the last `state` event
   connection: 'connecting',
+  sessions: 0, // session.created messages seen (a second one means we reconnected)
+  modes: [], // session.created.modes
   holders: new Set(), // what is holding the talk button down: "pointer", "key", "api"
   starting: false, // between press and input_audio.start (waiting for the microphone)
   recording: false, // input_audio.start sent, input_audio.stop not yet
   stopping: null, // promise: flushing the last audio, then input_audio.stop
+  handsFree: false, // hands-free switched on and the microphone streaming
   startsSent: 0, // input_audio.start messages this session …
   recordingsSeen: 0, // … and `state: recording` events; equal when the server confirmed the last
   confirmedTurn: null, // the server's turn number of our current recording, once confirmed
-  dropBelow: 0, // text and audio of turns below this are stale (interrupted) and ignored
+  dropBelow: 0, // audio of turns below this is stale (interrupted) and ignored
   cancelledTurn: -1, // the reply of this turn was cancelled with the Stop button
-  shownTurn: null, // the turn whose transcript and reply are on screen
+  audioMs: new Map(), // turn -> duration_ms of its reply audio (audio.done)
+  retryAt: 0, // when the next reconnect attempt starts (Date.now() ms)
+  retryTimer: null,
   sessionUpdate: sessionFromQuery(),
 };
 
@@ -50,6 +57,9 @@ let ctx = null;
 const player = new Player({ onChange: render });
 const capture = new Capture({ onChunk: sendChunk });
 const conn = new Connection(socketUrl(), { onEvent, onAudio, onStatus });
+const machine = new MachineDiagram($('machine'));
+const conversation = new Conversation($('conversation'));
+const chart = new V2vChart($('v2v-chart'), { limit: 20 });
 
 // Hooks for tests and for poking around in the console.
 const hooks = {
@@ -63,17 +73,27 @@ const hooks = {
   get playedMs() {
     return player.playedMs();
   },
+  /** AudioBufferSourceNodes scheduled or playing; 0 right after playback was cut. */
+  get activeSources() {
+    return player.activeSources;
+  },
   get recording() {
     return app.recording;
   },
+  get handsFree() {
+    return app.handsFree;
+  },
   state: 'idle',
+  stateHistory: [], // every state the page showed, in order, consecutive duplicates folded
   events: [], // the type of every server event received, in order
   connection: 'connecting',
+  reconnects: 0, // sessions created after the first one
   sessionId: null,
   turn: 0,
+  // Per session (reset by session.created):
   lastPlayedMs: null, // played_ms when playback was last cut off (barge-in or Stop)
-  lastMetrics: null,
-  lastError: null,
+  lastMetrics: null, // the last turn.metrics event
+  lastError: null, // the last error event
   sentAudioBytes: 0,
   receivedAudioBytes: 0,
   droppedAudioBytes: 0, // binary frames outside audio.start … audio.done of a wanted turn
@@ -124,7 +144,7 @@ async function openMic() {
         err = retryErr;
       }
     }
-    console.error('microphone', err);
+    console.warn('microphone', err);
     showError(micErrorText(err), (err && err.name) || 'microphone');
     return false;
   }
@@ -139,7 +159,7 @@ function sendChunk(buffer) {
 async function press(source) {
   const first = app.holders.size === 0;
   app.holders.add(source);
-  if (!first || app.starting || app.recording) return;
+  if (!first || app.starting || app.recording || app.handsFree) return;
   if (!conn.isOpen) {
     showError('Not connected to the server yet. Wait for it to reconnect.', 'not-connected');
     return;
@@ -154,10 +174,11 @@ async function press(source) {
   // A new turn. Whatever is playing stops now; the server cancels a reply in flight when it gets
   // input_audio.start (barge-in), and anything still on the wire from it is ignored.
   const wasReplying = REPLY_STATES.has(app.state);
-  const played = cutPlayback();
+  const wasPlaying = player.playing || player.accepting;
+  const played = cutPlayback('You interrupted it');
   app.dropBelow = Math.max(app.dropBelow, app.turn + 1);
   clearError();
-  clearTurnDisplay();
+  conversation.begin();
   app.starting = true;
   render();
 
@@ -167,6 +188,7 @@ async function press(source) {
     const ok = await openMic();
     const stillHeld = app.holders.size > 0;
     if (!ok || !stillHeld || !conn.isOpen) {
+      conversation.abandon();
       // No turn after all; a reply we silenced is cancelled rather than left talking unheard.
       if (wasReplying && REPLY_STATES.has(app.state)) {
         app.cancelledTurn = app.turn;
@@ -178,7 +200,8 @@ async function press(source) {
       return;
     }
     ui.hint.textContent = '';
-    conn.send(messages.inputAudioStart());
+    // A barge-in tells the server how much of the interrupted reply was heard.
+    conn.send(messages.inputAudioStart(wasReplying || wasPlaying ? played : undefined));
     app.startsSent += 1;
     app.confirmedTurn = null;
     capture.start();
@@ -212,31 +235,95 @@ function releaseAll() {
 
 /** Stop button / Escape: stop the reply being prepared or spoken. */
 function stopReply() {
-  const played = cutPlayback();
+  const audible = player.playing;
+  const played = cutPlayback('Stopped');
   if (REPLY_STATES.has(app.state)) {
     app.cancelledTurn = app.turn;
     conn.send(messages.responseCancel(played));
+    if (!audible) conversation.cancelled(app.turn);
   }
   render();
 }
 
-/** Silence all scheduled audio at once and ignore the rest of this turn's frames. */
-function cutPlayback() {
+/**
+ * Silence all scheduled audio at once and ignore the rest of its turn's frames. Returns the
+ * played_ms of the reply in flight (0 when none of its audio had played). With `how`, the turn
+ * whose audio was audible gets a note in the conversation.
+ */
+function cutPlayback(how) {
+  const replyTurn = REPLY_STATES.has(app.state) ? app.turn : player.turn;
+  const audioTurn = player.turn;
   const hadAudio = player.playing || player.accepting;
-  const played = player.stop();
+  const audible = player.playing;
+  const playedOfAudio = player.stop();
   player.endTurn();
+  const played = audioTurn !== null && audioTurn === replyTurn ? playedOfAudio : 0;
   if (hadAudio) hooks.lastPlayedMs = played;
+  if (how && audible && audioTurn !== null) {
+    conversation.cut(audioTurn, playedOfAudio, app.audioMs.get(audioTurn), how);
+  }
   return played;
 }
 
 function clearConversation() {
   cutPlayback();
   conn.send(messages.conversationClear());
-  app.shownTurn = null;
-  clearTurnDisplay();
+  conversation.clear();
   clearError();
-  ui.metrics.textContent = '';
+  showMetrics(null);
   hooks.lastMetrics = null;
+  render();
+}
+
+// ------------------------------------------------------------------ hands-free (first cut)
+
+const HANDS_FREE_TIP = {
+  available: 'Talk without holding the button: the microphone stays on and the server detects when you speak.',
+  missing: "The server doesn't support hands-free mode yet: it offers push-to-talk only.",
+};
+
+function updateHandsFreeAvailability() {
+  const available = app.modes.includes('hands_free');
+  if (!available && (ui.handsFree.checked || app.handsFree)) {
+    ui.handsFree.checked = false;
+    stopHandsFree(false);
+  }
+  const tip = available ? HANDS_FREE_TIP.available : HANDS_FREE_TIP.missing;
+  ui.handsFreeLabel.title = tip;
+  ui.handsFree.title = tip;
+  ui.handsFreeNote.textContent = available ? '' : 'Not supported by this server yet.';
+  render();
+}
+
+async function startHandsFree() {
+  if (!conn.isOpen) return;
+  try {
+    ensureContext();
+  } catch (err) {
+    showError(err.message, 'no-web-audio');
+    ui.handsFree.checked = false;
+    return;
+  }
+  cutPlayback('Stopped');
+  conn.send(messages.sessionUpdate({ mode: 'hands_free' }));
+  const ok = await openMic();
+  if (!ok || !ui.handsFree.checked || !conn.isOpen) {
+    ui.handsFree.checked = false;
+    conn.send(messages.sessionUpdate({ mode: 'push_to_talk' }));
+    render();
+    return;
+  }
+  // The server decides where turns start and end; the microphone just streams.
+  app.handsFree = true;
+  capture.start();
+  render();
+}
+
+function stopHandsFree(tellServer = true) {
+  const was = app.handsFree;
+  app.handsFree = false;
+  if (was) capture.stop(false);
+  if (tellServer && conn.isOpen) conn.send(messages.sessionUpdate({ mode: 'push_to_talk' }));
   render();
 }
 
@@ -255,16 +342,16 @@ function onEvent(event) {
       onState(event);
       break;
     case 'transcript.delta':
-      if (showTurn(event.turn)) setText(ui.transcript, ui.transcript.textContent + event.text, 'partial');
+      conversation.transcript(event.turn, event.text, false);
       break;
     case 'transcript.done':
-      if (showTurn(event.turn)) setText(ui.transcript, event.text, 'final');
+      conversation.transcript(event.turn, event.text, true);
       break;
     case 'response.delta':
-      if (showTurn(event.turn)) setText(ui.reply, ui.reply.textContent + event.text, 'partial');
+      conversation.reply(event.turn, event.text);
       break;
     case 'response.done':
-      if (showTurn(event.turn)) setText(ui.reply, event.text, event.interrupted ? 'interrupted' : 'final');
+      conversation.reply(event.turn, event.text, { final: true, interrupted: event.interrupted });
       break;
     case 'audio.start':
       if (event.turn >= app.dropBelow && event.turn > app.cancelledTurn) {
@@ -274,15 +361,21 @@ function onEvent(event) {
       }
       break;
     case 'audio.done':
+      app.audioMs.set(event.turn, event.duration_ms);
       if (player.turn === event.turn) player.endTurn();
       break;
     case 'turn.metrics':
       hooks.lastMetrics = event;
-      ui.metrics.textContent = `Turn ${event.turn}: ${formatMetrics(event)}`;
+      showMetrics(event);
+      conversation.metrics(event.turn, renderWaterfall(event));
+      chart.add(event.voice_to_voice_ms, `Turn ${event.turn}`);
       break;
     case 'error':
       hooks.lastError = event;
       showError(describeError(event), event.code, event.message);
+      if (!MESSAGE_LEVEL_CODES.has(event.code)) {
+        conversation.error(event.turn, `${shortError(event)} (${event.code}).`, event.code);
+      }
       break;
     default:
       console.debug('unhandled server event', event);
@@ -290,21 +383,39 @@ function onEvent(event) {
 }
 
 function onSessionCreated(event) {
+  app.sessions += 1;
+  const reconnected = app.sessions > 1;
+  if (reconnected) hooks.reconnects += 1;
   hooks.sessionId = event.session_id;
-  // A new session numbers its turns afresh.
+  // A new session numbers its turns afresh; the conversation stays on screen.
+  conversation.newSession(event.session_id, { reconnected });
+  const shown = ui.metrics.querySelector('.metrics-title');
+  if (reconnected && shown && !shown.textContent.includes('(')) shown.textContent += ' (before reconnecting)';
   app.turn = 0;
+  hooks.turn = 0;
+  hooks.lastMetrics = null; // hooks are per session; the screen keeps the old turns
+  hooks.lastError = null;
+  hooks.lastPlayedMs = null;
   app.startsSent = 0;
   app.recordingsSeen = 0;
   app.confirmedTurn = null;
   app.dropBelow = 0;
   app.cancelledTurn = -1;
-  app.shownTurn = null;
+  app.audioMs.clear();
+  player.stop();
+  player.endTurn();
+  player.turn = null;
   if (event.output_audio && event.output_audio.sample_rate) player.sampleRate = event.output_audio.sample_rate;
   ui.providers.textContent = formatProviders(event);
+  app.modes = Array.isArray(event.modes) ? event.modes : [];
+  updateHandsFreeAvailability();
+
   const update = { ...app.sessionUpdate };
   const mode = event.session && event.session.mode;
-  if (mode && mode !== 'push_to_talk') update.mode = 'push_to_talk';
+  const wanted = ui.handsFree.checked && app.modes.includes('hands_free') ? 'hands_free' : 'push_to_talk';
+  if ((mode || 'push_to_talk') !== wanted) update.mode = wanted;
   if (Object.keys(update).length > 0) conn.send(messages.sessionUpdate(update));
+  if (wanted === 'hands_free' && !app.handsFree) startHandsFree();
 }
 
 function onState(event) {
@@ -316,12 +427,17 @@ function onState(event) {
     app.recordingsSeen += 1;
     if (app.recording && app.recordingsSeen === app.startsSent) app.confirmedTurn = event.turn;
     cutPlayback();
-  } else if (event.previous === 'recording' && app.recording && app.confirmedTurn === event.turn) {
-    // The server ended our recording itself (an error such as audio-too-long): stop sending audio.
-    app.recording = false;
-    capture.stop(false);
+    clearError();
+    conversation.confirm(event.turn);
+  } else {
+    if (event.previous === 'recording' && app.recording && app.confirmedTurn === event.turn) {
+      // The server ended our recording itself (an error such as audio-too-long): stop sending audio.
+      app.recording = false;
+      capture.stop(false);
+    }
+    conversation.phase(event.turn, event.state === 'idle' ? 'done' : event.state);
   }
-  setState(event.state);
+  setState(event.state, event.previous);
 }
 
 function onAudio(data) {
@@ -332,86 +448,106 @@ function onAudio(data) {
 function onStatus(status, { retryInMs } = {}) {
   app.connection = status;
   hooks.connection = status;
+  clearInterval(app.retryTimer);
+  app.retryTimer = null;
   if (status === 'closed') {
     // Whatever was in flight belonged to the old session.
     app.holders.clear();
     if (app.recording) capture.stop(false);
     app.recording = false;
+    if (app.handsFree) stopHandsFree(false);
     cutPlayback();
+    conversation.disconnected();
     setState('idle');
-    ui.connection.textContent = `Disconnected, retrying in ${Math.round(retryInMs / 1000)} s`;
+    app.retryAt = Date.now() + (retryInMs || 0);
+    showCountdown();
+    app.retryTimer = setInterval(showCountdown, 250);
   } else if (status === 'open') {
     ui.connection.textContent = 'Connected';
   } else {
-    ui.connection.textContent = 'Connecting…';
+    ui.connection.textContent = app.sessions > 0 ? 'Reconnecting…' : 'Connecting…';
   }
   ui.connection.dataset.status = status;
   render();
 }
 
+function showCountdown() {
+  const seconds = Math.max(1, Math.ceil((app.retryAt - Date.now()) / 1000));
+  ui.connection.textContent = `Disconnected. Reconnecting in ${seconds} s…`;
+}
+
 // ------------------------------------------------------------------ display
 
-function setState(state) {
+function setState(state, previous) {
   app.state = state;
   hooks.state = state;
   ui.state.textContent = state;
   document.body.dataset.state = state;
+  machine.show(state, previous);
+  const history = hooks.stateHistory;
+  if (history[history.length - 1] !== state) history.push(state);
   render();
 }
 
-/** Whether text of `turn` belongs on screen; a new turn replaces the old one's text. */
-function showTurn(turn) {
-  if (turn < app.dropBelow) return false;
-  if (app.shownTurn !== turn) {
-    clearTurnDisplay();
-    app.shownTurn = turn;
+/** The latest turn's waterfall in #metrics (null: the empty note). */
+function showMetrics(event) {
+  if (!event) {
+    const empty = document.createElement('p');
+    empty.className = 'metrics-empty';
+    empty.textContent = 'Timings appear here after the first complete turn.';
+    ui.metrics.replaceChildren(empty);
+    delete ui.metrics.dataset.turn;
+    return;
   }
-  return true;
-}
-
-function setText(element, text, status) {
-  element.textContent = text;
-  element.dataset.status = status;
-}
-
-function clearTurnDisplay() {
-  setText(ui.transcript, '', 'empty');
-  setText(ui.reply, '', 'empty');
+  const title = document.createElement('p');
+  title.className = 'metrics-title';
+  title.textContent = `Turn ${event.turn}`;
+  ui.metrics.replaceChildren(title, renderWaterfall(event));
+  ui.metrics.dataset.turn = String(event.turn);
 }
 
 function showError(text, code, detail) {
   ui.error.textContent = '';
   const words = document.createElement('span');
+  words.className = 'error-text';
   words.textContent = text;
-  const codeEl = document.createElement('code');
-  codeEl.textContent = code;
-  ui.error.append(words, ' ', codeEl);
+  ui.error.append(words);
+  if (!text.includes(`(${code})`)) {
+    const codeEl = document.createElement('code');
+    codeEl.textContent = code;
+    ui.error.append(' ', codeEl);
+  }
   if (detail && detail !== text) {
     const more = document.createElement('small');
-    more.textContent = detail;
+    more.textContent = `Server said: ${detail}`;
     ui.error.append(more);
   }
+  ui.error.dataset.code = code;
   ui.error.hidden = false;
 }
 
 function clearError() {
   ui.error.textContent = '';
+  delete ui.error.dataset.code;
   ui.error.hidden = true;
 }
 
 function render() {
   const open = app.connection === 'open';
   const talking = app.recording || app.starting;
-  ui.talk.disabled = !open;
+  ui.talk.disabled = !open || app.handsFree;
   ui.talk.setAttribute('aria-pressed', String(talking));
   ui.talk.classList.toggle('active', talking);
   let label = 'Hold to talk';
-  if (app.starting) label = 'Opening microphone…';
+  if (app.handsFree) label = 'Hands-free: just talk';
+  else if (app.starting) label = 'Opening microphone…';
   else if (app.recording) label = 'Listening… release to send';
   else if (REPLY_STATES.has(app.state) || player.playing) label = 'Hold to interrupt';
   ui.talkLabel.textContent = label;
+  ui.playback.hidden = !player.playing;
   ui.stop.disabled = !(REPLY_STATES.has(app.state) || player.playing);
   ui.clear.disabled = !open || app.state !== 'idle' || talking;
+  ui.handsFree.disabled = !open || !app.modes.includes('hands_free');
 }
 
 // ------------------------------------------------------------------ input
@@ -473,6 +609,10 @@ ui.clear.addEventListener('click', () => {
   }
   clearConversation();
 });
+ui.handsFree.addEventListener('change', () => {
+  if (ui.handsFree.checked) startHandsFree();
+  else stopHandsFree();
+});
 
 /** Optional ?voice=…&language=…&instructions=… in the page URL become a session.update. */
 function sessionFromQuery() {
@@ -487,5 +627,6 @@ function sessionFromQuery() {
 
 setState('idle');
 clearError();
-clearTurnDisplay();
+showMetrics(null);
+updateHandsFreeAvailability();
 conn.connect();

@@ -11,25 +11,6 @@ const AUDIO_CONSTRAINTS = {
 
 const FLUSH_TIMEOUT_MS = 300;
 
-/** Plain words for a getUserMedia / audio graph failure. */
-export function micErrorText(err) {
-  switch (err && err.name) {
-    case 'NotAllowedError':
-    case 'SecurityError':
-      return 'Microphone permission was refused. Allow microphone access for this page in the browser and try again.';
-    case 'NotFoundError':
-    case 'OverconstrainedError':
-      return 'No microphone found. Connect one and try again.';
-    case 'NotReadableError':
-    case 'AbortError':
-      return 'The microphone could not be started. Another application may be using it.';
-    case 'NoMediaDevices':
-      return 'This browser cannot record audio on this page (a microphone needs https or localhost).';
-    default:
-      return `The microphone could not be opened: ${(err && err.message) || err}`;
-  }
-}
-
 export class Capture {
   /** @param {{onChunk: (buf: ArrayBuffer) => void}} options */
   constructor({ onChunk }) {

@@ -31,6 +31,11 @@ export class Player {
     return this.sources.size > 0;
   }
 
+  /** AudioBufferSourceNodes scheduled or playing right now (0 right after stop()). */
+  get activeSources() {
+    return this.sources.size;
+  }
+
   /** audio.start: frames that follow belong to `turn`. */
   beginTurn(turn, sampleRate) {
     this.turn = turn;

@@ -10,53 +10,19 @@ export function socketUrl(loc = window.location) {
   return `${scheme}//${loc.host}/ws`;
 }
 
+function withPlayed(message, playedMs) {
+  return Number.isFinite(playedMs) ? { ...message, played_ms: Math.max(0, Math.round(playedMs)) } : message;
+}
+
 /** Client -> server messages. */
 export const messages = {
   sessionUpdate: (session) => ({ type: 'session.update', session }),
-  inputAudioStart: () => ({ type: 'input_audio.start' }),
+  /** With `playedMs` (a barge-in): how much of the interrupted reply was played. */
+  inputAudioStart: (playedMs) => withPlayed({ type: 'input_audio.start' }, playedMs),
   inputAudioStop: () => ({ type: 'input_audio.stop' }),
-  responseCancel: (playedMs) =>
-    Number.isFinite(playedMs)
-      ? { type: 'response.cancel', played_ms: Math.max(0, Math.round(playedMs)) }
-      : { type: 'response.cancel' },
+  responseCancel: (playedMs) => withPlayed({ type: 'response.cancel' }, playedMs),
   conversationClear: () => ({ type: 'conversation.clear' }),
 };
-
-const ERROR_TEXT = {
-  'invalid-message': 'The server did not understand a message from this page.',
-  'invalid-state': 'That is not possible right now.',
-  'invalid-audio': 'The recorded audio could not be used.',
-  'no-audio': 'Nothing was recorded. Hold the button for as long as you speak.',
-  'audio-too-long': 'The recording was too long.',
-  'no-speech': 'No speech was recognised. Please try again.',
-  'provider-auth': 'A speech or language service rejected its API key.',
-  'provider-rate-limited': 'A speech or language service is busy (rate limited). Try again in a moment.',
-  'provider-timeout': 'A speech or language service took too long to answer.',
-  'provider-unavailable': 'A speech or language service is unavailable right now.',
-  'provider-error': 'A speech or language service returned an error.',
-  'internal-error': 'Something went wrong on the server.',
-};
-
-const STAGE_TEXT = { input: 'input', stt: 'speech-to-text', llm: 'language model', tts: 'text-to-speech', server: 'server' };
-
-/** Plain words for an `error` event; the code is shown beside them. */
-export function describeError(event) {
-  const plain = ERROR_TEXT[event.code] || 'Something went wrong.';
-  const stage = STAGE_TEXT[event.stage] || event.stage;
-  return stage && event.stage !== 'server' && event.stage !== 'input' ? `${plain} (${stage})` : plain;
-}
-
-const ms = (value) => (value === null || value === undefined ? '–' : `${Math.round(value)} ms`);
-
-/** "voice-to-voice 812 ms · STT 230 ms · LLM first token 310 ms · TTS first audio 150 ms" */
-export function formatMetrics(m) {
-  return [
-    `voice-to-voice ${ms(m.voice_to_voice_ms)}`,
-    `STT ${ms(m.stt_ms)}`,
-    `LLM first token ${ms(m.llm_first_token_ms)}`,
-    `TTS first audio ${ms(m.tts_first_audio_ms)}`,
-  ].join(' · ');
-}
 
 /** "STT openai gpt-transcribe · LLM … · TTS … · session abc · protocol 1" */
 export function formatProviders(created) {

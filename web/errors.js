@@ -1,0 +1,75 @@
+// Wording of everything that can go wrong, in plain words: the server's `error` events (one entry
+// per code of src/voice_fsm/errors.py) and microphone failures.
+
+/** The stage of a provider error, in words. */
+export const STAGE_WORDS = {
+  stt: 'speech recognition',
+  llm: 'language model',
+  tts: 'speech synthesis',
+};
+
+// Each entry gives the sentence before the code and the advice after it:
+// "<lead> (<code>). <advice>". `{service}` is replaced by "The speech recognition service" etc.
+const ERROR_WORDING = {
+  'invalid-message': ['The server did not understand a message from this page', 'Reloading the page may help.'],
+  'invalid-state': ['The server was not ready for that', 'Wait for the current step to finish and try again.'],
+  'invalid-audio': ['The server could not use the audio it received', 'Try again.'],
+  'no-audio': ['That was too short', 'Hold the button for as long as you speak.'],
+  'audio-too-long': ['That recording was too long for the server', 'Keep it shorter and try again.'],
+  'no-speech': ["I didn't catch anything", 'Speak a little louder or closer to the microphone and try again.'],
+  'provider-auth': ["{service} refused the server's API key", "Check the key in the server's settings."],
+  'provider-rate-limited': ['{service} is busy', 'Try again in a moment.'],
+  'provider-timeout': ['{service} took too long to answer', 'Try again in a moment.'],
+  'provider-unavailable': ['{service} cannot be reached right now', 'Try again shortly.'],
+  'provider-error': ['{service} returned an error', 'Trying again may not help; the server log has the details.'],
+  'internal-error': ['Something went wrong on the server', 'Try again; the server log has the details.'],
+};
+
+/** Every code the page has words for (the codes of src/voice_fsm/errors.py). */
+export const KNOWN_ERROR_CODES = Object.keys(ERROR_WORDING);
+
+function serviceWords(stage) {
+  const words = STAGE_WORDS[stage];
+  return words ? `The ${words} service` : 'A speech or language service';
+}
+
+/**
+ * Plain words for an `error` event, the code included:
+ * "The speech recognition service is busy (provider-rate-limited). Try again in a moment."
+ */
+export function describeError({ code, stage }) {
+  const wording = ERROR_WORDING[code];
+  if (!wording) {
+    const where = STAGE_WORDS[stage] ? ` in ${STAGE_WORDS[stage]}` : '';
+    return `Something went wrong${where} (${code || 'unknown error'}).`;
+  }
+  const [lead, advice] = wording;
+  return `${lead.replace('{service}', serviceWords(stage))} (${code}). ${advice}`;
+}
+
+/** A short form for a turn in the conversation list: "Speech recognition: busy". */
+export function shortError({ code, stage }) {
+  const wording = ERROR_WORDING[code];
+  const lead = wording ? wording[0].replace('{service} ', '') : code;
+  const where = STAGE_WORDS[stage];
+  return where ? `${where[0].toUpperCase()}${where.slice(1)} ${lead}` : lead;
+}
+
+/** Plain words for a getUserMedia / audio graph failure. */
+export function micErrorText(err) {
+  switch (err && err.name) {
+    case 'NotAllowedError':
+    case 'SecurityError':
+      return 'Microphone permission was refused. Allow microphone access for this page in the browser (the icon in the address bar) and try again.';
+    case 'NotFoundError':
+    case 'OverconstrainedError':
+      return 'No microphone found. Connect one and try again.';
+    case 'NotReadableError':
+    case 'AbortError':
+      return 'The microphone could not be started. Another application may be using it.';
+    case 'NoMediaDevices':
+      return 'This browser cannot record audio on this page (a microphone needs https or localhost).';
+    default:
+      return `The microphone could not be opened: ${(err && err.message) || err}`;
+  }
+}
