@@ -485,12 +485,14 @@ async def test_cancelling_the_driver_stops_the_turn_and_its_streams() -> None:
     assert stage_task is not None
     assert not stage_task.done()
 
+    sent_before = len(client.log)
     driver.cancel()
     await asyncio.gather(driver, return_exceptions=True)
     assert driver.cancelled()
     assert stage_task.done()
     assert pipeline.tts.ledger.open == 0  # type: ignore[attr-defined]
-    assert await client.quiet(0.2) == []
+    await asyncio.sleep(0.2)
+    assert client.log[sent_before:] == []
 
 
 async def test_every_turn_logs_one_turn_completed_line(connect: ClientFactory) -> None:
@@ -512,3 +514,71 @@ async def test_every_turn_logs_one_turn_completed_line(connect: ClientFactory) -
     ok = next(e for e in logs if e["event"] == "turn.completed")
     assert ok["session_id"] == client.session.id
     assert ok["voice_to_voice_ms"] > 0
+
+
+# ---------------------------------------------------------------- speech pipelined with the reply
+
+LONG_REPLY = "Paris is the capital. It sits on the Seine. About two million people live there."
+
+
+async def test_the_first_audio_goes_out_before_the_language_model_finishes(
+    connect: ClientFactory,
+) -> None:
+    tts = FakeTextToSpeech(chunk_delay=0.0)
+    llm = FakeLanguageModel(LONG_REPLY, first_token_delay=0.01, token_delay=0.03)
+    client = await connect(fake_pipeline(llm=llm, tts=tts))
+    items = await full_turn(client)
+    order = [i.kind for i in items]
+    first_audio = order.index("audio")
+    last_delta = len(order) - 1 - order[::-1].index("response.delta")
+    assert first_audio < last_delta
+    assert order.index("state") < first_audio  # speaking is announced before the audio
+    speaking = next(i for i in items if i.kind == "state" and i.event.state == "speaking")  # type: ignore[union-attr]
+    assert order.index("audio.start") == items.index(speaking) + 1
+    # Each sentence was spoken on its own, in order, and the audio is all of them.
+    assert [text for text, _ in tts.ledger.calls] == [  # type: ignore[misc]
+        "Paris is the capital.",
+        "It sits on the Seine.",
+        "About two million people live there.",
+    ]
+    audio = b"".join(i.audio for i in items if i.kind == "audio")
+    assert audio == b"".join(tts.audio_for(t) for t, _ in tts.ledger.calls)  # type: ignore[misc]
+    metrics: Any = items[-1].event
+    assert metrics.voice_to_voice_ms < metrics.stt_ms + metrics.llm_ms
+
+
+async def test_a_failure_while_speaking_stops_the_writer_too(connect: ClientFactory) -> None:
+    err = ProviderError(ErrorCode.PROVIDER_UNAVAILABLE, "tts down", stage=Stage.TTS)
+    llm = FakeLanguageModel(LONG_REPLY, token_delay=0.03)
+    pipeline = fake_pipeline(llm=llm, tts=FakeTextToSpeech(fail=err, fail_after_chunks=1))
+    client = await connect(pipeline)
+    await client.send(START)
+    await client.speak()
+    await client.send(STOP)
+    items = await client.until("state", state="idle")
+    assert kinds(items)[-2:] == ["error:provider-unavailable", "state:idle"]
+    assert llm.ledger.open == 0
+    assert await client.quiet(0.2) == []
+
+
+async def test_barge_in_keeps_only_what_the_user_heard_in_the_history(
+    connect: ClientFactory,
+) -> None:
+    llm = FakeLanguageModel(LONG_REPLY, token_delay=0.01)
+    tts = FakeTextToSpeech(chunk_delay=0.05)
+    client = await connect(fake_pipeline(llm=llm, tts=tts))
+    await _reach(client, "speaking")
+    first_sentence_ms = len("Paris is the capital.") * tts.ms_per_char
+    # Wait until more than the first sentence was sent, then say only it was played.
+    while client.session.turn.audio_sent <= 2 * 24 * first_sentence_ms:
+        await client.until("audio")
+    await client.send(InputAudioStart(type="input_audio.start", played_ms=first_sentence_ms))
+    await client.until("state", state="recording")
+    await client.speak()
+    await client.send(STOP)
+    await client.until("turn.metrics")
+    history = llm.ledger.calls[-1]
+    assert [(m.role, m.content) for m in history[1:3]] == [  # type: ignore[index]
+        ("user", "What is the capital of France?"),
+        ("assistant", "Paris is the capital."),
+    ]

@@ -60,7 +60,7 @@ TRANSITIONS: list[Transition] = [
         "trigger": "replied",
         "source": [State.THINKING],
         "dest": State.SPEAKING,
-        "why": "the reply text is ready to be spoken",
+        "why": "the first audio of the reply is ready (the rest is still being written)",
     },
     {
         "trigger": "spoken",

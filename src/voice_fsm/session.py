@@ -51,6 +51,7 @@ from voice_fsm.logging_setup import get_logger
 from voice_fsm.machine import REPLY_STATES, State, build_machine
 from voice_fsm.providers import Pipeline
 from voice_fsm.settings import Settings
+from voice_fsm.speech_pieces import SentenceSplitter
 from voice_fsm.turn import Turn
 
 Sender = Callable[[ServerEvent | bytes], Awaitable[None]]
@@ -93,8 +94,7 @@ class Session:
         self.machine: AsyncMachine = build_machine(self, after_state_change=self._announce_state)
         for state, work in (
             (State.TRANSCRIBING, self._transcribe),
-            (State.THINKING, self._think),
-            (State.SPEAKING, self._speak),
+            (State.THINKING, self._think),  # and speaking: the reply is spoken as it is written
         ):
             self.machine.get_state(state.value).add_callback("enter", self._starter(work))
 
@@ -330,10 +330,18 @@ class Session:
             await self._send(turn.audio_done())
         if turn.reply:
             await self._send(ResponseDone(turn=turn.number, text=turn.reply, interrupted=True))
+        heard = ""
         if self.state == State.SPEAKING:
-            self.conversation.add_turn(turn.transcript, turn.reply)
+            # The model should remember what the user heard, not what it wrote: the client's
+            # played_ms when it says, else all the audio sent (which it may not have played).
+            played = turn.audio_sent if played_ms is None else bytes_for_ms(played_ms)
+            heard = turn.spoken.heard(min(played, turn.audio_sent))
+            self.conversation.add_turn(turn.transcript, heard)
         self.log.info(
-            "reply.interrupted", played_ms=played_ms, sent_ms=duration_ms(turn.audio_sent)
+            "reply.interrupted",
+            played_ms=played_ms,
+            sent_ms=duration_ms(turn.audio_sent),
+            heard_chars=len(heard),
         )
 
     def _finish_turn(self, outcome: str, **extra: Any) -> None:
@@ -366,13 +374,37 @@ class Session:
         await self._fire("transcribed")
 
     async def _think(self) -> None:
+        """Write the reply and speak it as it is written: each piece goes to text-to-speech
+        while the language model goes on. The machine turns `speaking` at the first audio."""
         turn = self.turn
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        writer = asyncio.create_task(self._write_reply(turn, pieces))
+        speaker = asyncio.create_task(self._speak_pieces(turn, pieces))
+        try:
+            done, _ = await asyncio.wait({writer, speaker}, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # the first failure, as a typed error
+            await speaker
+        finally:
+            for task in (writer, speaker):
+                task.cancel()
+            await asyncio.wait({writer, speaker})
+        await self._send(turn.audio_done())
+        await self._send(ResponseDone(turn=turn.number, text=turn.reply, interrupted=False))
+        self.conversation.add_turn(turn.transcript, turn.reply)
+        metrics = turn.metrics()
+        self._finish_turn("ok")
+        await self._fire("spoken")
+        await self._send(metrics)
+
+    async def _write_reply(self, turn: Turn, pieces: asyncio.Queue[str | None]) -> None:
         instructions = self.config.instructions or self.settings.llm.instructions
         messages = [
             ChatMessage("system", instructions),
             *self.conversation.messages(),
             ChatMessage("user", turn.transcript),
         ]
+        splitter = SentenceSplitter()
         with turn.clock.span("llm"):
             stream = self.pipeline.llm.reply(messages)
             async with closing_stream(stream):
@@ -382,6 +414,11 @@ class Session:
                     turn.clock.mark_once("llm.first_token")
                     turn.reply += delta
                     await self._send(ResponseDelta(turn=turn.number, text=delta))
+                    for piece in splitter.feed(delta):
+                        pieces.put_nowait(piece)
+        for piece in splitter.flush():
+            pieces.put_nowait(piece)
+        pieces.put_nowait(None)
         turn.reply = turn.reply.strip()
         if not turn.reply:
             raise VoiceError(
@@ -389,13 +426,13 @@ class Session:
                 "The language model returned an empty reply.",
                 stage=Stage.LLM,
             )
-        await self._fire("replied")
 
-    async def _speak(self) -> None:
-        turn = self.turn
+    async def _speak_pieces(self, turn: Turn, pieces: asyncio.Queue[str | None]) -> None:
         pending = b""  # an odd byte left over from the provider's last chunk
-        with turn.clock.span("tts"):
-            stream = self.pipeline.tts.synthesize(turn.reply, voice=self.config.voice)
+        while (piece := await pieces.get()) is not None:
+            turn.clock.mark_once("tts.start")
+            turn.spoken.start_piece(piece)
+            stream = self.pipeline.tts.synthesize(piece, voice=self.config.voice)
             async with closing_stream(stream):
                 async for chunk in stream:
                     turn.clock.mark_once("tts.first_audio")
@@ -406,25 +443,21 @@ class Session:
                         await self._send_audio(
                             turn, data[offset : min(offset + MAX_AUDIO_FRAME, cut)]
                         )
+        turn.clock.mark("tts.end")
         if not turn.audio_sent:
             raise VoiceError(
                 ErrorCode.PROVIDER_ERROR, "The speech provider returned no audio.", stage=Stage.TTS
             )
-        await self._send(turn.audio_done())
-        await self._send(ResponseDone(turn=turn.number, text=turn.reply, interrupted=False))
-        self.conversation.add_turn(turn.transcript, turn.reply)
-        metrics = turn.metrics()
-        self._finish_turn("ok")
-        await self._fire("spoken")
-        await self._send(metrics)
 
     async def _send_audio(self, turn: Turn, frame: bytes) -> None:
         if not turn.audio_sent:
+            await self._fire("replied")
             await self._send(AudioStart(turn=turn.number, sample_rate=PCM_SAMPLE_RATE))
         await self._send(frame)
         if not turn.audio_sent:
             turn.clock.mark("first_audio_sent")
         turn.audio_sent += len(frame)
+        turn.spoken.add_audio(len(frame))
 
     def _created_event(self) -> SessionCreated:
         stages = self.pipeline.describe()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from voice_fsm.audio import duration_ms
 from voice_fsm.events import AudioDone, TurnMetrics
+from voice_fsm.speech_pieces import SpokenReply
 from voice_fsm.timing import Stopwatch
 
 
@@ -16,6 +17,7 @@ class Turn:
         self.transcript = ""
         self.reply = ""
         self.audio_sent = 0
+        self.spoken = SpokenReply()
         self.clock = Stopwatch()
         self.outcome: str | None = None
 
