@@ -81,3 +81,43 @@ class TextToSpeech(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class LiveTranscription(Protocol):
+    """One turn's audio, transcribed while it is being recorded."""
+
+    async def append(self, pcm: bytes) -> None:
+        """More PCM16 24 kHz mono of the turn; cheap, never waits for the transcription."""
+        ...
+
+    def deltas(self) -> AsyncIterator[TranscriptDelta]:
+        """Transcript pieces as they are recognised, while the user is still talking.
+
+        Ends when `finish` has the final transcript or the transcription is closed.
+        """
+        ...
+
+    async def finish(self) -> str:
+        """The turn's audio is complete: return the final transcript (may be empty).
+
+        Raises `ProviderError` (stage stt) on failure.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Stop and release everything; safe to call at any time, more than once."""
+        ...
+
+
+@runtime_checkable
+class LiveSpeechToText(Protocol):
+    """A speech-to-text that can also transcribe a turn while it is being recorded.
+
+    Providers without it are used through `SpeechToText.transcribe` on the completed
+    recording instead.
+    """
+
+    async def start_live(self, *, language: str | None = None) -> LiveTranscription:
+        """Open a live transcription for one turn. Raises `ProviderError` if it cannot."""
+        ...
