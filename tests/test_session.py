@@ -8,7 +8,12 @@ from typing import Any
 
 import pytest
 
-from voice_fsm.adapters.fake import FakeLanguageModel, FakeSpeechToText, FakeTextToSpeech
+from voice_fsm.adapters.fake import (
+    FakeLanguageModel,
+    FakeLiveSpeechToText,
+    FakeSpeechToText,
+    FakeTextToSpeech,
+)
 from voice_fsm.endpoint import parse_text
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.events import (
@@ -582,3 +587,54 @@ async def test_barge_in_keeps_only_what_the_user_heard_in_the_history(
         ("user", "What is the capital of France?"),
         ("assistant", "Paris is the capital."),
     ]
+
+
+# ---------------------------------------------------------------- live transcription
+
+
+async def test_live_transcript_deltas_arrive_while_the_user_talks(connect: ClientFactory) -> None:
+    stt = FakeLiveSpeechToText(ms_per_word=80, final_delay=0.01)
+    client = await connect(fake_pipeline(stt=stt))
+    await client.send(START)
+    await client.speak(400)
+    during = await client.until("transcript.delta")
+    assert kinds(during) == ["state:recording", "transcript.delta"]
+    await client.send(STOP)
+    items = await client.until("turn.metrics")
+    order = kinds(items)
+    assert order.index("state:transcribing") < order.index("transcript.done")
+    done = next(i.event for i in items if i.kind == "transcript.done")
+    assert done.text == "What is the capital of France?"  # type: ignore[union-attr]
+    deltas = "".join(i.event.text for i in during + items if i.kind == "transcript.delta")  # type: ignore[union-attr]
+    assert deltas == "What is the capital of France?"
+    live = stt.live[-1]
+    assert bytes(live.received) == b"\x10\x00" * (24 * 400)  # every frame, in order
+    assert live.closed
+    assert stt.ledger.opened == 0  # the completed-recording path was not needed
+
+
+@pytest.mark.parametrize("where", ["start", "finish"])
+async def test_a_failing_live_transcription_falls_back_to_the_recording(
+    connect: ClientFactory, where: str
+) -> None:
+    err = ProviderError(ErrorCode.PROVIDER_UNAVAILABLE, "live down", stage=Stage.STT)
+    stt = FakeLiveSpeechToText(**{f"fail_{where}": err})
+    client = await connect(fake_pipeline(stt=stt))
+    items = await full_turn(client)
+    assert "error" not in kinds(items)
+    done = next(i.event for i in items if i.kind == "transcript.done")
+    assert done.text == "What is the capital of France?"  # type: ignore[union-attr]
+    assert stt.ledger.opened == 1  # transcribed from the completed recording instead
+
+
+async def test_cancel_while_recording_closes_the_live_transcription(
+    connect: ClientFactory,
+) -> None:
+    stt = FakeLiveSpeechToText()
+    client = await connect(fake_pipeline(stt=stt))
+    await client.send(START)
+    await client.speak(200)
+    await client.until("transcript.delta")  # the live transcription is running
+    await client.send(CANCEL)
+    await client.until("state", state="idle")
+    assert stt.live[-1].closed

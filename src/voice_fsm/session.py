@@ -21,7 +21,13 @@ from typing import Any, cast
 from transitions.extensions.asyncio import AsyncMachine
 
 from voice_fsm import PROTOCOL_VERSION
-from voice_fsm.adapters.base import PCM_SAMPLE_RATE, ChatMessage, TranscriptDelta, TranscriptDone
+from voice_fsm.adapters.base import (
+    PCM_SAMPLE_RATE,
+    ChatMessage,
+    LiveSpeechToText,
+    TranscriptDelta,
+    TranscriptDone,
+)
 from voice_fsm.adapters.streams import closing_stream
 from voice_fsm.audio import bytes_for_ms, duration_ms
 from voice_fsm.conversation import Conversation
@@ -47,6 +53,7 @@ from voice_fsm.events import (
     TranscriptDeltaEvent,
     TranscriptDoneEvent,
 )
+from voice_fsm.live import LiveTurn
 from voice_fsm.logging_setup import get_logger
 from voice_fsm.machine import REPLY_STATES, State, build_machine
 from voice_fsm.providers import Pipeline
@@ -117,6 +124,7 @@ class Session:
                     await self._report(err)
         finally:
             await self._stop_stage()
+            await self._close_live(self.turn)
             if self.state != State.IDLE:
                 self._finish_turn("disconnected")
             self.log.info("session.closed", turns=self.turn.number)
@@ -150,10 +158,21 @@ class Session:
         barge_in = self.state in REPLY_STATES
         if barge_in:
             await self._stop_stage()
+            await self._close_live(self.turn)
             await self._close_interrupted_reply(played_ms)
             self._finish_turn("interrupted")
         self._begin_turn()
         await self._fire("barge_in" if barge_in else "start")
+        stt = self.pipeline.stt
+        if isinstance(stt, LiveSpeechToText):
+            number = self.turn.number
+
+            async def forward(text: str) -> None:
+                await self._send(TranscriptDeltaEvent(turn=number, text=text))
+
+            self.turn.live = LiveTurn(
+                stt, self.turn.audio, language=self.config.language, on_delta=forward, log=self.log
+            )
 
     async def _on_stop(self) -> None:
         if self.state != State.RECORDING:
@@ -181,6 +200,7 @@ class Session:
         if self.state == State.IDLE:
             return  # a cancel racing the end of a reply is harmless
         await self._stop_stage()
+        await self._close_live(self.turn)
         await self._close_interrupted_reply(played_ms)
         self._finish_turn("cancelled")
         await self._fire("cancel")
@@ -202,6 +222,8 @@ class Session:
             )
         turn = self.turn
         turn.audio += frame
+        if turn.live is not None:
+            turn.live.audio_arrived()
         limit = self.settings.limits.max_audio_seconds
         if turn.audio_in_ms > limit * 1000:
             self._discard_audio = True
@@ -293,7 +315,13 @@ class Session:
             )
         )
 
+    async def _close_live(self, turn: Turn) -> None:
+        live, turn.live = turn.live, None
+        if live is not None:
+            await live.aclose()
+
     async def _fail(self, err: VoiceError) -> None:
+        await self._close_live(self.turn)
         await self._report(err)
         self._finish_turn("error", code=err.code.value)
         await self._fire("fail")
@@ -357,6 +385,14 @@ class Session:
 
     async def _transcribe(self) -> None:
         turn = self.turn
+        if turn.live is not None:
+            with turn.clock.span("stt"):
+                text = await turn.live.finish()
+            await self._close_live(turn)
+            if text is not None:
+                await self._transcribed(turn, text)
+                return
+            self.log.info("live_transcription.fallback")
         parts: list[str] = []
         with turn.clock.span("stt"):
             stream = self.pipeline.stt.transcribe(bytes(turn.audio), language=self.config.language)
@@ -367,7 +403,10 @@ class Session:
                         await self._send(TranscriptDeltaEvent(turn=turn.number, text=event.text))
                     elif isinstance(event, TranscriptDone):
                         parts = [event.text]
-        turn.transcript = "".join(parts).strip()
+        await self._transcribed(turn, "".join(parts))
+
+    async def _transcribed(self, turn: Turn, text: str) -> None:
+        turn.transcript = text.strip()
         if not turn.transcript:
             raise NoSpeechError()
         await self._send(TranscriptDoneEvent(turn=turn.number, text=turn.transcript))
@@ -382,8 +421,9 @@ class Session:
         speaker = asyncio.create_task(self._speak_pieces(turn, pieces))
         try:
             done, _ = await asyncio.wait({writer, speaker}, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()  # the first failure, as a typed error
+            for task in (writer, speaker):  # the writer's failure explains the speaker's
+                if task in done:
+                    task.result()
             await speaker
         finally:
             for task in (writer, speaker):
@@ -416,9 +456,6 @@ class Session:
                     await self._send(ResponseDelta(turn=turn.number, text=delta))
                     for piece in splitter.feed(delta):
                         pieces.put_nowait(piece)
-        for piece in splitter.flush():
-            pieces.put_nowait(piece)
-        pieces.put_nowait(None)
         turn.reply = turn.reply.strip()
         if not turn.reply:
             raise VoiceError(
@@ -426,6 +463,9 @@ class Session:
                 "The language model returned an empty reply.",
                 stage=Stage.LLM,
             )
+        for piece in splitter.flush():
+            pieces.put_nowait(piece)
+        pieces.put_nowait(None)
 
     async def _speak_pieces(self, turn: Turn, pieces: asyncio.Queue[str | None]) -> None:
         pending = b""  # an odd byte left over from the provider's last chunk

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from voice_fsm.audio import duration_ms
 from voice_fsm.events import AudioDone, TurnMetrics
 from voice_fsm.speech_pieces import SpokenReply
+
+if TYPE_CHECKING:
+    from voice_fsm.live import LiveTurn
 from voice_fsm.timing import Stopwatch
 
 
@@ -18,6 +23,7 @@ class Turn:
         self.reply = ""
         self.audio_sent = 0
         self.spoken = SpokenReply()
+        self.live: LiveTurn | None = None
         self.clock = Stopwatch()
         self.outcome: str | None = None
 

@@ -9,10 +9,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from voice_fsm.adapters.base import ChatMessage, TranscriptDelta, TranscriptDone, TranscriptEvent
+from voice_fsm.adapters.base import (
+    ChatMessage,
+    LiveTranscription,
+    TranscriptDelta,
+    TranscriptDone,
+    TranscriptEvent,
+)
 from voice_fsm.audio import SAMPLE_RATE, float_to_pcm16
 from voice_fsm.errors import VoiceError
 from voice_fsm.settings import FakeSettings
@@ -62,6 +69,72 @@ class FakeSpeechToText:
 
     async def aclose(self) -> None:
         return None
+
+
+class FakeLiveSpeechToText(FakeSpeechToText):
+    """Also transcribes live: one word of the transcript per `ms_per_word` of audio appended,
+    and the final transcript `final_delay` seconds after `finish`."""
+
+    def __init__(
+        self,
+        transcript: str = "What is the capital of France?",
+        *,
+        ms_per_word: int = 100,
+        final_delay: float = 0.0,
+        fail_start: VoiceError | None = None,
+        fail_finish: VoiceError | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(transcript, **kwargs)
+        self.ms_per_word = ms_per_word
+        self.final_delay = final_delay
+        self.fail_start = fail_start
+        self.fail_finish = fail_finish
+        self.live: list[FakeLiveTranscription] = []
+
+    async def start_live(self, *, language: str | None = None) -> LiveTranscription:
+        if self.fail_start is not None:
+            raise self.fail_start
+        live = FakeLiveTranscription(self)
+        self.live.append(live)
+        return live
+
+
+class FakeLiveTranscription:
+    def __init__(self, owner: FakeLiveSpeechToText) -> None:
+        self._owner = owner
+        self.received = bytearray()
+        self.closed = False
+        self._words = owner.transcript.split(" ")
+        self._said = 0
+        self._queue: asyncio.Queue[TranscriptDelta | None] = asyncio.Queue()
+
+    async def append(self, pcm: bytes) -> None:
+        self.received += pcm
+        heard = len(self.received) // (2 * SAMPLE_RATE * self._owner.ms_per_word // 1000)
+        while self._said < min(heard, len(self._words)):
+            word = self._words[self._said]
+            self._queue.put_nowait(TranscriptDelta(word if self._said == 0 else " " + word))
+            self._said += 1
+
+    async def deltas(self) -> AsyncIterator[TranscriptDelta]:
+        while (delta := await self._queue.get()) is not None:
+            yield delta
+
+    async def finish(self) -> str:
+        await asyncio.sleep(self._owner.final_delay)
+        if self._owner.fail_finish is not None:
+            raise self._owner.fail_finish
+        while self._said < len(self._words):  # the words the audio did not reach yet
+            word = self._words[self._said]
+            self._queue.put_nowait(TranscriptDelta(" " + word if self._said else word))
+            self._said += 1
+        self._queue.put_nowait(None)
+        return self._owner.transcript
+
+    async def aclose(self) -> None:
+        self.closed = True
+        self._queue.put_nowait(None)
 
 
 class FakeLanguageModel:

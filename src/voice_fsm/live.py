@@ -1,0 +1,96 @@
+"""Transcribing a turn while it is being recorded.
+
+A `LiveTurn` feeds the growing recording to a `LiveSpeechToText` provider from one task, in
+order, and forwards the transcript deltas it recognises. When the user stops, `finish` gives
+the final transcript moments later. Any failure of the live path is logged and answered with
+`None`, so the session falls back to transcribing the completed recording: the user's turn
+is not lost because live transcription broke.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from voice_fsm.adapters.base import LiveSpeechToText, LiveTranscription
+from voice_fsm.errors import VoiceError
+
+
+class LiveTurn:
+    def __init__(
+        self,
+        stt: LiveSpeechToText,
+        audio: bytearray,
+        *,
+        language: str | None,
+        on_delta: Callable[[str], Awaitable[None]],
+        log: Any,
+    ) -> None:
+        self._stt = stt
+        self._audio = audio  # the turn's recording, which grows while we read it
+        self._language = language
+        self._on_delta = on_delta
+        self._log = log
+        self._sent = 0
+        self._arrived = asyncio.Event()
+        self._ended = False
+        self._live: LiveTranscription | None = None
+        self._forward: asyncio.Task[None] | None = None
+        self._task = asyncio.create_task(self._run(), name="live-transcription")
+
+    def audio_arrived(self) -> None:
+        self._arrived.set()
+
+    async def finish(self) -> str | None:
+        """The final transcript, or None when the live path failed (fall back)."""
+        self._ended = True
+        self._arrived.set()
+        await asyncio.wait({self._task})
+        live, forward = self._live, self._forward
+        if self._task.cancelled() or self._task.exception() is not None or live is None:
+            return None
+        try:
+            text = await live.finish()
+        except VoiceError as err:
+            self._log.warning("live_transcription.failed", code=err.code.value, message=err.message)
+            return None
+        if forward is not None:
+            # deltas() ends with the final transcript; every delta goes out before it.
+            await asyncio.wait({forward}, timeout=1.0)
+        return text
+
+    async def aclose(self) -> None:
+        for task in (self._task, self._forward):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait({task})
+                if not task.cancelled():
+                    task.exception()  # retrieved: it was logged where it happened
+        if self._live is not None:
+            await self._live.aclose()
+
+    async def _run(self) -> None:
+        try:
+            self._live = await self._stt.start_live(language=self._language)
+        except VoiceError as err:
+            self._log.warning("live_transcription.failed", code=err.code.value, message=err.message)
+            raise
+        self._forward = asyncio.create_task(self._forward_deltas(self._live))
+        await self._pump(self._live)
+
+    async def _pump(self, live: LiveTranscription) -> None:
+        while True:
+            await self._arrived.wait()
+            self._arrived.clear()
+            while self._sent < len(self._audio):
+                chunk = bytes(self._audio[self._sent :])
+                self._sent += len(chunk)
+                await live.append(chunk)
+            if self._ended:
+                return
+
+    async def _forward_deltas(self, live: LiveTranscription) -> None:
+        async for delta in live.deltas():
+            if delta.text:
+                await self._on_delta(delta.text)
