@@ -139,6 +139,22 @@ class AudioDone(_Message):
     duration_ms: int
 
 
+class VadSpeechStarted(_Message):
+    """Hands-free: voice activity detection heard speech begin at `audio_ms` of the stream."""
+
+    type: Literal["vad.speech_started"] = "vad.speech_started"
+    audio_ms: int
+    turn: int
+
+
+class VadSpeechStopped(_Message):
+    """Hands-free: the speech ended at `audio_ms` of the stream; the turn is complete."""
+
+    type: Literal["vad.speech_stopped"] = "vad.speech_stopped"
+    audio_ms: int
+    turn: int
+
+
 class TurnMetrics(_Message):
     """Milliseconds; None where a stage did not run."""
 
@@ -172,6 +188,8 @@ ServerEvent = Annotated[
     | ResponseDone
     | AudioStart
     | AudioDone
+    | VadSpeechStarted
+    | VadSpeechStopped
     | TurnMetrics
     | ErrorEvent,
     Field(discriminator="type"),

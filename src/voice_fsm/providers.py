@@ -14,6 +14,7 @@ from voice_fsm.adapters.local_models import (
     LocalModelMissing,
     local_engines_installed,
 )
+from voice_fsm.hands_free import DetectorFactory
 from voice_fsm.logging_setup import get_logger
 from voice_fsm.settings import ResolvedProvider, Settings, StageSettings
 
@@ -31,6 +32,8 @@ class Pipeline:
     stt: SpeechToText
     llm: LanguageModel
     tts: TextToSpeech
+    vad: DetectorFactory | None = None
+    """Makes one stream's speech detector, for hands-free mode; None: push-to-talk only."""
 
     def describe(self) -> dict[str, dict[str, str]]:
         return {
@@ -106,7 +109,28 @@ def build_pipeline(settings: Settings) -> Pipeline:
             stt, llm, tts = _build_local(settings, providers, stt, llm, tts)
         except LocalModelMissing as err:
             raise ConfigError(str(err)) from err
-    return Pipeline(stt=stt, llm=llm, tts=tts)
+    return Pipeline(stt=stt, llm=llm, tts=tts, vad=_vad_factory(settings))
+
+
+def _vad_factory(settings: Settings) -> DetectorFactory | None:
+    """Silero VAD when the embedded engines are installed: one model, a detector per stream."""
+    if not local_engines_installed():
+        return None
+    from voice_fsm.vad import SileroVad, SpeechDetector, load_silero_session
+
+    model = load_silero_session()
+    vad = settings.vad
+
+    def detector() -> SpeechDetector:
+        return SpeechDetector(
+            SileroVad(model),
+            threshold=vad.threshold,
+            min_silence_ms=vad.min_silence_ms,
+            min_speech_ms=vad.min_speech_ms,
+            speech_pad_ms=vad.speech_pad_ms,
+        )
+
+    return detector
 
 
 def _build_local(

@@ -52,7 +52,10 @@ from voice_fsm.events import (
     StateName,
     TranscriptDeltaEvent,
     TranscriptDoneEvent,
+    VadSpeechStarted,
+    VadSpeechStopped,
 )
+from voice_fsm.hands_free import HandsFree
 from voice_fsm.live import LiveTurn
 from voice_fsm.logging_setup import get_logger
 from voice_fsm.machine import REPLY_STATES, State, build_machine
@@ -60,6 +63,7 @@ from voice_fsm.providers import Pipeline
 from voice_fsm.settings import Settings
 from voice_fsm.speech_pieces import SentenceSplitter
 from voice_fsm.turn import Turn
+from voice_fsm.vad_events import SpeechStarted
 
 Sender = Callable[[ServerEvent | bytes], Awaitable[None]]
 Command = SessionUpdate | InputAudioStart | InputAudioStop | ResponseCancel | ConversationClear
@@ -95,6 +99,7 @@ class Session:
         self.log = get_logger(session_id=self.id, turn=0)
         self._inbox: asyncio.Queue[Submission] = asyncio.Queue(maxsize=256)
         self._stage_task: asyncio.Task[None] | None = None
+        self.hands_free: HandsFree | None = None
         self._machine_lock = asyncio.Lock()
         self._stray_audio_reported = False
         self._discard_audio = False
@@ -206,6 +211,9 @@ class Session:
         await self._fire("cancel")
 
     async def _on_audio(self, frame: bytes) -> None:
+        if self.hands_free is not None:
+            await self._on_hands_free_audio(frame)
+            return
         if self.state != State.RECORDING:
             if not (self._discard_audio or self._stray_audio_reported):
                 self._stray_audio_reported = True
@@ -220,8 +228,11 @@ class Session:
                 ErrorCode.INVALID_AUDIO,
                 f"An audio frame of {len(frame)} bytes is not whole PCM16 samples; it was dropped.",
             )
+        await self._record(frame)
+
+    async def _record(self, audio: bytes) -> None:
         turn = self.turn
-        turn.audio += frame
+        turn.audio += audio
         if turn.live is not None:
             turn.live.audio_arrived()
         limit = self.settings.limits.max_audio_seconds
@@ -234,12 +245,44 @@ class Session:
                 )
             )
 
-    async def _on_session_update(self, update: SessionConfig) -> None:
-        if update.mode == "hands_free":
+    async def _on_hands_free_audio(self, frame: bytes) -> None:
+        """The microphone streams all the time; speech starts and ends the turns."""
+        hands_free = self.hands_free
+        assert hands_free is not None
+        if len(frame) % 2:
             raise InputError(
-                ErrorCode.INVALID_MESSAGE,
-                "hands_free mode is not available on this server; use push_to_talk.",
+                ErrorCode.INVALID_AUDIO,
+                f"An audio frame of {len(frame)} bytes is not whole PCM16 samples; it was dropped.",
             )
+        was_recording = self.state == State.RECORDING
+        events = hands_free.feed(frame)
+        if was_recording:
+            await self._record(frame)
+        for event in events:
+            if isinstance(event, SpeechStarted):
+                recording = self.state == State.RECORDING
+                number = self.turn.number + (0 if recording else 1)
+                await self._send(VadSpeechStarted(audio_ms=event.audio_ms, turn=number))
+                if not recording:
+                    await self._on_start()  # a barge-in if a reply is in flight
+                    # The detector confirms speech a little after it began: start from there.
+                    await self._record(hands_free.audio_since(event.audio_ms))
+            else:
+                await self._send(VadSpeechStopped(audio_ms=event.audio_ms, turn=self.turn.number))
+                if self.state == State.RECORDING:
+                    await self._on_stop()
+
+    async def _on_session_update(self, update: SessionConfig) -> None:
+        if update.mode == "hands_free" and self.hands_free is None:
+            if self.pipeline.vad is None:
+                raise InputError(
+                    ErrorCode.INVALID_MESSAGE,
+                    "hands_free mode needs voice activity detection, which this server does "
+                    "not have (it comes with the embedded engines); use push_to_talk.",
+                )
+            self.hands_free = HandsFree(self.pipeline.vad())
+        elif update.mode == "push_to_talk":
+            self.hands_free = None
         changes = update.model_dump(exclude_none=True)
         self.config = self.config.model_copy(update=changes)
         self.log.info("session.updated", fields=sorted(changes))
@@ -509,6 +552,6 @@ class Session:
             stt=StageInfo(**stages["stt"]),
             llm=StageInfo(**stages["llm"]),
             tts=StageInfo(**stages["tts"]),
-            modes=["push_to_talk"],
+            modes=["push_to_talk", "hands_free"] if self.pipeline.vad else ["push_to_talk"],
             session=self.config,
         )

@@ -108,6 +108,15 @@ class LocalSettings(_Group):
     threads: int = Field(default=2, ge=1, description="CPU threads per engine")
 
 
+class VadSettings(_Group):
+    """Turn detection in hands-free mode."""
+
+    threshold: float = Field(default=0.5, gt=0, lt=1, description="speech probability to start")
+    min_silence_ms: int = Field(default=500, ge=0, description="silence that ends a turn")
+    min_speech_ms: int = Field(default=250, ge=0, description="shortest speech that is a turn")
+    speech_pad_ms: int = Field(default=30, ge=0, description="audio kept before the speech")
+
+
 class LimitSettings(_Group):
     min_audio_ms: int = Field(default=100, ge=0)
     max_audio_seconds: float = Field(default=60.0, gt=0)
@@ -152,6 +161,7 @@ class Settings(BaseSettings):
     llm: LlmSettings = LlmSettings()
     tts: TtsSettings = TtsSettings()
     local: LocalSettings = LocalSettings()
+    vad: VadSettings = VadSettings()
     limits: LimitSettings = LimitSettings()
     fake: FakeSettings = FakeSettings()
     log: LogSettings = LogSettings()

@@ -11,14 +11,13 @@ One `SileroVad` holds one stream's state; several may share one ONNX session
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import onnxruntime
 import soxr
 
 from voice_fsm.adapters.local_models import silero_vad_model
 from voice_fsm.audio import BYTES_PER_SAMPLE, SAMPLE_RATE, pcm16_to_float
+from voice_fsm.vad_events import SpeechStarted, SpeechStopped, VadEvent
 
 VAD_SAMPLE_RATE = 16_000
 FRAME_SAMPLES = 512
@@ -89,21 +88,6 @@ class SileroVad:
         self._context = frames[-1, -CONTEXT_SAMPLES:].copy()
         self.frames += len(frames)
         return [float(p) for p in np.asarray(probs).reshape(-1)]
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechStarted:
-    audio_ms: int
-    """Where speech starts in the stream (less `speech_pad_ms`, not before 0)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechStopped:
-    audio_ms: int
-    """Where speech ends in the stream (plus `speech_pad_ms`)."""
-
-
-VadEvent = SpeechStarted | SpeechStopped
 
 
 class SpeechDetector:
