@@ -7,21 +7,24 @@ concurrency of transcriptions run at once.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
 from functools import partial
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 from faster_whisper import WhisperModel
 
 from voice_fsm.adapters.base import (
     PCM_SAMPLE_RATE,
+    LiveTranscription,
     TranscriptDelta,
     TranscriptDone,
     TranscriptEvent,
 )
+from voice_fsm.adapters.local_live_stt import IncrementalTranscription
 from voice_fsm.adapters.local_models import whisper_model
 from voice_fsm.adapters.local_runtime import Cancelled, InferenceLane, StopFlag
 from voice_fsm.audio import pcm16_to_float, resample
@@ -54,6 +57,7 @@ class WhisperSpeechToText:
         )
         # English-only models (*.en) are told their language rather than left to detect it.
         self._english_only = not self._whisper.model.is_multilingual
+        self._vad_model: Any = None  # Silero, loaded on the first live transcription
 
     def warm_up(self) -> None:
         """Transcribe a second of faint noise, so the first user's turn is not the slow one."""
@@ -127,6 +131,24 @@ class WhisperSpeechToText:
             raise ProviderError(
                 ErrorCode.PROVIDER_ERROR, f"Speech-to-text failed: {err}", stage=Stage.STT
             ) from err
+
+    async def start_live(self, *, language: str | None = None) -> LiveTranscription:
+        """Transcribe a turn while it is recorded, by decoding the growing buffer again."""
+        if self._vad_model is None:
+            from voice_fsm.vad import load_silero_session
+
+            self._vad_model = load_silero_session()
+        model = self._vad_model
+
+        def decode(pcm: bytes) -> asyncio.Task[str]:
+            def run(stop: StopFlag) -> str:
+                return "".join(self._pcm_segments(pcm, language, stop)).strip()
+
+            return asyncio.ensure_future(self._lane.run(run))
+
+        from voice_fsm.vad import SileroVad
+
+        return IncrementalTranscription(decode, SileroVad(model).probabilities)
 
     async def aclose(self) -> None:
         # CTranslate2 frees the model when the last reference goes; a running worker keeps it.
