@@ -7,6 +7,7 @@ secrets):`` so the mapping is written once. `asyncio.CancelledError` is never ca
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -90,7 +91,9 @@ def _classify(err: BaseException, who: str, secrets: tuple[str, ...]) -> tuple[E
         return ErrorCode.PROVIDER_ERROR, f"{who} failed: {detail}"
     if isinstance(err, InvalidStatus):
         status = err.response.status_code
-        return _status_code(status), f"{who} refused the WebSocket connection with HTTP {status}."
+        refused = f"{who} refused the WebSocket connection with HTTP {status}"
+        said = _handshake_body_message(err.response.body, secrets)
+        return _status_code(status), f"{refused}: {said}" if said else f"{refused}."
     if isinstance(err, InvalidURI):
         return ErrorCode.PROVIDER_ERROR, f"{who} has an invalid WebSocket URL: {detail}"
     if isinstance(err, ConnectionClosed):
@@ -102,6 +105,50 @@ def _classify(err: BaseException, who: str, secrets: tuple[str, ...]) -> tuple[E
     if isinstance(err, OSError):
         return ErrorCode.PROVIDER_UNAVAILABLE, f"Could not reach {who}: {detail}"
     return ErrorCode.PROVIDER_ERROR, f"{who} failed: {detail}"
+
+
+def realtime_error(
+    stage: Stage,
+    *,
+    kind: str | None,
+    code: str | None,
+    message: str | None,
+    secrets: tuple[str, ...] = (),
+) -> ProviderError:
+    """A `ProviderError` for a Realtime ``error`` event's (or a failed item's) ``error`` object.
+
+    The SDK does not raise for these: they arrive as events on an open WebSocket.
+    """
+    who = f"{VENDOR} {_STAGE_LABELS.get(stage, stage.value)}"
+    detail = _shorten(message or "no details given", secrets)
+    if code:
+        detail += f" ({code})"
+    return ProviderError(_realtime_code(kind, code), f"{who} failed: {detail}", stage=stage)
+
+
+def _realtime_code(kind: str | None, code: str | None) -> ErrorCode:
+    if code == "invalid_api_key" or kind in ("authentication_error", "permission_error"):
+        return ErrorCode.PROVIDER_AUTH
+    if code in ("rate_limit_exceeded", "insufficient_quota") or kind in (
+        "rate_limit_exceeded",
+        "requests",
+        "tokens",
+    ):
+        return ErrorCode.PROVIDER_RATE_LIMITED
+    if kind == "server_error" or code == "session_expired":
+        return ErrorCode.PROVIDER_UNAVAILABLE
+    return ErrorCode.PROVIDER_ERROR
+
+
+def _handshake_body_message(body: bytes | bytearray, secrets: tuple[str, ...]) -> str | None:
+    """``error.message`` of the JSON body of a refused WebSocket handshake, if it has one."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    error = data.get("error") if isinstance(data, dict) else None
+    text = error.get("message") if isinstance(error, dict) else None
+    return _shorten(text, secrets) if isinstance(text, str) and text.strip() else None
 
 
 def _status_code(status: int) -> ErrorCode:

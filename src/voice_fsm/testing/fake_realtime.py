@@ -1,0 +1,600 @@
+"""A fake OpenAI Realtime WebSocket server (``/v1/realtime``) for tests, demos and benchmarks.
+
+It speaks the GA shapes in docs/openai-wire-formats.md. ``?intent=transcription`` opens a
+transcription session: word deltas of `FakeRealtimeConfig.transcript` arrive while audio is
+appended (one per ``delta_every_ms`` of audio), ``input_audio_buffer.committed`` answers a commit
+(or server VAD's end of speech) and ``...transcription.completed`` follows after
+``transcription_delay``. ``?model=...`` opens a realtime session whose ``response.create`` speaks
+the input text as `voice_fsm.testing.fake_openai.speech_pcm`'s tone in
+``response.output_audio.delta`` chunks. Every event both ways is recorded in
+`FakeRealtimeConfig.events`.
+
+Stricter than OpenAI in one way: audio appended before the first ``session.update`` is an
+``error``, so a client that forgets to configure its session is caught.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import threading
+import time
+import uuid
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+import numpy as np
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from voice_fsm.testing.fake_openai import SAMPLE_RATE, speech_pcm, words
+
+REALTIME_VOICES = (
+    "alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar",
+)  # fmt: skip
+SERVER_VAD = {
+    "type": "server_vad",
+    "threshold": 0.5,
+    "prefix_padding_ms": 300,
+    "silence_duration_ms": 500,
+}
+PCM = {"type": "audio/pcm", "rate": SAMPLE_RATE}
+FRAME_SAMPLES = SAMPLE_RATE // 100  # the VAD's 10 ms frames
+MIN_COMMIT_MS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    connection: int
+    direction: Literal["client", "server"]
+    event: dict[str, Any]
+    at: float  # time.monotonic()
+
+    @property
+    def type(self) -> str:
+        return str(self.event.get("type"))
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedConnection:
+    index: int
+    query: dict[str, str]
+    headers: dict[str, str]
+    refused: int | None  # the handshake's HTTP status, or None when accepted
+
+
+@dataclass
+class FakeRealtimeConfig:
+    """What the fake answers and how slowly. Delays are in seconds."""
+
+    transcript: str = "What is the capital of France?"
+    api_key: str | None = None  # None accepts any key; a key is always required
+    handshake_status: int | None = None  # refuse every handshake with this HTTP status
+    session_delay: float = 0.0  # accept -> session.created
+    delta_every_ms: int = 200  # one transcript word per this much appended audio
+    transcription_delay: float = 0.3  # commit -> the remaining deltas and .completed
+    transcription_failure: str | None = None  # send .failed with this message, not .completed
+    vad_rms: float = 0.02  # server VAD: a 10 ms frame above this RMS (full scale 1) is speech
+    tts_first_audio_delay: float = 0.05
+    tts_chunk_delay: float = 0.01
+    tts_chunk_bytes: int = 4800  # 100 ms of PCM16 at 24 kHz
+    errors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Client event type -> the ``error`` object answered instead of handling the event."""
+    events: list[RecordedEvent] = field(default_factory=list)
+    connections: list[RecordedConnection] = field(default_factory=list)
+
+    def reset(self, **changes: Any) -> None:
+        """Back to the defaults plus `changes`, with empty records: one server, many tests."""
+        fresh = FakeRealtimeConfig(**changes)
+        for item in fields(self):
+            setattr(self, item.name, getattr(fresh, item.name))
+
+    def received(
+        self, type_: str | None = None, connection: int | None = None
+    ) -> list[dict[str, Any]]:
+        return self._select("client", type_, connection)
+
+    def sent(self, type_: str | None = None, connection: int | None = None) -> list[dict[str, Any]]:
+        return self._select("server", type_, connection)
+
+    def appended_audio(self, connection: int | None = None) -> bytes:
+        """Every ``input_audio_buffer.append``'s audio, decoded and joined."""
+        appends = self.received("input_audio_buffer.append", connection)
+        return b"".join(base64.b64decode(event.get("audio", "")) for event in appends)
+
+    def _select(
+        self, direction: str, type_: str | None, connection: int | None
+    ) -> list[dict[str, Any]]:
+        return [
+            e.event
+            for e in list(self.events)
+            if e.direction == direction
+            and (type_ is None or e.type == type_)
+            and (connection is None or e.connection == connection)
+        ]
+
+
+def _id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+def _error(code: str | None, message: str, param: str | None = None) -> dict[str, Any]:
+    return {"type": "invalid_request_error", "code": code, "message": message, "param": param}
+
+
+class _Connection:
+    """One accepted WebSocket: the session's state and the handling of each client event."""
+
+    def __init__(
+        self, websocket: WebSocket, config: FakeRealtimeConfig, index: int, session: dict[str, Any]
+    ) -> None:
+        self.ws, self.config, self.index, self.session = websocket, config, index, session
+        self.events = config.events  # still this connection's record after a reset
+        self.lock = asyncio.Lock()
+        self.gone = False
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.configured = False
+        self.samples = 0  # all audio appended in the session
+        self.buffer_samples = 0  # audio since the last commit or clear
+        self.item: str | None = None  # the uncommitted item
+        self.item_samples = 0
+        self.item_words = 0  # deltas sent for the uncommitted item
+        self.speaking = False
+        self.silence_ms = 0
+        self.previous_item: str | None = None
+        self.response: tuple[str, asyncio.Task[None]] | None = None
+
+    async def send(self, kind: str, **fields: Any) -> None:
+        event = {"type": kind, "event_id": _id("event"), **fields}
+        self.events.append(RecordedEvent(self.index, "server", event, time.monotonic()))
+        async with self.lock:
+            if self.gone:
+                return
+            try:
+                await self.ws.send_text(json.dumps(event))
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                self.gone = True  # the client has closed; what it sent before is still read
+
+    async def error(self, error: dict[str, Any], client_event: dict[str, Any]) -> None:
+        await self.send("error", error={**error, "event_id": client_event.get("event_id")})
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def run(self) -> None:
+        await asyncio.sleep(self.config.session_delay)
+        await self.send("session.created", session=self.session)
+        try:
+            # The ASGI messages themselves: Starlette's receive_text() stops after a failed send.
+            while (message := await self.ws.receive())["type"] == "websocket.receive":
+                try:
+                    event = json.loads(message.get("text") or message.get("bytes") or "")
+                except ValueError:
+                    event = None
+                event = event if isinstance(event, dict) else {"type": None}
+                self.events.append(RecordedEvent(self.index, "client", event, time.monotonic()))
+                await self.handle(event)
+        finally:
+            for task in list(self.tasks):
+                task.cancel()
+
+    async def handle(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind in self.config.errors:
+            await self.error(self.config.errors[kind], event)
+        elif kind == "session.update":
+            await self.update(event)
+        elif kind == "input_audio_buffer.append":
+            await self.append(event)
+        elif kind == "input_audio_buffer.commit":
+            await self.commit(event)
+        elif kind == "input_audio_buffer.clear":
+            self.buffer_samples, self.item, self.item_samples, self.item_words = 0, None, 0, 0
+            await self.send("input_audio_buffer.cleared")
+        elif kind == "response.create":
+            await self.create_response(event)
+        elif kind == "response.cancel":
+            await self.cancel_response(event)
+        else:
+            await self.error(_error("invalid_value", f"Invalid value: '{kind}'.", "type"), event)
+
+    # ------------------------------------------------------------ both kinds of session
+
+    async def update(self, event: dict[str, Any]) -> None:
+        update = event.get("session")
+        if not isinstance(update, dict) or update.get("type") != self.session["type"]:
+            message = f"The session's type is {self.session['type']!r} and cannot be changed."
+            await self.error(_error("invalid_value", message, "session.type"), event)
+            return
+        audio = update.get("audio") or {}
+        for direction in ("input", "output"):
+            audio_format = (audio.get(direction) or {}).get("format")
+            if audio_format is not None and audio_format != PCM:
+                message = f"The fake speaks only {PCM}, not {audio_format}."
+                await self.error(_error("invalid_value", message, "session.audio"), event)
+                return
+        voice = (audio.get("output") or {}).get("voice")
+        if voice is not None and voice not in REALTIME_VOICES:
+            message = f"Invalid value: '{voice}'. Supported values are: {REALTIME_VOICES}."
+            await self.error(_error("invalid_value", message, "session.audio.output.voice"), event)
+            return
+        _merge(self.session, update)
+        self.configured = True
+        await self.send("session.updated", session=self.session)
+
+    # ------------------------------------------------------------ transcription sessions
+
+    @property
+    def turn_detection(self) -> dict[str, Any] | None:
+        value = self.session.get("audio", {}).get("input", {}).get("turn_detection")
+        return value if isinstance(value, dict) else None
+
+    async def append(self, event: dict[str, Any]) -> None:
+        if not self.configured:
+            message = "Configure the session with session.update before appending audio."
+            await self.error(_error("session_not_configured", message), event)
+            return
+        try:
+            pcm = base64.b64decode(str(event.get("audio", "")), validate=True)
+        except (binascii.Error, ValueError):
+            pcm = b"\x00"  # an odd length: rejected below
+        if len(pcm) % 2:
+            message = "Invalid 'audio'. Expected base64-encoded PCM16 audio bytes."
+            await self.error(_error("invalid_value", message, "audio"), event)
+            return
+        samples = np.frombuffer(pcm, dtype="<i2")
+        vad = self.turn_detection
+        for start in range(0, len(samples), FRAME_SAMPLES):
+            frame = samples[start : start + FRAME_SAMPLES]
+            at_ms = self.samples * 1000 // SAMPLE_RATE
+            self.samples += len(frame)
+            self.buffer_samples += len(frame)
+            if vad is not None and vad.get("type") == "server_vad":
+                loud = float(np.sqrt(np.mean((frame / 32768.0) ** 2))) > self.config.vad_rms
+                if not await self.detect(vad, loud, at_ms):
+                    continue
+            elif self.item is None:
+                self.item = _id("item")
+            self.item_samples += len(frame)
+            await self.live_deltas()
+
+    async def detect(self, vad: dict[str, Any], loud: bool, at_ms: int) -> bool:
+        """Server VAD on one 10 ms frame; whether the frame belongs to an item (speech)."""
+        if not self.speaking:
+            if not loud:
+                return False
+            self.speaking, self.silence_ms, self.item = True, 0, _id("item")
+            start_ms = max(0, at_ms - int(vad.get("prefix_padding_ms", 300)))
+            await self.send(
+                "input_audio_buffer.speech_started", audio_start_ms=start_ms, item_id=self.item
+            )
+            return True
+        self.silence_ms = 0 if loud else self.silence_ms + 10
+        if self.silence_ms < int(vad.get("silence_duration_ms", 500)):
+            return True
+        end_ms = self.samples * 1000 // SAMPLE_RATE
+        await self.send("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=self.item)
+        self.speaking = False
+        await self.commit_item(heard=True)
+        return False
+
+    async def live_deltas(self) -> None:
+        pieces = words(self.config.transcript)
+        due = self.item_samples * 1000 // SAMPLE_RATE // max(1, self.config.delta_every_ms)
+        while self.item_words < min(due, len(pieces)):
+            await self.delta(self.item or "", pieces[self.item_words])
+            self.item_words += 1
+
+    async def delta(self, item: str, text: str) -> None:
+        await self.send(
+            "conversation.item.input_audio_transcription.delta",
+            item_id=item,
+            content_index=0,
+            delta=text,
+        )
+
+    async def commit(self, event: dict[str, Any]) -> None:
+        buffered_ms = self.buffer_samples * 1000 / SAMPLE_RATE
+        if buffered_ms < MIN_COMMIT_MS:
+            message = (
+                "Error committing input audio buffer: buffer too small. Expected at least "
+                f"{MIN_COMMIT_MS}ms of audio, but buffer only has {buffered_ms:.2f}ms of audio."
+            )
+            await self.error(_error("input_audio_buffer_commit_empty", message), event)
+            return
+        heard = self.turn_detection is None or self.speaking
+        self.speaking = False
+        await self.commit_item(heard=heard)
+
+    async def commit_item(self, *, heard: bool) -> None:
+        """Commit the buffer as an item; its transcript is the configured one if it held speech."""
+        item = self.item or _id("item")
+        previous, self.previous_item, self.buffer_samples = self.previous_item, item, 0
+        await self.send("input_audio_buffer.committed", previous_item_id=previous, item_id=item)
+        transcript = self.config.transcript if heard else ""
+        self.spawn(self.transcribe(item, transcript, self.item_words, self.item_samples))
+        self.item, self.item_samples, self.item_words = None, 0, 0
+        content = [{"type": "input_audio", "transcript": None}]
+        added = {"id": item, "type": "message", "object": "realtime.item", "status": "completed"}
+        await self.send(
+            "conversation.item.added",
+            previous_item_id=previous,
+            item={**added, "role": "user", "content": content},
+        )
+
+    async def transcribe(self, item: str, transcript: str, sent: int, samples: int) -> None:
+        """After the delay: the words not yet sent as deltas, then .completed (or .failed)."""
+        await asyncio.sleep(self.config.transcription_delay)
+        kind = "conversation.item.input_audio_transcription"
+        if self.config.transcription_failure is not None:
+            message = self.config.transcription_failure
+            error = {"type": "server_error", "code": None, "param": None, "message": message}
+            await self.send(f"{kind}.failed", item_id=item, content_index=0, error=error)
+            return
+        for piece in words(transcript)[sent:]:
+            await self.delta(item, piece)
+        audio_tokens = max(1, round(samples / SAMPLE_RATE * 10))
+        text_tokens = len(words(transcript)) + 1
+        usage = {
+            "type": "tokens",
+            "input_tokens": audio_tokens,
+            "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens},
+            "output_tokens": text_tokens,
+            "total_tokens": audio_tokens + text_tokens,
+        }
+        await self.send(
+            f"{kind}.completed", item_id=item, content_index=0, transcript=transcript, usage=usage
+        )
+
+    # ------------------------------------------------------------ realtime (speech) sessions
+
+    async def create_response(self, event: dict[str, Any]) -> None:
+        if self.session["type"] != "realtime":
+            message = "response.create is not supported in transcription sessions."
+            await self.error(_error("invalid_value", message, "type"), event)
+            return
+        if self.response is not None:
+            message = f"Conversation already has an active response in progress: {self.response[0]}"
+            await self.error(_error("conversation_already_has_active_response", message), event)
+            return
+        params = event.get("response") or {}
+        texts = [
+            part.get("text", "")
+            for item in params.get("input") or []
+            for part in item.get("content") or []
+            if isinstance(part, dict) and part.get("type") == "input_text"
+        ]
+        if not texts:
+            message = "The fake speaks the input_text parts of response.input; none were given."
+            await self.error(_error("missing_required_parameter", message, "response.input"), event)
+            return
+        output = {
+            **self.session["audio"]["output"],
+            **(params.get("audio") or {}).get("output", {}),
+        }
+        response_id = _id("resp")
+        self.response = (response_id, self.spawn(self.speak(response_id, " ".join(texts), output)))
+
+    async def speak(self, response_id: str, text: str, output: dict[str, Any]) -> None:
+        """The events of a response that speaks `text`, paced by the configured delays."""
+        config, item = self.config, _id("item")
+        audio_config = {"output": {"format": output["format"], "voice": output["voice"]}}
+        response = _response(response_id, "in_progress", audio=audio_config)
+        await self.send("response.created", response=response)
+        await asyncio.sleep(config.tts_first_audio_delay)
+        message = {"id": item, "object": "realtime.item", "type": "message", "role": "assistant"}
+        added = {**message, "status": "in_progress", "content": []}
+        await self.send(
+            "response.output_item.added", response_id=response_id, output_index=0, item=added
+        )
+        where = {"response_id": response_id, "item_id": item, "output_index": 0, "content_index": 0}
+        part = {"type": "output_audio", "transcript": ""}
+        await self.send("response.content_part.added", **where, part=part)
+        audio, size = speech_pcm(text), max(2, config.tts_chunk_bytes)
+        for index, start in enumerate(range(0, len(audio), size)):
+            if index:
+                await asyncio.sleep(config.tts_chunk_delay)
+            delta = base64.b64encode(audio[start : start + size]).decode()
+            await self.send("response.output_audio.delta", **where, delta=delta)
+        await self.send("response.output_audio.done", **where)
+        await self.send("response.output_audio_transcript.done", **where, transcript=text)
+        part = {"type": "output_audio", "transcript": text}
+        await self.send("response.content_part.done", **where, part=part)
+        done = {**message, "status": "completed", "content": [part]}
+        await self.send(
+            "response.output_item.done", response_id=response_id, output_index=0, item=done
+        )
+        tokens, audio_tokens = len(words(text)), len(audio) // 480
+        usage = {
+            "total_tokens": tokens + audio_tokens,
+            "input_tokens": tokens,
+            "output_tokens": audio_tokens,
+        }
+        self.response = None
+        await self.send(
+            "response.done",
+            response={**response, "status": "completed", "output": [done], "usage": usage},
+        )
+
+    async def cancel_response(self, event: dict[str, Any]) -> None:
+        wanted = event.get("response_id")
+        if self.response is None or wanted not in (None, self.response[0]):
+            message = "Cannot cancel response: no active response found."
+            await self.error(_error("response_cancel_not_active", message), event)
+            return
+        response_id, task = self.response
+        self.response = None
+        task.cancel()
+        await asyncio.wait([task])
+        details = {"type": "cancelled", "reason": "client_cancelled"}
+        response = _response(response_id, "cancelled", status_details=details)
+        await self.send("response.done", response=response)
+
+
+def _response(response_id: str, status: str, **fields: Any) -> dict[str, Any]:
+    """A ``realtime.response`` object of an out-of-band audio response."""
+    return {
+        "object": "realtime.response",
+        "id": response_id,
+        "status": status,
+        "status_details": None,
+        "output": [],
+        "conversation_id": None,
+        "output_modalities": ["audio"],
+        "max_output_tokens": "inf",
+        "audio": None,
+        "usage": None,
+        "metadata": None,
+        **fields,
+    }
+
+
+def _merge(target: dict[str, Any], update: dict[str, Any]) -> None:
+    """Deep-merge `update` into `target`, as ``session.update`` does (``null`` replaces)."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def _new_session(query: dict[str, str]) -> dict[str, Any]:
+    expires = int(time.time()) + 3600
+    if query.get("intent") == "transcription":
+        return {
+            "type": "transcription",
+            "object": "realtime.transcription_session",
+            "id": _id("sess"),
+            "expires_at": expires,
+            "include": None,
+            "audio": {
+                "input": {
+                    "format": dict(PCM),
+                    "noise_reduction": None,
+                    "transcription": {
+                        "model": "gpt-live-transcribe",
+                        "language": None,
+                        "prompt": "",
+                    },
+                    "turn_detection": dict(SERVER_VAD),
+                }
+            },
+        }
+    return {
+        "type": "realtime",
+        "object": "realtime.session",
+        "id": _id("sess"),
+        "model": query["model"],
+        "expires_at": expires,
+        "output_modalities": ["audio"],
+        "instructions": "Your knowledge cutoff is 2025-10.",
+        "tools": [],
+        "tool_choice": "auto",
+        "max_output_tokens": "inf",
+        "tracing": None,
+        "prompt": None,
+        "include": None,
+        "audio": {
+            "input": {
+                "format": dict(PCM),
+                "transcription": None,
+                "noise_reduction": None,
+                "turn_detection": dict(SERVER_VAD),
+            },
+            "output": {"format": dict(PCM), "voice": "alloy", "speed": 1.0},
+        },
+    }
+
+
+def _refusal(
+    config: FakeRealtimeConfig, query: dict[str, str], headers: dict[str, str]
+) -> tuple[int, str, str | None] | None:
+    if config.handshake_status is not None:
+        status = config.handshake_status
+        return status, f"The fake refuses every connection with HTTP {status}.", None
+    auth = headers.get("authorization", "")
+    key = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
+    if not key:
+        return 401, "You didn't provide an API key.", None
+    if config.api_key is not None and key != config.api_key:
+        shown = key[:3] + "*" * max(len(key) - 7, 0) + key[-4:] if len(key) > 8 else "***"
+        message = (
+            f"Incorrect API key provided: {shown}. You can find your API key at "
+            "https://platform.openai.com/account/api-keys."
+        )
+        return 401, message, "invalid_api_key"
+    if query.get("intent") != "transcription" and not query.get("model"):
+        return 400, "Missing required parameter: 'model'.", "missing_required_parameter"
+    return None
+
+
+def realtime_routes(config: FakeRealtimeConfig) -> list[BaseRoute]:
+    """The ``/v1/realtime`` WebSocket route, to mount in any Starlette app."""
+
+    async def endpoint(websocket: WebSocket) -> None:
+        query = dict(websocket.query_params)
+        headers = {key.lower(): value for key, value in websocket.headers.items()}
+        index = len(config.connections)
+        refusal = _refusal(config, query, headers)
+        config.connections.append(
+            RecordedConnection(index, query, headers, refusal[0] if refusal else None)
+        )
+        if refusal is not None:
+            status, message, code = refusal
+            body = {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": code,
+                }
+            }
+            await websocket.send_denial_response(JSONResponse(body, status_code=status))
+            return
+        await websocket.accept()
+        await _Connection(websocket, config, index, _new_session(query)).run()
+
+    return [WebSocketRoute("/v1/realtime", endpoint)]
+
+
+def create_fake_realtime_app(config: FakeRealtimeConfig) -> Starlette:
+    return Starlette(routes=realtime_routes(config))
+
+
+@contextmanager
+def running_fake_realtime(config: FakeRealtimeConfig, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve the fake under uvicorn in a thread on a free port; yields its base URL (.../v1)."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_fake_realtime_app(config),
+            host=host,
+            port=0,
+            ws="websockets-sansio",
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+    )
+    thread = threading.Thread(target=server.run, name="fake-realtime", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the fake Realtime server did not start")
+        time.sleep(0.005)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -1,0 +1,223 @@
+"""The fake Realtime server, driven by a plain websockets client (no SDK in between)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+
+from voice_fsm.testing.fake_openai import speech_pcm, words
+from voice_fsm.testing.fake_realtime import FakeRealtimeConfig, running_fake_realtime
+
+KEY = "sk-fake-realtime-0123456789"
+TRANSCRIPT = "Turn the lights on."
+MANUAL = {"type": "transcription", "audio": {"input": {"turn_detection": None}}}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[FakeRealtimeConfig, str]]:
+    config = FakeRealtimeConfig()
+    with running_fake_realtime(config) as base_url:
+        yield config, base_url.replace("http://", "ws://") + "/realtime"
+
+
+@pytest.fixture
+def config(server: tuple[FakeRealtimeConfig, str]) -> FakeRealtimeConfig:
+    config = server[0]
+    config.reset(
+        transcript=TRANSCRIPT,
+        api_key=KEY,
+        delta_every_ms=100,
+        transcription_delay=0.05,
+        tts_first_audio_delay=0.0,
+        tts_chunk_delay=0.0,
+    )
+    return config
+
+
+@pytest.fixture
+def ws_url(server: tuple[FakeRealtimeConfig, str], config: FakeRealtimeConfig) -> str:
+    return server[1]
+
+
+@asynccontextmanager
+async def session(url: str, query: str, key: str = KEY) -> AsyncIterator[ClientConnection]:
+    headers = {"Authorization": f"Bearer {key}"}
+    async with connect(f"{url}?{query}", additional_headers=headers) as ws:
+        yield ws
+
+
+async def send(ws: ClientConnection, kind: str, **fields: Any) -> None:
+    await ws.send(json.dumps({"type": kind, **fields}))
+
+
+async def receive(ws: ClientConnection, kind: str) -> dict[str, Any]:
+    """The next event of type `kind`; the others are skipped."""
+    async with asyncio.timeout(2):
+        while True:
+            event: dict[str, Any] = json.loads(await ws.recv())
+            if event["type"] == kind:
+                return event
+
+
+def pcm(ms: int, amplitude: float = 0.2) -> bytes:
+    """`ms` of a 300 Hz tone at `amplitude` of full scale (0: silence)."""
+    t = np.arange(24 * ms) / 24_000
+    return (amplitude * 32767 * np.sin(2 * np.pi * 300 * t)).astype("<i2").tobytes()
+
+
+def b64(audio: bytes) -> str:
+    return base64.b64encode(audio).decode()
+
+
+async def test_transcription_session_created_then_updated(ws_url: str) -> None:
+    async with session(ws_url, "intent=transcription") as ws:
+        created = json.loads(await ws.recv())
+        assert created["type"] == "session.created"
+        assert created["session"]["type"] == "transcription"
+        assert created["session"]["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+        await send(ws, "session.update", session=MANUAL)
+        updated = await receive(ws, "session.updated")
+        assert updated["session"]["audio"]["input"]["turn_detection"] is None
+        assert updated["session"]["audio"]["input"]["format"] == {
+            "type": "audio/pcm",
+            "rate": 24000,
+        }
+
+
+async def test_deltas_arrive_while_audio_is_appended(
+    ws_url: str, config: FakeRealtimeConfig
+) -> None:
+    async with session(ws_url, "intent=transcription") as ws:
+        await send(ws, "session.update", session=MANUAL)
+        await receive(ws, "session.updated")
+        await send(ws, "input_audio_buffer.append", audio=b64(pcm(250)))
+        first = await receive(ws, "conversation.item.input_audio_transcription.delta")
+        second = await receive(ws, "conversation.item.input_audio_transcription.delta")
+        assert first["delta"] + second["delta"] == "Turn the"
+        await send(ws, "input_audio_buffer.commit")
+        committed = await receive(ws, "input_audio_buffer.committed")
+        rest = []
+        while (event := json.loads(await ws.recv()))["type"] != (
+            "conversation.item.input_audio_transcription.completed"
+        ):
+            if event["type"].endswith(".delta"):
+                rest.append(event["delta"])
+    assert "Turn the" + "".join(rest) == TRANSCRIPT
+    assert event["transcript"] == TRANSCRIPT
+    assert event["item_id"] == committed["item_id"] == first["item_id"]
+    assert event["usage"]["type"] == "tokens"
+    assert config.appended_audio() == pcm(250)
+
+
+async def test_bad_input_is_answered_with_error_events(ws_url: str) -> None:
+    async with session(ws_url, "intent=transcription") as ws:
+        await send(ws, "input_audio_buffer.append", audio=b64(pcm(20)), event_id="early")
+        error = (await receive(ws, "error"))["error"]
+        assert (error["code"], error["event_id"]) == ("session_not_configured", "early")
+        await send(ws, "session.update", session=MANUAL)
+        await send(ws, "input_audio_buffer.append", audio="not base64!", event_id="bad")
+        error = (await receive(ws, "error"))["error"]
+        assert (error["code"], error["param"], error["event_id"]) == (
+            "invalid_value",
+            "audio",
+            "bad",
+        )
+        await send(ws, "input_audio_buffer.commit", event_id="empty")
+        error = (await receive(ws, "error"))["error"]
+        assert error["code"] == "input_audio_buffer_commit_empty"
+        assert error["event_id"] == "empty"
+
+
+async def test_server_vad_detects_speech_by_energy(ws_url: str) -> None:
+    vad = {"type": "server_vad", "prefix_padding_ms": 100, "silence_duration_ms": 200}
+    update = {"type": "transcription", "audio": {"input": {"turn_detection": vad}}}
+    async with session(ws_url, "intent=transcription") as ws:
+        await send(ws, "session.update", session=update)
+        audio = pcm(300, 0.0) + pcm(500) + pcm(400, 0.0)
+        await send(ws, "input_audio_buffer.append", audio=b64(audio))
+        started = await receive(ws, "input_audio_buffer.speech_started")
+        stopped = await receive(ws, "input_audio_buffer.speech_stopped")
+        committed = await receive(ws, "input_audio_buffer.committed")
+        completed = await receive(ws, "conversation.item.input_audio_transcription.completed")
+    assert started["audio_start_ms"] == 200  # speech at 300 ms, less the 100 ms padding
+    assert stopped["audio_end_ms"] == 1000  # 200 ms of silence after the speech ends at 800
+    assert started["item_id"] == stopped["item_id"] == committed["item_id"]
+    assert completed["transcript"] == TRANSCRIPT
+
+
+async def test_wrong_key_is_refused_at_the_handshake(
+    ws_url: str, config: FakeRealtimeConfig
+) -> None:
+    with pytest.raises(InvalidStatus) as caught:
+        async with session(ws_url, "intent=transcription", key="sk-wrong-key-000000"):
+            pass
+    assert caught.value.response.status_code == 401
+    body = json.loads(caught.value.response.body)
+    assert body["error"]["code"] == "invalid_api_key"
+    assert "sk-wrong-key-000000" not in body["error"]["message"]
+    assert config.connections[0].refused == 401
+
+
+async def test_a_session_needs_a_model_or_the_transcription_intent(ws_url: str) -> None:
+    with pytest.raises(InvalidStatus) as caught:
+        async with session(ws_url, "foo=bar"):
+            pass
+    assert caught.value.response.status_code == 400
+
+
+async def test_response_create_speaks_the_text_in_chunks(
+    ws_url: str, config: FakeRealtimeConfig
+) -> None:
+    text = "Hello there."
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+    async with session(ws_url, "model=gpt-realtime-2.1-mini") as ws:
+        created = await receive(ws, "session.created")
+        assert created["session"]["model"] == "gpt-realtime-2.1-mini"
+        await send(ws, "response.create", response={"conversation": "none", "input": [item]})
+        audio, chunks = b"", 0
+        while (event := json.loads(await ws.recv()))["type"] != "response.done":
+            if event["type"] == "response.output_audio.delta":
+                audio, chunks = audio + base64.b64decode(event["delta"]), chunks + 1
+    assert audio == speech_pcm(text)
+    assert chunks == -(-len(audio) // config.tts_chunk_bytes)
+    assert event["response"]["status"] == "completed"
+    assert len(words(text)) == event["response"]["usage"]["input_tokens"]
+
+
+async def test_response_cancel_stops_the_audio(ws_url: str, config: FakeRealtimeConfig) -> None:
+    config.tts_chunk_delay = 0.05
+    item = {
+        "type": "message",
+        "role": "user",
+        "content": [{"type": "input_text", "text": "x" * 80}],
+    }
+    async with session(ws_url, "model=gpt-realtime-2.1-mini") as ws:
+        await send(ws, "response.create", response={"input": [item]})
+        response_id = (await receive(ws, "response.created"))["response"]["id"]
+        await receive(ws, "response.output_audio.delta")
+        await send(ws, "response.cancel", response_id=response_id)
+        done = await receive(ws, "response.done")
+        assert done["response"]["status"] == "cancelled"
+        assert done["response"]["status_details"]["reason"] == "client_cancelled"
+        await send(ws, "response.cancel", event_id="again")
+        assert (await receive(ws, "error"))["error"]["code"] == "response_cancel_not_active"
+    assert len(config.sent("response.output_audio.delta")) < 5
+    assert not config.sent("response.output_audio.done")
+
+
+async def test_configured_errors_answer_instead(ws_url: str, config: FakeRealtimeConfig) -> None:
+    config.errors["session.update"] = {"type": "server_error", "code": None, "message": "Boom."}
+    async with session(ws_url, "intent=transcription") as ws:
+        await send(ws, "session.update", session=MANUAL, event_id="mine")
+        error = (await receive(ws, "error"))["error"]
+    assert error == {"type": "server_error", "code": None, "message": "Boom.", "event_id": "mine"}
+    assert config.received("session.update")[0]["event_id"] == "mine"

@@ -1,0 +1,255 @@
+"""OpenAIRealtimeTextToSpeech against the fake Realtime server on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import aclosing
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from voice_fsm.adapters.base import TextToSpeech
+from voice_fsm.adapters.openai_client import make_openai_client
+from voice_fsm.adapters.openai_realtime_tts import VERBATIM, OpenAIRealtimeTextToSpeech
+from voice_fsm.errors import ErrorCode, ProviderError, Stage
+from voice_fsm.settings import Settings, TtsSettings
+from voice_fsm.testing.fake_openai import speech_pcm
+from voice_fsm.testing.fake_realtime import FakeRealtimeConfig, running_fake_realtime
+
+from support.servers import free_port
+
+KEY = "sk-proj-speak0123456789abcdef"
+TEXT = "The capital of France is Paris."
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[FakeRealtimeConfig, str]]:
+    config = FakeRealtimeConfig()
+    with running_fake_realtime(config) as base_url:
+        yield config, base_url
+
+
+@pytest.fixture
+def fake(server: tuple[FakeRealtimeConfig, str]) -> FakeRealtimeConfig:
+    server[0].reset(api_key=KEY, tts_first_audio_delay=0.0, tts_chunk_delay=0.0)
+    return server[0]
+
+
+@pytest.fixture
+async def make_tts(
+    server: tuple[FakeRealtimeConfig, str], fake: FakeRealtimeConfig
+) -> AsyncIterator[Callable[..., OpenAIRealtimeTextToSpeech]]:
+    made: list[OpenAIRealtimeTextToSpeech] = []
+
+    def make(base_url: str | None = None, key: str = KEY, **tts: Any) -> OpenAIRealtimeTextToSpeech:
+        tts.setdefault("timeout", 2.0)
+        settings = Settings(
+            _env_file=None,
+            openai_api_key=SecretStr(key),
+            openai_base_url=base_url or server[1],
+            tts=TtsSettings(max_retries=0, **tts),
+        )
+        client = make_openai_client(settings, settings.tts)
+        adapter = OpenAIRealtimeTextToSpeech(settings.tts, client, settings.secrets())
+        made.append(adapter)
+        return adapter
+
+    yield make
+    for adapter in made:
+        await adapter.aclose()
+
+
+async def eventually(check: Callable[[], object]) -> None:
+    """Poll `check` (the fake records from its own thread, so there is no event to wait on)."""
+    async with asyncio.timeout(2):
+        while not check():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def speak(tts: OpenAIRealtimeTextToSpeech, text: str = TEXT, **kw: Any) -> list[bytes]:
+    return [chunk async for chunk in tts.synthesize(text, **kw)]
+
+
+async def test_yields_the_fakes_tone_in_several_chunks(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    tts = make_tts()
+    assert isinstance(tts, TextToSpeech)
+    chunks = await speak(tts)
+    assert b"".join(chunks) == speech_pcm(TEXT)
+    assert len(chunks) == len(fake.sent("response.output_audio.delta")) > 5
+    assert all(len(chunk) == fake.tts_chunk_bytes for chunk in chunks[:-1])
+
+
+async def test_what_it_sends(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    await speak(make_tts(instructions="Cheerful."), voice="marin")
+    assert fake.connections[0].query == {"model": "gpt-realtime-2.1-mini"}
+    assert fake.connections[0].headers["authorization"] == f"Bearer {KEY}"
+    update, create = fake.received()
+    assert update == {
+        "type": "session.update",
+        "session": {
+            "type": "realtime",
+            "output_modalities": ["audio"],
+            "audio": {"output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin"}},
+        },
+    }
+    assert create == {
+        "type": "response.create",
+        "response": {
+            "conversation": "none",
+            "output_modalities": ["audio"],
+            "instructions": f"{VERBATIM} How to speak: Cheerful.",
+            "input": [
+                {
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": TEXT}],
+                }
+            ],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("configured", "used"),
+    [
+        ("gpt-4o-mini-tts", "gpt-realtime-2.1-mini"),
+        ("tts-1-hd", "gpt-realtime-2.1-mini"),
+        ("gpt-realtime-2.1", "gpt-realtime-2.1"),
+    ],
+)
+async def test_the_model(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech],
+    fake: FakeRealtimeConfig,
+    configured: str,
+    used: str,
+) -> None:
+    tts = make_tts(model=configured, speed=2.0)
+    assert (tts.provider, tts.model) == ("openai-realtime", used)
+    await speak(tts, "Hi.")
+    assert fake.connections[0].query == {"model": used}
+    output = fake.received("session.update")[0]["session"]["audio"]["output"]
+    assert output["speed"] == 1.5  # the Realtime API's fastest
+
+
+async def test_closing_the_generator_cancels_the_response(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    fake.tts_chunk_delay = 0.05
+    async with aclosing(make_tts().synthesize(TEXT)) as stream:
+        first = await anext(stream)
+    assert first == speech_pcm(TEXT)[: fake.tts_chunk_bytes]
+    await eventually(lambda: fake.sent("response.done"))
+    (cancel,) = fake.received("response.cancel")
+    assert cancel["response_id"] == fake.sent("response.created")[0]["response"]["id"]
+    assert fake.sent("response.done")[0]["response"]["status"] == "cancelled"
+    assert not fake.sent("response.output_audio.done")
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    assert not others, others
+
+
+async def test_cancelling_the_task_cancels_the_response(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    fake.tts_chunk_delay = 0.05
+    received: list[bytes] = []
+
+    async def play() -> None:
+        async with aclosing(make_tts().synthesize(TEXT)) as stream:
+            async for chunk in stream:
+                received.append(chunk)
+
+    task = asyncio.create_task(play())
+    await eventually(lambda: received)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await eventually(lambda: fake.received("response.cancel"))
+    assert len(received) < 5
+
+
+async def test_a_complete_response_is_not_cancelled(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    await speak(make_tts(), "Hi.")
+    assert not fake.received("response.cancel")
+
+
+async def test_empty_text_opens_no_connection(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    assert await speak(make_tts(), "  ") == []
+    assert fake.connections == []
+
+
+async def test_an_error_event_is_a_provider_error(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    fake.errors["response.create"] = {
+        "type": "invalid_request_error",
+        "code": "invalid_value",
+        "message": "The text is too long.",
+    }
+    with pytest.raises(ProviderError) as caught:
+        await speak(make_tts())
+    assert (caught.value.code, caught.value.stage) == (ErrorCode.PROVIDER_ERROR, Stage.TTS)
+    assert caught.value.message == (
+        "OpenAI text-to-speech failed: The text is too long. (invalid_value)"
+    )
+
+
+async def test_a_speech_api_only_voice_is_refused(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    with pytest.raises(ProviderError, match="Invalid value: 'nova'"):
+        await speak(make_tts(), voice="nova")
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(401, ErrorCode.PROVIDER_AUTH), (429, ErrorCode.PROVIDER_RATE_LIMITED)],
+)
+async def test_refused_handshakes(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech],
+    fake: FakeRealtimeConfig,
+    status: int,
+    code: ErrorCode,
+) -> None:
+    fake.handshake_status = status
+    with pytest.raises(ProviderError) as caught:
+        await speak(make_tts())
+    assert (caught.value.code, caught.value.stage) == (code, Stage.TTS)
+
+
+async def test_a_wrong_key_is_provider_auth_without_the_key(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    wrong = "sk-proj-wrongKEY9876543210zyx"
+    with pytest.raises(ProviderError) as caught:
+        await speak(make_tts(key=wrong))
+    assert caught.value.code == ErrorCode.PROVIDER_AUTH
+    assert wrong not in caught.value.message
+    assert wrong[-4:] not in caught.value.message
+
+
+async def test_connection_refused_is_provider_unavailable(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech],
+) -> None:
+    with pytest.raises(ProviderError) as caught:
+        await speak(make_tts(base_url=f"http://127.0.0.1:{free_port()}/v1"))
+    assert caught.value.code == ErrorCode.PROVIDER_UNAVAILABLE
+
+
+async def test_no_audio_in_time_is_a_timeout(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    fake.tts_first_audio_delay = 5.0
+    with pytest.raises(ProviderError) as caught:
+        await speak(make_tts(timeout=0.2))
+    assert caught.value.code == ErrorCode.PROVIDER_TIMEOUT
+    await eventually(lambda: fake.received("response.cancel"))
