@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from voice_fsm import providers
-from voice_fsm.providers import ConfigError, resolve_provider, resolve_providers
+from voice_fsm.providers import (
+    ConfigError,
+    live_transcription,
+    resolve_provider,
+    resolve_providers,
+)
 from voice_fsm.settings import Settings
 
 
@@ -24,7 +29,12 @@ def test_auto_uses_openai_with_a_key_and_local_without(monkeypatch: pytest.Monke
     monkeypatch.setattr(providers, "local_engines_installed", lambda: True)
     assert resolve_providers(settings()) == {"stt": "local", "llm": "local", "tts": "local"}
     with_key = Settings(_env_file=None, openai_api_key="sk-test")  # type: ignore[call-arg]
-    assert resolve_providers(with_key) == {"stt": "openai", "llm": "openai", "tts": "openai"}
+    # OpenAI's own API speaks through Realtime; its Speech API models are being shut down.
+    assert resolve_providers(with_key) == {
+        "stt": "openai",
+        "llm": "openai",
+        "tts": "openai-realtime",
+    }
 
 
 @pytest.mark.usefixtures("no_env")
@@ -36,6 +46,43 @@ def test_each_stage_can_be_chosen_on_its_own(monkeypatch: pytest.MonkeyPatch) ->
         Settings(_env_file=None, openai_api_key="sk-test")  # type: ignore[call-arg]
     )
     assert chosen == {"stt": "local", "llm": "openai", "tts": "fake"}
+
+
+@pytest.mark.usefixtures("no_env")
+def test_a_compatible_server_keeps_the_speech_api_and_files(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert resolve_provider(settings(), "tts") == "openai-realtime"
+    assert live_transcription(settings())
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    assert resolve_provider(settings(), "tts") == "openai"
+    assert not live_transcription(settings())
+    monkeypatch.setenv("VOICE_FSM_STT__LIVE", "true")
+    assert live_transcription(settings())
+
+
+@pytest.mark.usefixtures("no_env")
+def test_openai_realtime_is_for_speech_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("VOICE_FSM_LLM__PROVIDER", "openai-realtime")
+    with pytest.raises(ConfigError, match="text-to-speech only"):
+        resolve_provider(settings(), "llm")
+
+
+@pytest.mark.usefixtures("no_env")
+def test_openai_stages_get_the_realtime_adapters(monkeypatch: pytest.MonkeyPatch) -> None:
+    from voice_fsm.adapters.openai_realtime_stt import OpenAIRealtimeSpeechToText
+    from voice_fsm.adapters.openai_realtime_tts import OpenAIRealtimeTextToSpeech
+    from voice_fsm.providers import build_pipeline
+
+    monkeypatch.setattr(providers, "local_engines_installed", lambda: False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    pipeline = build_pipeline(settings())
+    assert isinstance(pipeline.stt, OpenAIRealtimeSpeechToText)
+    assert isinstance(pipeline.tts, OpenAIRealtimeTextToSpeech)
+    assert pipeline.describe()["stt"] == {"provider": "openai", "model": "gpt-live-transcribe"}
+    assert pipeline.describe()["tts"]["model"] == "gpt-realtime-2.1-mini"
 
 
 @pytest.mark.usefixtures("no_env")

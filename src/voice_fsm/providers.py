@@ -49,9 +49,9 @@ class Pipeline:
 def resolve_provider(settings: Settings, name: str) -> ResolvedProvider:
     stage: StageSettings = getattr(settings, name)
     no_key = settings.api_key_for(stage) is None and settings.base_url_for(stage) is None
-    if stage.provider == "openai" and no_key:
+    if stage.provider.startswith("openai") and no_key:
         raise ConfigError(
-            f"VOICE_FSM_{name.upper()}__PROVIDER=openai needs OPENAI_API_KEY "
+            f"VOICE_FSM_{name.upper()}__PROVIDER={stage.provider} needs OPENAI_API_KEY "
             f"(or VOICE_FSM_{name.upper()}__API_KEY)."
         )
     if stage.provider == "local" and not local_engines_installed():
@@ -59,9 +59,19 @@ def resolve_provider(settings: Settings, name: str) -> ResolvedProvider:
             f"VOICE_FSM_{name.upper()}__PROVIDER=local needs the embedded engines. "
             + LOCAL_EXTRA_HINT
         )
+    if stage.provider == "openai-realtime" and name != "tts":
+        raise ConfigError(
+            f"VOICE_FSM_{name.upper()}__PROVIDER=openai-realtime is for text-to-speech only; "
+            "speech-to-text uses the Realtime API through provider openai "
+            "(VOICE_FSM_STT__LIVE)."
+        )
     if stage.provider != "auto":
         return stage.provider
     if settings.api_key_for(stage) is not None:
+        # OpenAI's own API speaks through Realtime (its Speech API models shut down on
+        # 2027-01-06); a compatible server at a base_url keeps the Speech API shape.
+        if name == "tts" and settings.base_url_for(stage) is None:
+            return "openai-realtime"
         return "openai"
     if local_engines_installed():
         return "local"
@@ -72,6 +82,13 @@ def resolve_provider(settings: Settings, name: str) -> ResolvedProvider:
         + f" An OpenAI-compatible server works too: VOICE_FSM_{name.upper()}__BASE_URL and "
         f"OPENAI_API_KEY (any value); VOICE_FSM_{name.upper()}__PROVIDER=fake gives canned answers."
     )
+
+
+def live_transcription(settings: Settings) -> bool:
+    """Whether OpenAI speech-to-text transcribes while the user talks (Realtime API)."""
+    if settings.stt.live is not None:
+        return settings.stt.live
+    return settings.base_url_for(settings.stt) is None  # compatible servers rarely have it
 
 
 def resolve_providers(settings: Settings) -> dict[str, ResolvedProvider]:
@@ -89,21 +106,30 @@ def build_pipeline(settings: Settings) -> Pipeline:
     stt: SpeechToText = fake_stt
     llm: LanguageModel = fake_llm
     tts: TextToSpeech = fake_tts
-    if "openai" in providers.values():
+    if any(p.startswith("openai") for p in providers.values()):
         from voice_fsm.adapters.openai_client import make_openai_client
         from voice_fsm.adapters.openai_llm import OpenAILanguageModel
+        from voice_fsm.adapters.openai_realtime_stt import OpenAIRealtimeSpeechToText
         from voice_fsm.adapters.openai_stt import OpenAISpeechToText
         from voice_fsm.adapters.openai_tts import OpenAITextToSpeech
 
         if providers["stt"] == "openai":
             client = make_openai_client(settings, settings.stt)
             stt = OpenAISpeechToText(settings.stt, client, secrets)
+            if live_transcription(settings):
+                # Completed recordings (and a failed live session) still go to the file API.
+                stt = OpenAIRealtimeSpeechToText(settings.stt, client, secrets, fallback=stt)
         if providers["llm"] == "openai":
             client = make_openai_client(settings, settings.llm)
             llm = OpenAILanguageModel(settings.llm, client, secrets)
         if providers["tts"] == "openai":
             client = make_openai_client(settings, settings.tts)
             tts = OpenAITextToSpeech(settings.tts, client, secrets)
+        elif providers["tts"] == "openai-realtime":
+            from voice_fsm.adapters.openai_realtime_tts import OpenAIRealtimeTextToSpeech
+
+            client = make_openai_client(settings, settings.tts)
+            tts = OpenAIRealtimeTextToSpeech(settings.tts, client, secrets)
     if "local" in providers.values():
         try:
             stt, llm, tts = _build_local(settings, providers, stt, llm, tts)

@@ -13,8 +13,8 @@ from typing import Literal, get_args
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Provider = Literal["auto", "openai", "local", "fake"]
-ResolvedProvider = Literal["openai", "local", "fake"]
+Provider = Literal["auto", "openai", "openai-realtime", "local", "fake"]
+ResolvedProvider = Literal["openai", "openai-realtime", "local", "fake"]
 
 DEFAULT_INSTRUCTIONS = (
     "You are a helpful voice assistant. Your answers are spoken aloud, so answer in one to three "
@@ -69,6 +69,11 @@ class SttSettings(StageSettings):
     language: str | None = Field(
         default=None, min_length=2, max_length=16, description="ISO-639-1 hint, e.g. en"
     )
+    live: bool | None = Field(
+        default=None,
+        description="transcribe while the user talks (Realtime); unset: on for OpenAI's own API",
+    )
+    live_model: str = "gpt-live-transcribe"
 
 
 class LlmSettings(StageSettings):
