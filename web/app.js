@@ -1,4 +1,5 @@
-// voice-fsm page: hold the button (or the space bar) to talk, release to send. Wires the socket
+// voice-fsm page: hold the button (or the space bar) to talk, release to send; or switch hands-free
+// on and just talk (the server's voice activity detection starts and ends the turns). Wires the socket
 // (protocol.js), the microphone (capture.js), playback (player.js) and the displays: the state
 // diagram (machine.js), the conversation (conversation.js), latency (latency.js), errors (errors.js).
 import { Capture } from './capture.js';
@@ -28,6 +29,9 @@ const ui = {
   handsFree: $('hands-free'),
   handsFreeLabel: $('hands-free-label'),
   handsFreeNote: $('hands-free-note'),
+  listening: $('listening'),
+  howTo: $('how-to'),
+  howToHandsFree: $('how-to-hands-free'),
   providers: $('providers'),
 };
 
@@ -42,6 +46,11 @@ const app = {
   recording: false, // input_audio.start sent, input_audio.stop not yet
   stopping: null, // promise: flushing the last audio, then input_audio.stop
   handsFree: false, // hands-free switched on and the microphone streaming
+  handsFreeStarting: false, // switched on, waiting for the microphone
+  modeSent: 'push_to_talk', // the mode the server has (or was last asked for) in this session
+  leavingHandsFree: false, // push_to_talk sent; its session.updated not yet received
+  speech: false, // hands-free: the server hears speech (vad.speech_started … vad.speech_stopped)
+  vadTurn: null, // the turn the last vad.speech_started belongs to
   startsSent: 0, // input_audio.start messages this session …
   recordingsSeen: 0, // … and `state: recording` events; equal when the server confirmed the last
   confirmedTurn: null, // the server's turn number of our current recording, once confirmed
@@ -80,9 +89,15 @@ const hooks = {
   get recording() {
     return app.recording;
   },
+  /** Hands-free is on: the microphone streams and the server's VAD starts and ends turns. */
   get handsFree() {
     return app.handsFree;
   },
+  /** Hands-free: the server hears speech right now (between vad.speech_started and _stopped). */
+  get speechDetected() {
+    return app.speech;
+  },
+  vadEvents: [], // 'started' / 'stopped' for every vad.speech_started / _stopped, in order (page lifetime)
   state: 'idle',
   stateHistory: [], // every state the page showed, in order, consecutive duplicates folded
   events: [], // the type of every server event received, in order
@@ -159,7 +174,7 @@ function sendChunk(buffer) {
 async function press(source) {
   const first = app.holders.size === 0;
   app.holders.add(source);
-  if (!first || app.starting || app.recording || app.handsFree) return;
+  if (!first || app.starting || app.recording || app.handsFree || app.handsFreeStarting) return;
   if (!conn.isOpen) {
     showError('Not connected to the server yet. Wait for it to reconnect.', 'not-connected');
     return;
@@ -275,7 +290,13 @@ function clearConversation() {
   render();
 }
 
-// ------------------------------------------------------------------ hands-free (first cut)
+// ------------------------------------------------------------------ hands-free
+
+// Hands-free: the microphone streams all the time, in every state, and the server's voice activity
+// detection starts a turn when it hears speech (vad.speech_started, then `state: recording`) and ends
+// it after a pause (vad.speech_stopped); the rest of the turn is as in push-to-talk. Speech while a
+// reply is in flight or still playing interrupts it (the page silences it on vad.speech_started).
+// The talk button is disabled meanwhile: it shows when the server hears speech.
 
 const HANDS_FREE_TIP = {
   available: 'Talk without holding the button: the microphone stays on and the server detects when you speak.',
@@ -286,7 +307,7 @@ function updateHandsFreeAvailability() {
   const available = app.modes.includes('hands_free');
   if (!available && (ui.handsFree.checked || app.handsFree)) {
     ui.handsFree.checked = false;
-    stopHandsFree(false);
+    stopHandsFree({ tellServer: false });
   }
   const tip = available ? HANDS_FREE_TIP.available : HANDS_FREE_TIP.missing;
   ui.handsFreeLabel.title = tip;
@@ -295,35 +316,93 @@ function updateHandsFreeAvailability() {
   render();
 }
 
+/** Ask the server for `mode` unless it has it (or was asked) already. */
+function requestMode(mode) {
+  if (app.modeSent === mode) return true;
+  if (!conn.send(messages.sessionUpdate({ mode }))) return false;
+  app.modeSent = mode;
+  return true;
+}
+
+/** The switch went on (or a new session while it is on): open the microphone and stream it. */
 async function startHandsFree() {
-  if (!conn.isOpen) return;
+  if (app.handsFree || app.handsFreeStarting) return;
+  const giveUp = () => {
+    ui.handsFree.checked = false;
+    render();
+  };
+  if (!conn.isOpen) return render(); // the switch stays on: the next session.created starts it
+  if (!app.modes.includes('hands_free')) return giveUp();
   try {
     ensureContext();
   } catch (err) {
     showError(err.message, 'no-web-audio');
-    ui.handsFree.checked = false;
-    return;
+    return giveUp();
   }
-  cutPlayback('Stopped');
-  conn.send(messages.sessionUpdate({ mode: 'hands_free' }));
-  const ok = await openMic();
-  if (!ok || !ui.handsFree.checked || !conn.isOpen) {
-    ui.handsFree.checked = false;
-    conn.send(messages.sessionUpdate({ mode: 'push_to_talk' }));
+  app.handsFreeStarting = true;
+  render();
+  try {
+    // A push-to-talk recording in progress is sent as if the button had been released.
+    releaseAll();
+    if (app.stopping) await app.stopping;
+    const ok = await openMic();
+    if (!ui.handsFree.checked || !conn.isOpen) return; // switched off, or the socket closed
+    if (!ok || !app.modes.includes('hands_free')) return giveUp();
+    // The mode first, so the server never sees a frame outside a turn in push-to-talk mode.
+    if (!requestMode('hands_free')) return;
+    app.handsFree = true;
+    app.speech = false;
+    capture.start();
+  } finally {
+    app.handsFreeStarting = false;
     render();
-    return;
   }
-  // The server decides where turns start and end; the microphone just streams.
-  app.handsFree = true;
-  capture.start();
+}
+
+/** The switch went off (or the socket closed): stop streaming; the server goes back to push-to-talk. */
+function stopHandsFree({ tellServer = true } = {}) {
+  const was = app.handsFree;
+  app.handsFree = false;
+  app.speech = false;
+  if (was) capture.stop(false);
+  if (tellServer && conn.isOpen && app.modeSent === 'hands_free' && requestMode('push_to_talk')) {
+    // A turn the server was recording stays open after the switch: see onSessionUpdated.
+    app.leavingHandsFree = true;
+  }
   render();
 }
 
-function stopHandsFree(tellServer = true) {
-  const was = app.handsFree;
-  app.handsFree = false;
-  if (was) capture.stop(false);
-  if (tellServer && conn.isOpen) conn.send(messages.sessionUpdate({ mode: 'push_to_talk' }));
+function onSessionUpdated(event) {
+  const mode = event.session && event.session.mode;
+  if (!app.leavingHandsFree || mode !== 'push_to_talk') return;
+  app.leavingHandsFree = false;
+  // The server handles messages in order: if it is recording now, that is a hands-free turn it
+  // began before it switched modes, and nothing would end it. Discard it.
+  const ours = app.recording || app.starting || app.handsFree || app.handsFreeStarting;
+  if (app.state === 'recording' && !ours) {
+    conn.send(messages.responseCancel());
+    conversation.discarded(app.turn);
+  }
+}
+
+function onSpeechStarted(event) {
+  hooks.vadEvents.push('started');
+  app.speech = true;
+  app.vadTurn = event.turn;
+  if (app.state !== 'recording' || event.turn !== app.turn) {
+    // A new turn. As on a push-to-talk press, whatever plays stops now: the server has cancelled a
+    // reply in flight (barge-in), and anything still on the wire from it is ignored.
+    cutPlayback('You interrupted it');
+    app.dropBelow = Math.max(app.dropBelow, event.turn);
+    clearError();
+    conversation.begin();
+  }
+  render();
+}
+
+function onSpeechStopped() {
+  hooks.vadEvents.push('stopped');
+  app.speech = false;
   render();
 }
 
@@ -337,6 +416,13 @@ function onEvent(event) {
       onSessionCreated(event);
       break;
     case 'session.updated':
+      onSessionUpdated(event);
+      break;
+    case 'vad.speech_started':
+      onSpeechStarted(event);
+      break;
+    case 'vad.speech_stopped':
+      onSpeechStopped(event);
       break;
     case 'state':
       onState(event);
@@ -402,6 +488,10 @@ function onSessionCreated(event) {
   app.dropBelow = 0;
   app.cancelledTurn = -1;
   app.audioMs.clear();
+  app.speech = false;
+  app.vadTurn = null;
+  app.leavingHandsFree = false;
+  app.modeSent = (event.session && event.session.mode) || 'push_to_talk';
   player.stop();
   player.endTurn();
   player.turn = null;
@@ -410,12 +500,14 @@ function onSessionCreated(event) {
   app.modes = Array.isArray(event.modes) ? event.modes : [];
   updateHandsFreeAvailability();
 
+  // The settings of the page's URL, and push-to-talk unless the server starts that way. Hands-free
+  // (the switch still on after a reconnect) is asked for once the microphone streams again.
   const update = { ...app.sessionUpdate };
-  const mode = event.session && event.session.mode;
-  const wanted = ui.handsFree.checked && app.modes.includes('hands_free') ? 'hands_free' : 'push_to_talk';
-  if ((mode || 'push_to_talk') !== wanted) update.mode = wanted;
-  if (Object.keys(update).length > 0) conn.send(messages.sessionUpdate(update));
-  if (wanted === 'hands_free' && !app.handsFree) startHandsFree();
+  if (app.modeSent !== 'push_to_talk') update.mode = 'push_to_talk';
+  if (Object.keys(update).length > 0 && conn.send(messages.sessionUpdate(update))) {
+    if (update.mode) app.modeSent = update.mode;
+  }
+  if (ui.handsFree.checked && app.modes.includes('hands_free')) startHandsFree();
 }
 
 function onState(event) {
@@ -424,8 +516,11 @@ function onState(event) {
   if (event.state === 'recording') {
     // Our own start (or a barge-in): nothing from earlier turns may play or show any more.
     app.dropBelow = event.turn;
-    app.recordingsSeen += 1;
-    if (app.recording && app.recordingsSeen === app.startsSent) app.confirmedTurn = event.turn;
+    if (event.turn !== app.vadTurn) {
+      // Started by our input_audio.start (a hands-free turn starts with vad.speech_started).
+      app.recordingsSeen += 1;
+      if (app.recording && app.recordingsSeen === app.startsSent) app.confirmedTurn = event.turn;
+    }
     cutPlayback();
     clearError();
     conversation.confirm(event.turn);
@@ -455,7 +550,7 @@ function onStatus(status, { retryInMs } = {}) {
     app.holders.clear();
     if (app.recording) capture.stop(false);
     app.recording = false;
-    if (app.handsFree) stopHandsFree(false);
+    if (app.handsFree) stopHandsFree({ tellServer: false });
     cutPlayback();
     conversation.disconnected();
     setState('idle');
@@ -535,15 +630,25 @@ function clearError() {
 function render() {
   const open = app.connection === 'open';
   const talking = app.recording || app.starting;
-  ui.talk.disabled = !open || app.handsFree;
+  const handsFree = app.handsFree || app.handsFreeStarting;
+  const replying = REPLY_STATES.has(app.state) || player.playing;
+  ui.talk.disabled = !open || handsFree;
   ui.talk.setAttribute('aria-pressed', String(talking));
   ui.talk.classList.toggle('active', talking);
+  ui.talk.classList.toggle('hands-free', handsFree);
+  ui.talk.classList.toggle('speech', app.handsFree && app.speech);
   let label = 'Hold to talk';
-  if (app.handsFree) label = 'Hands-free: just talk';
-  else if (app.starting) label = 'Opening microphone…';
+  if (app.handsFreeStarting || (app.starting && !app.handsFree)) label = 'Opening microphone…';
+  else if (app.handsFree && app.speech) label = 'Hearing you…';
+  else if (app.handsFree) label = replying ? 'Talk to interrupt' : 'Hands-free: just talk';
   else if (app.recording) label = 'Listening… release to send';
-  else if (REPLY_STATES.has(app.state) || player.playing) label = 'Hold to interrupt';
+  else if (replying) label = 'Hold to interrupt';
   ui.talkLabel.textContent = label;
+  ui.listening.hidden = !app.handsFree;
+  ui.listening.dataset.speech = String(app.handsFree && app.speech);
+  ui.listening.textContent = app.speech ? 'hearing you…' : 'listening…';
+  ui.howTo.hidden = handsFree;
+  ui.howToHandsFree.hidden = !handsFree;
   ui.playback.hidden = !player.playing;
   ui.stop.disabled = !(REPLY_STATES.has(app.state) || player.playing);
   ui.clear.disabled = !open || app.state !== 'idle' || talking;
@@ -612,6 +717,10 @@ ui.clear.addEventListener('click', () => {
 ui.handsFree.addEventListener('change', () => {
   if (ui.handsFree.checked) startHandsFree();
   else stopHandsFree();
+});
+// Space toggles a focused switch on keyup; the window's keyup handler (push-to-talk) would cancel that.
+ui.handsFree.addEventListener('keyup', (event) => {
+  if (event.code === 'Space' || event.key === ' ') event.stopPropagation();
 });
 
 /** Optional ?voice=…&language=…&instructions=… in the page URL become a session.update. */

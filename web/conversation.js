@@ -223,6 +223,15 @@ export class Conversation {
     entry.setPhase('cancelled', true);
   }
 
+  /** Hands-free was switched off while the server was recording this turn: it was dropped. */
+  discarded(turn) {
+    const entry = this.get(turn);
+    if (!entry) return;
+    entry.interrupted = true;
+    entry.addNote('Hands-free was switched off; this recording was discarded.', 'cancelled');
+    entry.setPhase('cancelled', true);
+  }
+
   error(turn, text, code) {
     const entry = this.get(turn);
     if (!entry) return;
