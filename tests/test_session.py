@@ -638,3 +638,59 @@ async def test_cancel_while_recording_closes_the_live_transcription(
     await client.send(CANCEL)
     await client.until("state", state="idle")
     assert stt.live[-1].closed
+
+
+async def test_a_reply_still_playing_when_the_user_talks_is_cut_in_the_history(
+    connect: ClientFactory,
+) -> None:
+    llm = FakeLanguageModel(LONG_REPLY)
+    tts = FakeTextToSpeech()
+    client = await connect(fake_pipeline(llm=llm, tts=tts))
+    await full_turn(client)  # all sent: the server is idle, the client still plays it
+    first_sentence_ms = len("Paris is the capital.") * tts.ms_per_char
+    await client.send(InputAudioStart(type="input_audio.start", played_ms=first_sentence_ms))
+    await client.speak()
+    await client.send(STOP)
+    await client.until("turn.metrics")
+    assert llm.ledger.calls[-1][2].content == "Paris is the capital."  # type: ignore[index]
+
+
+async def test_a_barge_in_without_played_ms_assumes_real_time_playback(
+    connect: ClientFactory,
+) -> None:
+    llm = FakeLanguageModel(LONG_REPLY)
+    # The audio goes out much faster than it plays: 100 ms chunks every 20 ms.
+    client = await connect(fake_pipeline(llm=llm, tts=FakeTextToSpeech(chunk_delay=0.02)))
+    await _reach(client, "speaking")
+    for _ in range(4):
+        await client.until("audio")
+    sent_ms = client.session.turn.audio_sent // 48
+    await client.send(START)  # no played_ms: real-time playback from the first frame
+    await client.until("state", state="recording")
+    await client.speak()
+    await client.send(STOP)
+    await client.until("turn.metrics")
+    history = llm.ledger.calls[-1]
+    heard = [m.content for m in history if m.role == "assistant"]  # type: ignore[attr-defined]
+    # Well under what was sent, and never more than the first sentence's worth of words.
+    assert sent_ms >= 300
+    assert heard == [] or len(heard[0]) < len("Paris is the capital.")
+
+
+async def test_switching_hands_free_off_mid_recording_ends_that_turn(
+    connect: ClientFactory,
+) -> None:
+    from voice_fsm.hands_free import HandsFree
+
+    client = await connect()
+    session = client.session
+    session.hands_free = HandsFree(detector=None)  # type: ignore[arg-type]
+    await client.send(START)
+    await client.until("state", state="recording")
+    await client.send(
+        SessionUpdate(type="session.update", session=SessionConfig(mode="push_to_talk"))
+    )
+    items = await client.until("session.updated")
+    assert "state:idle" in kinds(items)
+    assert session.hands_free is None
+    assert kinds(await full_turn(client)) == NORMAL_TURN

@@ -18,6 +18,12 @@ class Conversation:
         if self._keep and user:
             self._turns.append((user, assistant))
 
+    def replace_last_reply(self, assistant: str) -> None:
+        """The last reply was cut short after all: keep only what was heard of it."""
+        if self._turns:
+            user, _ = self._turns[-1]
+            self._turns[-1] = (user, assistant)
+
     def clear(self) -> None:
         self._turns.clear()
 

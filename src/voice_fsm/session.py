@@ -161,6 +161,8 @@ class Session:
                 ErrorCode.INVALID_STATE, "Already recording: send input_audio.stop first."
             )
         barge_in = self.state in REPLY_STATES
+        if not barge_in:
+            self._trim_unheard_reply(played_ms)
         if barge_in:
             await self._stop_stage()
             await self._close_live(self.turn)
@@ -281,8 +283,10 @@ class Session:
                     "not have (it comes with the embedded engines); use push_to_talk.",
                 )
             self.hands_free = HandsFree(self.pipeline.vad())
-        elif update.mode == "push_to_talk":
+        elif update.mode == "push_to_talk" and self.hands_free is not None:
             self.hands_free = None
+            if self.state == State.RECORDING:  # nothing would end that turn any more
+                await self._on_cancel(None)
         changes = update.model_dump(exclude_none=True)
         self.config = self.config.model_copy(update=changes)
         self.log.info("session.updated", fields=sorted(changes))
@@ -405,8 +409,7 @@ class Session:
         if self.state == State.SPEAKING:
             # The model should remember what the user heard, not what it wrote: the client's
             # played_ms when it says, else all the audio sent (which it may not have played).
-            played = turn.audio_sent if played_ms is None else bytes_for_ms(played_ms)
-            heard = turn.spoken.heard(min(played, turn.audio_sent))
+            heard = turn.spoken.heard(turn.played_bytes(played_ms))
             self.conversation.add_turn(turn.transcript, heard)
         self.log.info(
             "reply.interrupted",
@@ -414,6 +417,20 @@ class Session:
             sent_ms=duration_ms(turn.audio_sent),
             heard_chars=len(heard),
         )
+
+    def _trim_unheard_reply(self, played_ms: int | None) -> None:
+        """The last reply was all sent, but the client may still have been playing it when
+        the user started talking: the history keeps what was heard of it."""
+        turn = self.turn
+        # Only on the client's word: a client that does not play audio (a script) may start
+        # its next turn at once, and its history must not lose the reply.
+        if played_ms is None or turn.outcome != "ok" or not turn.audio_sent:
+            return
+        played = turn.played_bytes(played_ms)
+        if played < turn.audio_sent:
+            heard = turn.spoken.heard(played)
+            self.conversation.replace_last_reply(heard)
+            self.log.info("reply.cut_short", played_ms=duration_ms(played), heard_chars=len(heard))
 
     def _finish_turn(self, outcome: str, **extra: Any) -> None:
         """The one canonical log line of a turn."""

@@ -29,6 +29,12 @@ class Stopwatch:
         yield
         self.mark(f"{name}.end")
 
+    def ms_since(self, name: str) -> int | None:
+        """Milliseconds from mark `name` to now."""
+        if name not in self._marks:
+            return None
+        return round((time.perf_counter() - self._marks[name]) * 1000)
+
     def ms(self, start: str, end: str) -> int | None:
         if start not in self._marks or end not in self._marks:
             return None

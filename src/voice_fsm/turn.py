@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from voice_fsm.audio import duration_ms
+from voice_fsm.audio import bytes_for_ms, duration_ms
 from voice_fsm.events import AudioDone, TurnMetrics
 from voice_fsm.speech_pieces import SpokenReply
 
@@ -30,6 +30,13 @@ class Turn:
     @property
     def audio_in_ms(self) -> int:
         return duration_ms(len(self.audio))
+
+    def played_bytes(self, played_ms: int | None) -> int:
+        """How much of the reply's audio the user heard: what the client says it played, or
+        (when it does not say) what real-time playback from the first frame would have played."""
+        if played_ms is None:
+            played_ms = self.clock.ms_since("first_audio_sent") or 0
+        return min(bytes_for_ms(played_ms), self.audio_sent)
 
     def metrics(self) -> TurnMetrics:
         ms = self.clock.ms

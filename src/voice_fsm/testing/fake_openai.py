@@ -92,6 +92,7 @@ class FakeOpenAIConfig:
     reply: str = "The capital of France is Paris."
     api_key: str | None = None  # None accepts any key; a key is always required
     stt_delay: float = 0.05
+    stt_delay_per_audio_s: float = 0.0  # added per second of the uploaded recording
     llm_first_token_delay: float = 0.05
     llm_token_delay: float = 0.01
     tts_first_audio_delay: float = 0.05
@@ -266,7 +267,7 @@ async def transcriptions(request: Request) -> Response:
             message = "Audio file might be corrupted or unsupported"
             raise OpenAIError(400, message, param="file", code="invalid_value") from err
     text, model = config.transcript, form["model"]
-    await asyncio.sleep(config.stt_delay)
+    await asyncio.sleep(config.stt_delay + config.stt_delay_per_audio_s * seconds)
     if model == "whisper-1":
         usage: dict[str, Any] = {"type": "duration", "seconds": math.ceil(seconds)}
     else:
