@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 # Extra arguments for pytest, e.g. make test ARGS="-k session -x"
 ARGS ?=
 
-.PHONY: install run test check format docs clean bench-local
+.PHONY: install run test check format docs clean bench-local bench
 
 install: $(STAMP)
 
@@ -53,3 +53,9 @@ clean:
 
 bench-local: install
 	$(PY) bench/local_latency.py $(ARGS)
+
+# Voice-to-voice latency against fake providers, and against the sequential design:
+# make bench ARGS="--sessions 50". Writes artifacts/bench-<sessions>.json and .png.
+bench: install
+	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q -e ".[bench]"
+	$(PY) bench/voice_latency.py $(ARGS)

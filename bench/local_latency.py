@@ -13,18 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
-import os
-import platform
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
+from common import base_env, free_port, machine, percentile, start_server, stop_server
 
 from voice_fsm.audio import SAMPLE_RATE
 from voice_fsm.talk import TalkResult, talk
@@ -32,43 +25,6 @@ from voice_fsm.testing.speech import spoken
 
 QUESTION = "What is the capital of France?"
 STAGES = ("stt_ms", "llm_first_token_ms", "llm_ms", "tts_first_audio_ms", "voice_to_voice_ms")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile: a value that was measured, never an interpolation."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
-
-
-def start_server(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    env = {"HOME": os.environ.get("HOME", "/tmp"), "PATH": os.environ.get("PATH", "")}
-    env["VOICE_FSM_LOG__FORMAT"] = "json"
-    log = (workdir / "server.log").open("wb")
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "voice-fsm"), "serve", "--port", str(port)],
-        cwd=workdir,  # no .env of the developer's is read
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the server exited: see {workdir / 'server.log'}")
-        try:
-            health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).json()
-            print(f"server: stt {health['stt']}, llm {health['llm']}, tts {health['tts']}")
-            return server
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    server.kill()
-    raise SystemExit("the server did not answer within 120 s")
 
 
 async def run_turns(url: str, pcm: bytes, turns: int) -> list[TalkResult]:
@@ -109,7 +65,7 @@ def report(results: list[TalkResult], audio_s: float) -> dict[str, object]:
         },
         "server_ms_p50": {name: percentile(v, 50) for name, v in per_stage.items()},
         "server_ms_p95": {name: percentile(v, 95) for name, v in per_stage.items()},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
     }
     print()
     print(f"question: {audio_s:.2f} s of speech ({QUESTION!r}), {len(results)} turns")
@@ -135,12 +91,12 @@ def main() -> None:
     pcm = spoken(QUESTION, total_s=args.seconds)
     port = args.port or free_port()
     with tempfile.TemporaryDirectory() as workdir:
-        server = start_server(port, Path(workdir))
+        env = base_env(VOICE_FSM_LOG__FORMAT="json")  # no key: every stage is local
+        server, _ = start_server(port, Path(workdir), env)
         try:
             results = asyncio.run(run_turns(f"ws://127.0.0.1:{port}/ws", pcm, args.turns))
         finally:
-            server.terminate()
-            server.wait(10)
+            stop_server(server)
     summary = report(results, len(pcm) / 2 / SAMPLE_RATE)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -49,6 +49,10 @@ class LatencyProfile:
     tts_first_audio_s: float = 0.6
     tts_realtime_factor: float = 4.0
     """After the first audio, speech arrives this many times faster than it plays."""
+    realtime_connect_s: float = 0.0
+    """A new Realtime session: from the WebSocket's accept to ``session.created``. Against
+    OpenAI a new connection costs 0.1-0.3 s; not part of the critical path, since a session
+    can be opened ahead of time."""
 
     @property
     def llm_token_interval_s(self) -> float:
@@ -89,6 +93,7 @@ def fake_realtime_config(
         transcript=transcript,
         delta_every_ms=profile.live_delta_every_ms,
         transcription_delay=profile.live_final_s,
+        session_delay=profile.realtime_connect_s,
         tts_first_audio_delay=profile.tts_first_audio_s,
         tts_chunk_delay=profile.tts_chunk_interval_s,
         tts_chunk_bytes=SPEECH_CHUNK_BYTES,

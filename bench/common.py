@@ -1,0 +1,86 @@
+"""What the benchmarks share: ports, percentiles, and a `voice-fsm serve` they start and stop."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile: a value that was measured, never an interpolation."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """HOME and PATH only, plus `extra`: none of the caller's settings or keys leak in."""
+    env = {"HOME": os.environ.get("HOME", "/tmp"), "PATH": os.environ.get("PATH", "")}
+    env.update(extra)
+    return env
+
+
+def start_server(
+    port: int, workdir: Path, env: Mapping[str, str], *, timeout: float = 120
+) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """Start `voice-fsm serve` in `workdir` (so no .env of the developer's is read), its output
+    in workdir/server.log; return it with its /healthz answer once it answers."""
+    log = (workdir / "server.log").open("wb")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "voice-fsm"), "serve", "--port", str(port)],
+        cwd=workdir,
+        env=dict(env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited: see {workdir / 'server.log'}")
+        try:
+            health: dict[str, Any] = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).json()
+            print(f"server: stt {health['stt']}, llm {health['llm']}, tts {health['tts']}")
+            return server, health
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    server.kill()
+    raise SystemExit(f"the server did not answer within {timeout:g} s")
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    try:
+        server.wait(10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(10)
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User and system CPU time that process `pid` has used so far (Linux), or None."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine() -> dict[str, object]:
+    return {"cpus": os.cpu_count(), "python": platform.python_version()}
