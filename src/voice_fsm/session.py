@@ -99,6 +99,7 @@ class Session:
         self.log = get_logger(session_id=self.id, turn=0)
         self._inbox: asyncio.Queue[Submission] = asyncio.Queue(maxsize=256)
         self._stage_task: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
         self.hands_free: HandsFree | None = None
         self._machine_lock = asyncio.Lock()
         self._stray_audio_reported = False
@@ -130,6 +131,8 @@ class Session:
         finally:
             await self._stop_stage()
             await self._close_live(self.turn)
+            if self._closing:
+                await asyncio.wait(self._closing)
             if self.state != State.IDLE:
                 self._finish_turn("disconnected")
             self.log.info("session.closed", turns=self.turn.number)
@@ -362,6 +365,11 @@ class Session:
             )
         )
 
+    def _close_in_background(self, live: LiveTurn) -> None:
+        task = asyncio.create_task(live.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def _close_live(self, turn: Turn) -> None:
         live, turn.live = turn.live, None
         if live is not None:
@@ -448,7 +456,9 @@ class Session:
         if turn.live is not None:
             with turn.clock.span("stt"):
                 text = await turn.live.finish()
-            await self._close_live(turn)
+            # Closing the provider's connection is not on the user's critical path.
+            self._close_in_background(turn.live)
+            turn.live = None
             if text is not None:
                 await self._transcribed(turn, text)
                 return

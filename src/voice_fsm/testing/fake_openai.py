@@ -165,6 +165,10 @@ def _sse(events: AsyncIterator[str]) -> StreamingResponse:
     return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
 
+async def _sleep_until(deadline: float) -> None:
+    await asyncio.sleep(max(0.0, deadline - asyncio.get_running_loop().time()))
+
+
 def _data(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
@@ -344,11 +348,13 @@ async def chat_completions(request: Request) -> Response:
         return _data({**payload, "usage": None} if include_usage else payload)
 
     async def events() -> AsyncIterator[str]:
-        await asyncio.sleep(config.llm_first_token_delay)
+        # Each token at its own time from the start (not a sleep after the last one), so the
+        # timer's lateness does not add up over a reply and the profile holds.
+        start = asyncio.get_running_loop().time() + config.llm_first_token_delay
+        await _sleep_until(start)
         yield chunk({"role": "assistant", "content": "", "refusal": None})
         for index, token in enumerate(tokens):
-            if index:
-                await asyncio.sleep(config.llm_token_delay)
+            await _sleep_until(start + index * config.llm_token_delay)
             yield chunk({"content": token})
         yield chunk({}, finish)
         if include_usage:
