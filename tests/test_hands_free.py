@@ -6,7 +6,6 @@ Real speech (made with Piper) and the real detector; fake speech-to-text, LLM an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -15,8 +14,8 @@ from voice_fsm.adapters.fake import FakeSpeechToText, FakeTextToSpeech
 from voice_fsm.audio import bytes_for_ms
 from voice_fsm.events import SessionConfig, SessionUpdate
 from voice_fsm.providers import Pipeline, _vad_factory
-from voice_fsm.session import Session
 
+from conftest import ClientFactory
 from session_harness import Client, fake_pipeline, kinds, make_settings
 from support.local import require_engine
 
@@ -39,30 +38,6 @@ def with_vad(pipeline: Pipeline) -> Pipeline:
     return pipeline
 
 
-@pytest.fixture
-async def connect() -> AsyncIterator[Callable[[Pipeline], Any]]:
-    clients: list[Client] = []
-
-    async def make(pipeline: Pipeline) -> Client:
-        holder: list[Client] = []
-
-        async def send(event: Any) -> None:
-            await holder[0].receive(event)
-
-        client = Client(Session(pipeline, make_settings(), send))
-        holder.append(client)
-        client.task = asyncio.create_task(client.session.run())
-        await client.until("session.created")
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        assert client.task is not None
-        client.task.cancel()
-        await asyncio.gather(client.task, return_exceptions=True)
-
-
 async def stream(client: Client, pcm: bytes, frame_ms: int = 20) -> None:
     """Send `pcm` as a microphone would, in `frame_ms` frames (faster than real time)."""
     step = bytes_for_ms(frame_ms)
@@ -72,7 +47,7 @@ async def stream(client: Client, pcm: bytes, frame_ms: int = 20) -> None:
 
 
 async def test_the_session_offers_hands_free_only_with_a_detector(
-    connect: Callable[[Pipeline], Any],
+    connect: ClientFactory,
 ) -> None:
     plain = await connect(fake_pipeline())
     created: Any = plain.log[0].event
@@ -89,7 +64,7 @@ async def test_the_session_offers_hands_free_only_with_a_detector(
 
 
 async def test_speech_with_pauses_makes_one_turn_per_utterance(
-    connect: Callable[[Pipeline], Any], question: bytes
+    connect: ClientFactory, question: bytes
 ) -> None:
     stt = FakeSpeechToText()
     client = await connect(with_vad(fake_pipeline(stt=stt)))
@@ -122,7 +97,7 @@ async def test_speech_with_pauses_makes_one_turn_per_utterance(
 
 
 async def test_speech_while_the_reply_plays_is_a_barge_in(
-    connect: Callable[[Pipeline], Any], question: bytes
+    connect: ClientFactory, question: bytes
 ) -> None:
     tts = FakeTextToSpeech(chunk_delay=0.1)
     client = await connect(with_vad(fake_pipeline(tts=tts)))

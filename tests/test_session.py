@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -26,8 +25,8 @@ from voice_fsm.events import (
 )
 from voice_fsm.providers import Pipeline
 from voice_fsm.session import Session
-from voice_fsm.settings import Settings
 
+from conftest import ClientFactory
 from session_harness import Client, Received, fake_pipeline, kinds, make_settings
 
 START = InputAudioStart(type="input_audio.start")
@@ -49,33 +48,6 @@ NORMAL_TURN = [
     "state:idle",
     "turn.metrics",
 ]
-
-ClientFactory = Callable[..., Any]
-
-
-@pytest.fixture
-async def connect() -> AsyncIterator[ClientFactory]:
-    clients: list[Client] = []
-
-    async def make(pipeline: Pipeline | None = None, settings: Settings | None = None) -> Client:
-        holder: list[Client] = []
-
-        async def send(event: Any) -> None:
-            await holder[0].receive(event)
-
-        session = Session(pipeline or fake_pipeline(), settings or make_settings(), send)
-        client = Client(session)
-        holder.append(client)
-        client.task = asyncio.create_task(session.run())
-        await client.until("session.created")
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        assert client.task is not None
-        client.task.cancel()
-        await asyncio.gather(client.task, return_exceptions=True)
 
 
 async def full_turn(client: Client, ms: int = 500) -> list[Received]:

@@ -17,7 +17,6 @@ import io
 import json
 import math
 import re
-import threading
 import time
 import uuid
 import wave
@@ -33,6 +32,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from voice_fsm.testing.threaded_server import serving_in_thread
 
 SAMPLE_RATE = 24_000
 AUDIO_EXTENSIONS = ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm")
@@ -472,24 +473,8 @@ def _wav_header(pcm_bytes: int) -> bytes:
 @contextmanager
 def running_fake_openai(config: FakeOpenAIConfig, host: str = "127.0.0.1") -> Iterator[str]:
     """Serve the fake under uvicorn in a thread on a free port; yields its base URL (.../v1)."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_fake_openai_app(config), host=host, port=0, log_config=None, access_log=False
-        )
-    )
-    thread = threading.Thread(target=server.run, name="fake-openai", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the fake OpenAI server did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://{host}:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serving_in_thread(create_fake_openai_app(config), "fake-openai", host) as base_url:
+        yield base_url
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -19,7 +19,6 @@ import asyncio
 import base64
 import binascii
 import json
-import threading
 import time
 import uuid
 from collections.abc import Coroutine, Iterator
@@ -28,13 +27,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import numpy as np
-import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voice_fsm.testing.fake_openai import SAMPLE_RATE, speech_pcm, words
+from voice_fsm.testing.threaded_server import serving_in_thread
 
 REALTIME_VOICES = (
     "alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar",
@@ -574,27 +573,5 @@ def create_fake_realtime_app(config: FakeRealtimeConfig) -> Starlette:
 @contextmanager
 def running_fake_realtime(config: FakeRealtimeConfig, host: str = "127.0.0.1") -> Iterator[str]:
     """Serve the fake under uvicorn in a thread on a free port; yields its base URL (.../v1)."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_fake_realtime_app(config),
-            host=host,
-            port=0,
-            ws="websockets-sansio",
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-        )
-    )
-    thread = threading.Thread(target=server.run, name="fake-realtime", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the fake Realtime server did not start")
-        time.sleep(0.005)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://{host}:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serving_in_thread(create_fake_realtime_app(config), "fake-realtime", host) as base_url:
+        yield base_url
