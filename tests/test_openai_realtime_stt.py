@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
+from voice_fsm import provider_requests
 from voice_fsm.adapters.base import (
     LiveSpeechToText,
     LiveTranscription,
@@ -126,6 +127,17 @@ async def test_live_deltas_arrive_before_finish(
     assert text == TRANSCRIPT
     assert TRANSCRIPT.startswith("".join(before_finish))
     assert "".join(deltas) == TRANSCRIPT
+
+
+async def test_the_committed_item_is_noted_for_the_turns_log(
+    make_stt: Callable[..., OpenAIRealtimeSpeechToText], fake: FakeRealtimeConfig
+) -> None:
+    requests = provider_requests.collect()
+    async with await make_stt().start_live() as live:
+        await live.append(AUDIO)
+        assert await live.finish() == TRANSCRIPT
+    (committed,) = fake.sent("input_audio_buffer.committed")
+    assert requests == [{"stage": "stt", "id": committed["item_id"]}]
 
 
 async def test_session_update_has_the_exact_shape(

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from voice_fsm import provider_requests
 from voice_fsm.adapters.base import TextToSpeech
 from voice_fsm.adapters.openai_client import make_openai_client
 from voice_fsm.adapters.openai_realtime_tts import VERBATIM, OpenAIRealtimeTextToSpeech
@@ -81,6 +82,17 @@ async def test_yields_the_fakes_tone_in_several_chunks(
     assert b"".join(chunks) == speech_pcm(TEXT)
     assert len(chunks) == len(fake.sent("response.output_audio.delta")) > 5
     assert all(len(chunk) == fake.tts_chunk_bytes for chunk in chunks[:-1])
+
+
+async def test_the_response_is_noted_for_the_turns_log(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    requests = provider_requests.collect()
+    await speak(make_tts())
+    await speak(make_tts(), "And a second sentence.")
+    ids = [event["response"]["id"] for event in fake.sent("response.created")]
+    assert requests == [{"stage": "tts", "id": response_id} for response_id in ids]
+    assert len(set(ids)) == 2
 
 
 async def test_what_it_sends(

@@ -53,7 +53,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         with running_server(
             [console_script(), "serve", "--port", str(port)],
             ready_url=f"http://127.0.0.1:{port}/healthz",
-            env=clean_env(OPENAI_API_KEY=KEY, OPENAI_BASE_URL=base_url),
+            env=clean_env(
+                OPENAI_API_KEY=KEY, OPENAI_BASE_URL=base_url, VOICE_FSM_LOG__FORMAT="json"
+            ),
             cwd=workdir,
             log=log,
         ) as server:
@@ -127,6 +129,20 @@ def test_one_turn_through_the_real_server(stack: Stack, tmp_path: Path) -> None:
         assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (24_000, 1, 2)
         assert wav.readframes(wav.getnframes()) == spoken
     assert summary["audio_bytes"] == len(spoken)
+
+    # The turn's log line names each provider request by the id the provider gave it.
+    (line,) = [
+        record
+        for record in map(json.loads, stack.log.read_text().splitlines())
+        if record.get("event") == "turn.completed"
+        and record.get("session_id") == summary["session_id"]
+    ]
+    assert line["outcome"] == "ok"
+    assert line["provider_requests"] == [
+        {"stage": "stt", "id": transcription.request_id},
+        {"stage": "llm", "id": chat.request_id},
+        *({"stage": "tts", "id": request.request_id} for request in speeches),
+    ]
 
 
 def test_a_rejected_key_is_an_error_event(stack: Stack, tmp_path: Path) -> None:

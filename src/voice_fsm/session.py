@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from transitions.extensions.asyncio import AsyncMachine
 
-from voice_fsm import PROTOCOL_VERSION
+from voice_fsm import PROTOCOL_VERSION, provider_requests
 from voice_fsm.adapters.base import (
     PCM_SAMPLE_RATE,
     ChatMessage,
@@ -400,6 +400,7 @@ class Session:
     def _begin_turn(self) -> None:
         self.turn = Turn(self.turn.number + 1)
         self.turn.clock.mark("start")
+        self.turn.provider_requests = provider_requests.collect()
         self._stray_audio_reported = False
         self._discard_audio = False
         self.log = self.log.bind(turn=self.turn.number)
@@ -447,7 +448,13 @@ class Session:
             return
         turn.outcome = outcome
         timings = turn.metrics().model_dump(exclude={"type", "turn"})
-        self.log.info("turn.completed", outcome=outcome, **timings, **extra)
+        self.log.info(
+            "turn.completed",
+            outcome=outcome,
+            **timings,
+            provider_requests=turn.provider_requests,
+            **extra,
+        )
 
     # ------------------------------------------------------------------ stages
 

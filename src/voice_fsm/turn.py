@@ -26,6 +26,8 @@ class Turn:
         self.live: LiveTurn | None = None
         self.clock = Stopwatch()
         self.outcome: str | None = None
+        self.provider_requests: list[dict[str, str]] = []
+        """The providers' ids of the requests made for this turn (`provider_requests`)."""
 
     @property
     def audio_in_ms(self) -> int:

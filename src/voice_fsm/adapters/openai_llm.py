@@ -10,6 +10,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from voice_fsm.adapters.base import ChatMessage
 from voice_fsm.adapters.openai_errors import translating
 from voice_fsm.errors import Stage
+from voice_fsm.provider_requests import note
 from voice_fsm.settings import LlmSettings
 
 
@@ -42,6 +43,7 @@ class OpenAILanguageModel:
                 reasoning_effort=effort if effort is not None else omit,
                 temperature=settings.temperature if settings.temperature is not None else omit,
             )
+            note(Stage.LLM, stream.response.headers.get("x-request-id"))
             try:
                 async for chunk in stream:
                     if not chunk.choices:

@@ -47,6 +47,7 @@ from openai.types.websocket_connection_options import WebSocketConnectionOptions
 from voice_fsm.adapters.base import SpeechToText, TranscriptDelta, TranscriptDone, TranscriptEvent
 from voice_fsm.adapters.openai_errors import TRANSLATED, realtime_error, translating
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
+from voice_fsm.provider_requests import note
 from voice_fsm.settings import SttSettings
 
 LIVE_MODEL = "gpt-live-transcribe"
@@ -269,6 +270,7 @@ class RealtimeTranscription:
             self._transcripts[event.item_id] = event.transcript
         elif isinstance(event, InputAudioBufferCommittedEvent):
             self._items.append(event.item_id)
+            note(Stage.STT, event.item_id)
             if self._commit_id is not None:
                 self._commit_done = True
         elif isinstance(event, TranscriptionFailedEvent):

@@ -31,6 +31,7 @@ from openai.types.realtime.session_update_event_param import Session
 from voice_fsm.adapters.openai_errors import TRANSLATED, realtime_error, translating
 from voice_fsm.adapters.openai_realtime_stt import close_quietly, connection_options
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
+from voice_fsm.provider_requests import note
 from voice_fsm.settings import TtsSettings
 
 REALTIME_MODEL = "gpt-realtime-2.1-mini"
@@ -133,6 +134,7 @@ class OpenAIRealtimeTextToSpeech:
                             yield base64.b64decode(event.delta)
                     elif isinstance(event, ResponseCreatedEvent):
                         response_id = event.response.id
+                        note(Stage.TTS, response_id)
                     elif isinstance(event, ResponseAudioDoneEvent):
                         done = True
                         return

@@ -17,6 +17,7 @@ from voice_fsm.adapters.base import (
 from voice_fsm.adapters.openai_errors import translating
 from voice_fsm.audio import pcm_to_wav
 from voice_fsm.errors import Stage
+from voice_fsm.provider_requests import note
 from voice_fsm.settings import SttSettings
 
 FILENAME = "turn.wav"
@@ -52,6 +53,7 @@ class OpenAISpeechToText:
             stream = await self._client.audio.transcriptions.create(
                 model=self.model, file=file, stream=True, language=language or omit
             )
+            note(Stage.STT, stream.response.headers.get("x-request-id"))
             deltas: list[str] = []
             try:
                 if _is_json(stream):
@@ -77,6 +79,7 @@ class OpenAISpeechToText:
             result = await self._client.audio.transcriptions.create(
                 model=self.model, file=file, response_format="json", language=language or omit
             )
+            note(Stage.STT, result._request_id)
             yield TranscriptDone(result.text)
 
     async def aclose(self) -> None:

@@ -12,6 +12,7 @@ from openai import AsyncOpenAI, omit
 
 from voice_fsm.adapters.openai_errors import translating
 from voice_fsm.errors import Stage
+from voice_fsm.provider_requests import note
 from voice_fsm.settings import TtsSettings
 
 
@@ -43,6 +44,7 @@ class OpenAITextToSpeech:
                 speed=settings.speed,
                 instructions=settings.instructions or omit,
             ) as response:
+                note(Stage.TTS, response.headers.get("x-request-id"))
                 async for chunk in response.iter_bytes():
                     if chunk:
                         yield chunk

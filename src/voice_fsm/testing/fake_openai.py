@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from email.message import Message
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import uvicorn
@@ -34,6 +34,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from voice_fsm.testing.threaded_server import serving_in_thread
+
+T = TypeVar("T")
 
 SAMPLE_RATE = 24_000
 AUDIO_EXTENSIONS = ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm")
@@ -83,6 +85,12 @@ class RecordedRequest:
     json: dict[str, Any] | None = None
     fields: dict[str, str] = field(default_factory=dict)
     file: UploadedFile | None = None
+    request_id: str = field(default_factory=lambda: "req_" + uuid.uuid4().hex)
+    """Sent back as ``x-request-id``, as OpenAI does."""
+    received_at: float = field(default_factory=time.monotonic)
+    sent_at: list[float] = field(default_factory=list)
+    """`time.monotonic()` as each piece of a streamed body went out (an SSE event, an audio
+    chunk): with `received_at`, how long the fake took, for a benchmark's critical path."""
 
 
 @dataclass
@@ -157,13 +165,21 @@ class OpenAIError(Exception):
         return JSONResponse({"error": error}, status_code=self.status, headers=_headers())
 
 
-def _headers() -> dict[str, str]:
-    return {"x-request-id": "req_" + uuid.uuid4().hex}
+def _headers(recorded: RecordedRequest | None = None) -> dict[str, str]:
+    return {"x-request-id": recorded.request_id if recorded else "req_" + uuid.uuid4().hex}
 
 
-def _sse(events: AsyncIterator[str]) -> StreamingResponse:
-    headers = {**_headers(), "cache-control": "no-cache"}
-    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+async def _timed(recorded: RecordedRequest, body: AsyncIterator[T]) -> AsyncIterator[T]:
+    async for piece in body:
+        recorded.sent_at.append(time.monotonic())
+        yield piece
+
+
+def _sse(recorded: RecordedRequest, events: AsyncIterator[str]) -> StreamingResponse:
+    headers = {**_headers(recorded), "cache-control": "no-cache"}
+    return StreamingResponse(
+        _timed(recorded, events), media_type="text/event-stream", headers=headers
+    )
 
 
 async def _sleep_until(deadline: float) -> None:
@@ -291,15 +307,16 @@ async def transcriptions(request: Request) -> Response:
                 yield _data({"type": "transcript.text.delta", "delta": delta})
             yield _data({"type": "transcript.text.done", "text": text, "usage": usage})
 
-        return _sse(events())
+        return _sse(recorded, events())
     if form.get("response_format", "json") == "text":
-        return PlainTextResponse(text + "\n", headers=_headers())
-    return JSONResponse({"text": text, "usage": usage}, headers=_headers())
+        return PlainTextResponse(text + "\n", headers=_headers(recorded))
+    return JSONResponse({"text": text, "usage": usage}, headers=_headers(recorded))
 
 
 async def chat_completions(request: Request) -> Response:
     config: FakeOpenAIConfig = request.app.state.config
-    body = (await _receive(request, "chat")).json or {}
+    recorded = await _receive(request, "chat")
+    body = recorded.json or {}
     model, messages = body.get("model"), body.get("messages")
     if not model:
         raise OpenAIError(400, "you must provide a model parameter")
@@ -340,7 +357,7 @@ async def chat_completions(request: Request) -> Response:
         }
         choice = {"index": 0, "message": reply, "logprobs": None, "finish_reason": finish}
         completion = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
-        return JSONResponse(completion, headers=_headers())
+        return JSONResponse(completion, headers=_headers(recorded))
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:
@@ -362,12 +379,13 @@ async def chat_completions(request: Request) -> Response:
             yield _data({**base, "object": "chat.completion.chunk", "choices": [], "usage": usage})
         yield "data: [DONE]\n\n"
 
-    return _sse(events())
+    return _sse(recorded, events())
 
 
 async def speech(request: Request) -> Response:
     config: FakeOpenAIConfig = request.app.state.config
-    body = (await _receive(request, "speech")).json or {}
+    recorded = await _receive(request, "speech")
+    body = recorded.json or {}
     for name in ("model", "input", "voice"):
         if not body.get(name):
             message = f"Missing required parameter: '{name}'."
@@ -412,9 +430,11 @@ async def speech(request: Request) -> Response:
             usage["total_tokens"] = tokens + len(chunks)
             yield _data({"type": "speech.audio.done", "usage": usage})
 
-        return _sse(events())
+        return _sse(recorded, events())
     media_type = "audio/wav" if audio_format == "wav" else "audio/pcm"
-    return StreamingResponse(paced(), media_type=media_type, headers=_headers())
+    return StreamingResponse(
+        _timed(recorded, paced()), media_type=media_type, headers=_headers(recorded)
+    )
 
 
 async def models(request: Request) -> Response:
