@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import openai
@@ -52,17 +52,21 @@ from common import (
 from voice_fsm.audio import SAMPLE_RATE, float_to_pcm16, pcm_to_wav
 from voice_fsm.settings import DEFAULT_INSTRUCTIONS, LlmSettings, SttSettings, TtsSettings
 from voice_fsm.talk import TalkError, TalkResult, talk
-from voice_fsm.testing.fake_openai import create_fake_openai_app
+from voice_fsm.testing.fake_openai import FakeOpenAIConfig, create_fake_openai_app
 from voice_fsm.testing.latency_profile import (
     DEFAULT_PROFILE,
     LatencyProfile,
     critical_path_s,
     fake_openai_config,
     fake_realtime_config,
+    first_piece,
     pipelined_stages,
     sequential_s,
     sequential_stages,
 )
+
+if TYPE_CHECKING:
+    from voice_fsm.testing.fake_realtime import FakeRealtimeConfig
 
 SERVER_KEY = "sk-bench-server-0000"
 SEQUENTIAL_KEY = "sk-bench-sequential-0000"  # the fakes count each side's requests by key
@@ -130,9 +134,60 @@ def _serve_fakes(profile: LatencyProfile, conn: Connection) -> None:
         who = keys.get(connection.headers.get("authorization", "").removeprefix("Bearer "), "other")
         kind = "transcription" if connection.query.get("intent") == "transcription" else "speech"
         counts[f"{who} realtime {kind}"] += 1
-    conn.send(dict(counts))
+    conn.send({"counts": dict(counts), "times": provider_times(config, realtime)})
     server.should_exit = True
     thread.join(10)
+
+
+def _bearer(headers: dict[str, str]) -> str:
+    return headers.get("authorization", "").removeprefix("Bearer ")
+
+
+def provider_times(
+    config: FakeOpenAIConfig, realtime: FakeRealtimeConfig | None
+) -> dict[str, dict[str, Any]]:
+    """What the fakes took for each of the server's requests, by the id the server's turn log
+    names it by: when it arrived, and when each piece of the answer went out (for Realtime:
+    the final transcript; the first audio). `time.monotonic()`: one clock for every process."""
+    times: dict[str, dict[str, Any]] = {}
+    for request in config.requests:
+        if _bearer(request.headers) == SERVER_KEY:
+            times[request.request_id] = {
+                "endpoint": request.endpoint,
+                "received_at": request.received_at,
+                "sent_at": list(request.sent_at),
+            }
+    if realtime is None:
+        return times
+    ours = {c.index for c in realtime.connections if _bearer(c.headers) == SERVER_KEY}
+    asked: dict[tuple[int, str], float] = {}  # the last commit / response.create per connection
+    for event in list(realtime.events):
+        if event.connection not in ours:
+            continue
+        if event.direction == "client":
+            asked[event.connection, event.type] = event.at
+            continue
+        answer = event.event
+        if event.type == "input_audio_buffer.committed":
+            asked_at = asked.pop((event.connection, "input_audio_buffer.commit"), None)
+            if asked_at is not None:
+                times[answer["item_id"]] = {
+                    "endpoint": "realtime transcription", "received_at": asked_at, "sent_at": []
+                }  # fmt: skip
+        elif event.type == "conversation.item.input_audio_transcription.completed":
+            if answer["item_id"] in times:
+                times[answer["item_id"]]["sent_at"].append(event.at)
+        elif event.type == "response.created":
+            asked_at = asked.pop((event.connection, "response.create"), None)
+            if asked_at is not None:
+                times[answer["response"]["id"]] = {
+                    "endpoint": "realtime speech", "received_at": asked_at, "sent_at": []
+                }  # fmt: skip
+        elif event.type == "response.output_audio.delta":
+            timed = times.get(answer["response_id"])
+            if timed is not None and not timed["sent_at"]:
+                timed["sent_at"].append(event.at)
+    return times
 
 
 @dataclass
@@ -156,9 +211,10 @@ class Fakes:
         ready = ours.recv()
         return cls(ready["base_url"], ready["realtime"], process, ours)
 
-    def stop(self) -> dict[str, int]:
-        """Stop the fakes; how many requests each side sent to each endpoint."""
-        counts: dict[str, int] = {}
+    def stop(self) -> dict[str, Any]:
+        """Stop the fakes; how many requests each side sent to each endpoint ("counts"), and
+        what the server's requests took ("times", see `provider_times`)."""
+        counts: dict[str, Any] = {}
         try:
             self.conn.send("stop")
             if self.conn.poll(30):
@@ -308,11 +364,19 @@ async def run_bench(
 # ---------------------------------------------------------------- figures
 
 
-def server_log_facts(path: Path) -> tuple[set[tuple[str, int]], Counter[str]]:
-    """The turns that fell back from live transcription to the completed recording, and how
-    many warnings and errors the server logged."""
-    fallbacks: set[tuple[str, int]] = set()
-    levels: Counter[str] = Counter()
+@dataclass
+class ServerLog:
+    fallbacks: set[tuple[str, int]] = field(default_factory=set)
+    """The turns that fell back from live transcription to the completed recording."""
+    levels: Counter[str] = field(default_factory=Counter)
+    """How many warnings and errors the server logged, by event."""
+    requests: dict[tuple[str, int], list[dict[str, str]]] = field(default_factory=dict)
+    """Each turn's provider requests, as its ``turn.completed`` line names them."""
+
+
+def server_log_facts(path: Path) -> ServerLog:
+    facts = ServerLog()
+    fallbacks, levels = facts.fallbacks, facts.levels
     for line in path.read_text(errors="replace").splitlines():
         try:
             record = json.loads(line)
@@ -323,9 +387,12 @@ def server_log_facts(path: Path) -> tuple[set[tuple[str, int]], Counter[str]]:
             continue
         if record.get("level") in ("warning", "error", "critical"):
             levels[f"{record.get('level')} {record.get('event')}"] += 1
+        turn = (str(record.get("session_id")), int(record.get("turn", 0)))
         if record.get("event") == "live_transcription.fallback":
-            fallbacks.add((str(record.get("session_id")), int(record.get("turn", 0))))
-    return fallbacks, levels
+            fallbacks.add(turn)
+        elif record.get("event") == "turn.completed":
+            facts.requests[turn] = list(record.get("provider_requests") or [])
+    return facts
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -341,13 +408,63 @@ def p50(values: list[float]) -> float | None:
     return round(percentile(values, 50), 1) if values else None
 
 
+GAPS = ("to_stt", "stt_to_llm", "llm_to_tts", "tts_to_client")
+"""The server's share of a turn, between the providers' parts of its critical path: from the
+end of the user's audio to the transcription request (commit) arriving at the provider; from
+the final transcript going out to the chat request arriving; from the token that completes
+the first speakable piece going out to the speech request arriving; from the first speech
+audio going out to it arriving at the client."""
+
+
+def measured_path(
+    requests: list[dict[str, str]],
+    times: dict[str, dict[str, Any]],
+    piece_tokens: int,
+    stop_sent_at: float,
+    first_audio_at: float,
+) -> dict[str, Any] | None:
+    """A turn's critical path as the fakes timed it, from the requests its log line names (the
+    first of each stage): each provider's part, and the gaps between them. None when a part is
+    missing (a request the fakes did not time)."""
+    first: dict[str, dict[str, Any]] = {}
+    for request in requests:
+        timed = times.get(request["id"])
+        if request["stage"] not in first and timed is not None and timed["sent_at"]:
+            first[request["stage"]] = timed
+    if set(first) != {"stt", "llm", "tts"}:
+        return None
+    stt, llm, tts = first["stt"], first["llm"], first["tts"]
+    # The final transcript (a Realtime .completed, or the last event of a streamed upload);
+    # the chat chunk that completes the first piece (chunk 0 holds only the role); the first
+    # speech audio.
+    answered = {
+        "stt": stt["sent_at"][-1],
+        "llm": llm["sent_at"][min(piece_tokens, len(llm["sent_at"]) - 1)],
+        "tts": tts["sent_at"][0],
+    }
+    providers = {stage: (answered[stage] - first[stage]["received_at"]) * 1000 for stage in first}
+    gaps = {
+        "to_stt": stt["received_at"] - stop_sent_at,
+        "stt_to_llm": llm["received_at"] - answered["stt"],
+        "llm_to_tts": tts["received_at"] - answered["llm"],
+        "tts_to_client": first_audio_at - answered["tts"],
+    }
+    return {
+        "providers_ms": {k: round(v, 1) for k, v in providers.items()},
+        "critical_path_ms": round(sum(providers.values()), 1),
+        "gaps_ms": {k: round(v * 1000, 2) for k, v in gaps.items()},
+        "overhead_ms": round(sum(gaps.values()) * 1000, 1),
+    }
+
+
 def pipelined_rows(
     results: Results,
     profile: LatencyProfile,
     audio_s: float,
     *,
     live_used: bool,
-    fallbacks: set[tuple[str, int]],
+    log: ServerLog,
+    times: dict[str, dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """One row per pipelined turn: its times and where its overhead went (ms)."""
     rows = []
@@ -358,7 +475,7 @@ def pipelined_rows(
         assert r.stop_sent_at is not None
         assert r.first_audio_at is not None
         session, turn = r.session.session_id, r.turn or 0
-        live = live_used and (session, turn) not in fallbacks
+        live = live_used and (session, turn) not in log.fallbacks
         expected = pipelined_stages(profile, audio_s, r.reply, live=live)
         critical = critical_path_s(profile, audio_s, r.reply, live) * 1000
         client = (r.first_audio_at - r.stop_sent_at) * 1000
@@ -381,6 +498,13 @@ def pipelined_rows(
                 "overhead_ms": round(overhead, 1),
                 "server_overhead_ms": round(m.voice_to_voice_ms - critical, 1),
                 "overhead_by_stage_ms": {k: round(v, 1) for k, v in by_stage.items()},
+                "measured": measured_path(
+                    log.requests.get((session, turn), []),
+                    times,
+                    first_piece(r.reply)[1],
+                    r.stop_sent_at,
+                    r.first_audio_at,
+                ),
                 "metrics": m.model_dump(exclude={"type", "turn"}),
             }
         )
@@ -435,7 +559,18 @@ def summarize(
     client_p50 = p50(column("client_voice_to_voice_ms"))
     ratio_first = client_p50 / percentile(first, 50) if client_p50 and first else None
     ratio_whole = client_p50 / percentile(whole, 50) if client_p50 and whole else None
-    overhead = spread(column("overhead_ms"))
+    profile_overhead = spread(column("overhead_ms"))
+    measured = [row["measured"] for row in rows if row["measured"] is not None]
+    expected = {
+        "stt": stages["stt"],
+        "llm": stages["llm_first_piece"],
+        "tts": stages["tts_first_audio"],
+    }
+    measured_overhead = spread([m["overhead_ms"] for m in measured])
+    # The providers' critical path is what they took: against the fakes' own timing of each
+    # request when every turn has it, else against the profile (their nominal latencies).
+    all_measured = bool(rows) and len(measured) == len(rows)
+    overhead = measured_overhead if all_measured else profile_overhead
     return {
         "question_s": round(audio_s, 2),
         "reply": reply,
@@ -446,8 +581,25 @@ def summarize(
             "critical_path_ms": {k: round(v * 1000, 1) for k, v in stages.items()},
             "client_voice_to_voice_ms": spread(column("client_voice_to_voice_ms")),
             "server_voice_to_voice_ms": spread(column("server_voice_to_voice_ms")),
-            "overhead_ms": overhead,
+            "overhead_ms": profile_overhead,
             "server_overhead_ms": spread(column("server_overhead_ms")),
+            "measured": {
+                "note": "the providers' parts of each turn's critical path as the fakes timed "
+                "its requests (arrival to the answer that matters); overhead = the rest",
+                "turns": len(measured),
+                "critical_path_ms": spread([m["critical_path_ms"] for m in measured]),
+                "providers_ms_p50": {
+                    stage: p50([m["providers_ms"][stage] for m in measured]) for stage in expected
+                },
+                "providers_late_ms_p50": {
+                    stage: p50(
+                        [m["providers_ms"][stage] - expected[stage] * 1000 for m in measured]
+                    )
+                    for stage in expected
+                },
+                "overhead_ms": measured_overhead,
+                "gaps_ms_p50": {gap: p50([m["gaps_ms"][gap] for m in measured]) for gap in GAPS},
+            },
             "overhead_by_stage_ms_p50": {
                 name: p50([row["overhead_by_stage_ms"][name] for row in rows])
                 for name in STAGE_EXCESS
@@ -478,6 +630,9 @@ def summarize(
             "vs_sequential_first_audio": round(ratio_first, 3) if ratio_first else None,
             "vs_sequential_whole_file": round(ratio_whole, 3) if ratio_whole else None,
         },
+        "overhead_against": "the providers' measured times"
+        if all_measured
+        else "the providers' profile",
         "targets": {
             "ratio_p50_at_most_0.5": ratio_first is not None and ratio_first <= 0.5,
             "overhead_p50_at_most_10_ms": overhead.get("p50", 1e9) <= 10,
@@ -489,12 +644,20 @@ def summarize(
 
 def print_turns(rows: list[dict[str, Any]]) -> None:
     for row in rows:
-        m, by_stage = row["metrics"], row["overhead_by_stage_ms"]
-        parts = ", ".join(f"{k} {v:.0f}" for k, v in by_stage.items())
+        m, measured = row["metrics"], row["measured"]
+        if measured is None:
+            parts = ", ".join(f"{k} {v:.0f}" for k, v in row["overhead_by_stage_ms"].items())
+            overhead = f"overhead against the profile {row['overhead_ms']:4.0f} ({parts})"
+        else:
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in measured["gaps_ms"].items())
+            overhead = (
+                f"providers {measured['critical_path_ms']:6.1f}, "
+                f"overhead {measured['overhead_ms']:4.1f} ({parts})"
+            )
         print(
             f"{row['session'][-6:]} turn {row['turn']:2d}: voice-to-voice "
             f"{row['client_voice_to_voice_ms']:5.0f} ms at the client, {m['voice_to_voice_ms']} "
-            f"at the server; overhead {row['overhead_ms']:4.0f} ({parts})"
+            f"at the server; {overhead}"
         )
 
 
@@ -519,8 +682,12 @@ def print_report(summary: dict[str, Any]) -> None:
     row("voice-to-voice at the client", pipe["client_voice_to_voice_ms"])
     row("voice-to-voice at the server (turn.metrics)", pipe["server_voice_to_voice_ms"])
     critical = sum(pipe["critical_path_ms"].values())
-    row(f"overhead: client v2v - critical path ({critical:.0f})", pipe["overhead_ms"])
-    row("overhead: server v2v - critical path", pipe["server_overhead_ms"])
+    measured = pipe["measured"]
+    if measured["turns"]:
+        row("providers' critical path, as the fakes timed it", measured["critical_path_ms"])
+        row("overhead: client v2v - that critical path", measured["overhead_ms"])
+    row(f"overhead: client v2v - profile's path ({critical:.0f})", pipe["overhead_ms"])
+    row("overhead: server v2v - profile's path", pipe["server_overhead_ms"])
     row("sequential: to the speech's first bytes", seq["first_audio_ms"])
     row("sequential: to the whole speech file", seq["whole_file_ms"])
     row("sequential client's own overhead (1st bytes)", seq["overhead_first_audio_ms"])
@@ -529,8 +696,13 @@ def print_report(summary: dict[str, Any]) -> None:
         f"first speech bytes, {ratio['vs_sequential_whole_file']} against the whole file"
     )
     print(f"critical path, ms: {pairs(pipe['critical_path_ms'])}")
+    if measured["turns"]:
+        print(f"providers as timed, p50 ms: {pairs(measured['providers_ms_p50'])}")
+        print(f"  their lateness against the profile: {pairs(measured['providers_late_ms_p50'])}")
+        print(f"overhead between them, p50 ms: {pairs(measured['gaps_ms_p50'])}")
     print(
-        f"overhead by stage, p50 ms (measured - profile): {pairs(pipe['overhead_by_stage_ms_p50'])}"
+        "overhead by stage against the profile, p50 ms (server's metrics - profile): "
+        f"{pairs(pipe['overhead_by_stage_ms_p50'])}"
     )
     print(f"  the sequential client's, for comparison: {pairs(seq['overhead_by_stage_ms_p50'])}")
     print(f"server stages, p50 ms: {pairs(pipe['server_stages_ms_p50'])}")
@@ -541,6 +713,7 @@ def print_report(summary: dict[str, Any]) -> None:
         f"bench event loop lag p50/p99: {lag.get('p50')}/{lag.get('p99')} ms; "
         f"errors: {summary['errors']['count']} {summary['errors']['first'][:3]}"
     )
+    print(f"targets; overhead against {summary['overhead_against']}:")
     for target, met in summary["targets"].items():
         print(f"  {'met' if met else 'NOT met'}: {target}")
     if summary["sessions"] > 1:
@@ -575,12 +748,16 @@ def draw_chart(summary: dict[str, Any], path: Path) -> None:
     cdf.legend(loc="lower right", fontsize=8)
 
     overheads = [
-        ("client v2v - critical path", [r["overhead_ms"] for r in summary["turns"]]),
-        ("server v2v - critical path", [r["server_overhead_ms"] for r in summary["turns"]]),
-        ("sequential client's own", [r["overhead_ms"] for r in turns]),
+        (
+            "client v2v - providers as timed",
+            [r["measured"]["overhead_ms"] for r in summary["turns"] if r["measured"]],
+        ),
+        ("client v2v - profile's path", [r["overhead_ms"] for r in summary["turns"]]),
+        ("server v2v - profile's path", [r["server_overhead_ms"] for r in summary["turns"]]),
+        ("sequential client's own (profile)", [r["overhead_ms"] for r in turns]),
     ]
     for (label, values), color in zip(
-        overheads, ("tab:blue", "tab:cyan", "tab:orange"), strict=True
+        overheads, ("tab:blue", "tab:cyan", "tab:purple", "tab:orange"), strict=True
     ):
         if values:
             ordered = np.sort(np.asarray(values, dtype=float))
@@ -705,7 +882,7 @@ def main() -> None:
     audio_s = len(pcm) / 2 / SAMPLE_RATE
     port = args.port or free_port()
     fakes = Fakes.start(profile)
-    counts: dict[str, int] = {}
+    received: dict[str, Any] = {}
     try:
         print(f"fakes: {fakes.base_url} (realtime: {'yes' if fakes.realtime else 'no'})")
         with tempfile.TemporaryDirectory() as workdir:
@@ -728,15 +905,23 @@ def main() -> None:
                 cpu = cores_busy(pids, cpu_before, time.perf_counter() - started)
             finally:
                 stop_server(server)
-            fallbacks, levels = server_log_facts(Path(workdir) / "server.log")
+            log = server_log_facts(Path(workdir) / "server.log")
     finally:
-        counts = fakes.stop()
+        received = fakes.stop()
+    counts: dict[str, int] = received.get("counts", {})
     if not results.pipelined:
         raise SystemExit(f"no pipelined turn succeeded: {results.errors[:5]}")
 
     live_used = counts.get("server realtime transcription", 0) > 0
     reply = results.pipelined[-1].reply
-    rows = pipelined_rows(results, profile, audio_s, live_used=live_used, fallbacks=fallbacks)
+    rows = pipelined_rows(
+        results,
+        profile,
+        audio_s,
+        live_used=live_used,
+        log=log,
+        times=received.get("times", {}),
+    )
     seq_rows = sequential_rows(results.sequential, profile, audio_s)
     if args.sessions <= 3:
         print_turns(rows)
@@ -746,7 +931,7 @@ def main() -> None:
         **summarize(rows, seq_rows, results.errors, profile, audio_s, reply),
         "bench_loop_lag_ms": spread(results.loop_lag_ms),
         "requests": dict(sorted(counts.items())),
-        "server_log": dict(levels),
+        "server_log": dict(log.levels),
         "machine": {**machine(), "load_average_1m_before": round(load_before, 2)},
         "cores_busy": cpu,
         "turns": rows,
@@ -754,8 +939,8 @@ def main() -> None:
     }
     print_report(summary)
     print(f"requests to the fakes: {summary['requests']}")
-    if levels:
-        print(f"server log, warnings and errors: {dict(levels)}")
+    if log.levels:
+        print(f"server log, warnings and errors: {dict(log.levels)}")
 
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
