@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
 
+from voice_fsm.adapters.base import ChatMessage
 from voice_fsm.adapters.fake import (
     FakeLanguageModel,
     FakeLiveSpeechToText,
@@ -576,6 +578,44 @@ async def test_a_failing_live_transcription_falls_back_to_the_recording(
     done = next(i.event for i in items if i.kind == "transcript.done")
     assert done.text == "What is the capital of France?"  # type: ignore[union-attr]
     assert stt.ledger.opened == 1  # transcribed from the completed recording instead
+
+
+async def test_the_live_transcription_is_closed_once_the_reply_is_heard(
+    connect: ClientFactory,
+) -> None:
+    # Closing its connection is work for this server and the provider: not while the reply's
+    # first requests are on their way, but right after the first audio.
+    stt = FakeLiveSpeechToText()
+    open_at_reply: list[bool] = []
+
+    class Watching(FakeLanguageModel):
+        async def reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+            open_at_reply.append(not stt.live[-1].closed)
+            async for delta in super().reply(messages):
+                yield delta
+
+    client = await connect(fake_pipeline(stt=stt, llm=Watching()))
+    await client.send(START)
+    await client.speak(400)
+    await client.send(STOP)
+    await client.until("audio.start")
+    assert open_at_reply == [True]
+    await client.until("turn.metrics")
+    assert stt.live[-1].closed
+
+
+async def test_a_turn_failing_after_its_transcript_closes_the_live_transcription(
+    connect: ClientFactory,
+) -> None:
+    stt = FakeLiveSpeechToText()
+    err = ProviderError(ErrorCode.PROVIDER_UNAVAILABLE, "llm down", stage=Stage.LLM)
+    client = await connect(fake_pipeline(stt=stt, llm=FakeLanguageModel(fail=err)))
+    await client.send(START)
+    await client.speak(400)
+    await client.send(STOP)
+    assert "transcript.done" in kinds(await client.until("error"))
+    await client.until("state", state="idle")
+    assert stt.live[-1].closed
 
 
 async def test_cancel_while_recording_closes_the_live_transcription(

@@ -365,10 +365,13 @@ class Session:
             )
         )
 
-    def _close_in_background(self, live: LiveTurn) -> None:
-        task = asyncio.create_task(live.aclose())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+    def _close_live_soon(self, turn: Turn) -> None:
+        """Close the turn's live transcription without waiting for it (off the critical path)."""
+        live, turn.live = turn.live, None
+        if live is not None:
+            task = asyncio.create_task(live.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def _close_live(self, turn: Turn) -> None:
         live, turn.live = turn.live, None
@@ -463,12 +466,12 @@ class Session:
         if turn.live is not None:
             with turn.clock.span("stt"):
                 text = await turn.live.finish()
-            # Closing the provider's connection is not on the user's critical path.
-            self._close_in_background(turn.live)
-            turn.live = None
             if text is not None:
+                # Its connection is closed after the first reply audio: closing it now would
+                # compete with the reply's first requests, here and at the provider.
                 await self._transcribed(turn, text)
                 return
+            self._close_live_soon(turn)
             self.log.info("live_transcription.fallback")
         parts: list[str] = []
         with turn.clock.span("stt"):
@@ -573,6 +576,7 @@ class Session:
         await self._send(frame)
         if not turn.audio_sent:
             turn.clock.mark("first_audio_sent")
+            self._close_live_soon(turn)
         turn.audio_sent += len(frame)
         turn.spoken.add_audio(len(frame))
 
