@@ -27,7 +27,6 @@ import multiprocessing
 import os
 import statistics
 import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import openai
-import uvicorn
 from common import (
     base_env,
     cpu_seconds,
@@ -64,6 +62,7 @@ from voice_fsm.testing.latency_profile import (
     sequential_s,
     sequential_stages,
 )
+from voice_fsm.testing.threaded_server import serving_in_thread
 
 if TYPE_CHECKING:
     from voice_fsm.testing.fake_realtime import FakeRealtimeConfig
@@ -103,40 +102,19 @@ def _serve_fakes(profile: LatencyProfile, conn: Connection) -> None:
     else:
         realtime = fake_realtime_config(profile)
         app.router.routes[0:0] = realtime_routes(realtime)  # before the catch-all 404
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=0,
-            ws="websockets-sansio",
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-        )
-    )
-    thread = threading.Thread(target=server.run, name="fakes", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise SystemExit("the fake providers did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    conn.send({"base_url": f"http://127.0.0.1:{port}/v1", "realtime": realtime is not None})
-    with contextlib.suppress(EOFError):  # EOF: the bench has gone
-        conn.recv()  # stop
+    with serving_in_thread(app, "fakes") as base_url:
+        conn.send({"base_url": base_url, "realtime": realtime is not None})
+        with contextlib.suppress(EOFError):  # EOF: the bench has gone
+            conn.recv()  # stop
     keys = {SERVER_KEY: "server", SEQUENTIAL_KEY: "sequential"}
     counts: Counter[str] = Counter()
     for request in config.requests:
-        who = keys.get(request.headers.get("authorization", "").removeprefix("Bearer "), "other")
-        counts[f"{who} {request.endpoint}"] += 1
+        counts[f"{keys.get(_bearer(request.headers), 'other')} {request.endpoint}"] += 1
     for connection in realtime.connections if realtime is not None else []:
-        who = keys.get(connection.headers.get("authorization", "").removeprefix("Bearer "), "other")
+        who = keys.get(_bearer(connection.headers), "other")
         kind = "transcription" if connection.query.get("intent") == "transcription" else "speech"
         counts[f"{who} realtime {kind}"] += 1
     conn.send({"counts": dict(counts), "times": provider_times(config, realtime)})
-    server.should_exit = True
-    thread.join(10)
 
 
 def _bearer(headers: dict[str, str]) -> str:

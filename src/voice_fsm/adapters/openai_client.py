@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import httpx
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
+from voice_fsm.adapters.connection_reuse import ConnectionReuseTransport
 from voice_fsm.settings import Settings, StageSettings
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -12,6 +13,11 @@ PLACEHOLDER_KEY = "unused"
 """Sent when no key is configured: OpenAI-compatible local servers accept any key."""
 
 MAX_CONNECT_TIMEOUT = 5.0
+KEEPALIVE_S = 120.0
+"""How long an idle connection to the provider is kept for the next request. httpx's default,
+5 s, is shorter than the pause between two turns of a conversation: every turn would then
+open new connections, and against OpenAI a TLS handshake costs about 100 ms or more. A
+connection the provider has closed meanwhile is noticed before reuse and replaced."""
 
 
 def make_openai_client(settings: Settings, stage: StageSettings) -> AsyncOpenAI:
@@ -27,4 +33,16 @@ def make_openai_client(settings: Settings, stage: StageSettings) -> AsyncOpenAI:
         base_url=settings.base_url_for(stage) or OPENAI_BASE_URL,
         timeout=httpx.Timeout(stage.timeout, connect=min(stage.timeout, MAX_CONNECT_TIMEOUT)),
         max_retries=stage.max_retries,
+        http_client=DefaultAsyncHttpxClient(
+            transport=ConnectionReuseTransport(
+                # The SDK's own connection limits, with a longer keep-alive.
+                httpx.AsyncHTTPTransport(
+                    limits=httpx.Limits(
+                        max_connections=1000,
+                        max_keepalive_connections=100,
+                        keepalive_expiry=KEEPALIVE_S,
+                    )
+                )
+            )
+        ),
     )

@@ -85,6 +85,8 @@ class RecordedRequest:
     json: dict[str, Any] | None = None
     fields: dict[str, str] = field(default_factory=dict)
     file: UploadedFile | None = None
+    client_port: int | None = None
+    """The client's TCP port: requests with the same one came over one connection."""
     request_id: str = field(default_factory=lambda: "req_" + uuid.uuid4().hex)
     """Sent back as ``x-request-id``, as OpenAI does."""
     received_at: float = field(default_factory=time.monotonic)
@@ -231,6 +233,7 @@ async def _receive(request: Request, endpoint: str) -> RecordedRequest:
         method=request.method,
         path=request.url.path,
         headers={key.lower(): value for key, value in request.headers.items()},
+        client_port=request.client.port if request.client else None,
     )
     config.requests.append(recorded)
     body = await request.body()

@@ -10,6 +10,10 @@ from contextlib import contextmanager
 import uvicorn
 from starlette.types import ASGIApp
 
+KEEP_ALIVE_S = 120
+"""How long the fakes keep an idle client connection open. uvicorn's default is 5 s; an API
+behind a CDN keeps them much longer (OpenAI does not document its figure)."""
+
 
 @contextmanager
 def serving_in_thread(app: ASGIApp, name: str, host: str = "127.0.0.1") -> Iterator[str]:
@@ -23,6 +27,7 @@ def serving_in_thread(app: ASGIApp, name: str, host: str = "127.0.0.1") -> Itera
             log_config=None,
             access_log=False,
             lifespan="off",
+            timeout_keep_alive=KEEP_ALIVE_S,
         )
     )
     thread = threading.Thread(target=server.run, name=name, daemon=True)

@@ -1,0 +1,95 @@
+"""A streamed reply leaves its connection to the provider for the next turn."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from voice_fsm.adapters.base import ChatMessage
+from voice_fsm.adapters.connection_reuse import ConnectionReuseTransport
+from voice_fsm.adapters.openai_client import make_openai_client
+from voice_fsm.adapters.openai_llm import OpenAILanguageModel
+from voice_fsm.settings import LlmSettings, Settings
+from voice_fsm.testing import FakeOpenAIConfig, running_fake_openai
+
+QUESTION = [ChatMessage("user", "What is the capital of France?")]
+
+
+@pytest.fixture
+def fake() -> Iterator[tuple[FakeOpenAIConfig, str]]:
+    config = FakeOpenAIConfig(llm_first_token_delay=0.0, llm_token_delay=0.0)
+    with running_fake_openai(config) as base_url:
+        yield config, base_url
+
+
+def make_llm(base_url: str) -> OpenAILanguageModel:
+    settings = Settings(
+        _env_file=None,
+        openai_api_key=SecretStr("sk-test-reuse"),
+        openai_base_url=base_url,
+        llm=LlmSettings(max_retries=0),
+    )
+    return OpenAILanguageModel(settings.llm, make_openai_client(settings, settings.llm))
+
+
+async def test_replies_one_after_another_share_one_connection(
+    fake: tuple[FakeOpenAIConfig, str],
+) -> None:
+    config, base_url = fake
+    llm = make_llm(base_url)
+    try:
+        for _ in range(3):
+            assert "".join([delta async for delta in llm.reply(QUESTION)]) == config.reply
+    finally:
+        await llm.aclose()
+    ports = {request.client_port for request in config.received("chat")}
+    assert len(ports) == 1
+
+
+async def test_a_reply_cut_short_drops_its_connection_at_once(
+    fake: tuple[FakeOpenAIConfig, str],
+) -> None:
+    config, base_url = fake
+    config.llm_token_delay = 60.0  # the rest of the reply would take minutes
+    llm = make_llm(base_url)
+    try:
+        async with asyncio.timeout(5):  # not waiting for the rest of the reply
+            async with aclosing(llm.reply(QUESTION)) as deltas:
+                assert await anext(deltas)
+        config.llm_token_delay = 0.0
+        assert "".join([delta async for delta in llm.reply(QUESTION)]) == config.reply
+    finally:
+        await llm.aclose()
+    first, second = config.received("chat")
+    assert first.client_port != second.client_port
+
+
+async def test_a_stream_left_open_after_done_is_closed_after_a_short_wait() -> None:
+    closed = asyncio.Event()
+
+    class Stalled(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            yield b'data: {"x": 1}\n\n'
+            yield b"data: [DONE]\n\n"
+            await asyncio.Event().wait()  # a server that never ends the body
+            yield b""
+
+        async def aclose(self) -> None:
+            closed.set()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Stalled())
+
+    transport = ConnectionReuseTransport(httpx.MockTransport(answer))
+    async with httpx.AsyncClient(transport=transport) as client:
+        async with asyncio.timeout(5):
+            async with client.stream("POST", "http://provider.test/v1/chat/completions") as r:
+                async for line in r.aiter_lines():
+                    if line == "data: [DONE]":
+                        break
+    assert closed.is_set()
