@@ -6,7 +6,7 @@ pytest puts this folder on sys.path, so tests import session_harness and support
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -14,10 +14,22 @@ import pytest
 from voice_fsm.providers import Pipeline
 from voice_fsm.session import Session
 from voice_fsm.settings import Settings
+from voice_fsm.testing.fake_realtime import FakeRealtimeConfig, running_fake_realtime
 
 from session_harness import Client, fake_pipeline, make_settings
 
 ClientFactory = Callable[..., Any]
+
+
+@pytest.fixture(scope="session")
+def realtime_server() -> Iterator[tuple[FakeRealtimeConfig, str]]:
+    """The fake Realtime server on a loopback port: its config and base URL (ending in /v1).
+
+    One server for the whole run: each test resets the config (`FakeRealtimeConfig.reset`).
+    """
+    config = FakeRealtimeConfig()
+    with running_fake_realtime(config) as base_url:
+        yield config, base_url
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -27,9 +27,9 @@ from voice_fsm.adapters.openai_realtime_stt import (
 )
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.settings import Settings, SttSettings
-from voice_fsm.testing.fake_realtime import FakeRealtimeConfig, running_fake_realtime
+from voice_fsm.testing.fake_realtime import FakeRealtimeConfig
 
-from support.servers import free_port
+from support.servers import eventually, free_port
 
 KEY = "sk-proj-live0123456789abcdef"
 TRANSCRIPT = "What is the capital of France?"
@@ -51,22 +51,15 @@ def tone(ms: int, amplitude: float = 0.2) -> bytes:
 AUDIO = (np.arange(14_400) % 2000 - 1000).astype("<i2").tobytes()
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[FakeRealtimeConfig, str]]:
-    config = FakeRealtimeConfig()
-    with running_fake_realtime(config) as base_url:
-        yield config, base_url
-
-
 @pytest.fixture
-def fake(server: tuple[FakeRealtimeConfig, str]) -> FakeRealtimeConfig:
-    server[0].reset(api_key=KEY, delta_every_ms=100, transcription_delay=0.05)
-    return server[0]
+def fake(realtime_server: tuple[FakeRealtimeConfig, str]) -> FakeRealtimeConfig:
+    realtime_server[0].reset(api_key=KEY, delta_every_ms=100, transcription_delay=0.05)
+    return realtime_server[0]
 
 
 @pytest.fixture
 async def make_stt(
-    server: tuple[FakeRealtimeConfig, str], fake: FakeRealtimeConfig
+    realtime_server: tuple[FakeRealtimeConfig, str], fake: FakeRealtimeConfig
 ) -> AsyncIterator[Callable[..., OpenAIRealtimeSpeechToText]]:
     made: list[OpenAIRealtimeSpeechToText] = []
 
@@ -76,7 +69,7 @@ async def make_stt(
         settings = Settings(
             _env_file=None,
             openai_api_key=SecretStr(key),
-            openai_base_url=base_url or server[1],
+            openai_base_url=base_url or realtime_server[1],
             stt=SttSettings(timeout=timeout, max_retries=0, language="en"),
         )
         client = make_openai_client(settings, settings.stt)
@@ -92,13 +85,6 @@ async def make_stt(
 async def collect(live: LiveTranscription, into: list[str]) -> None:
     async for delta in live.deltas():
         into.append(delta.text)
-
-
-async def eventually(check: Callable[[], object]) -> None:
-    """Poll `check` (the fake records from its own thread, so there is no event to wait on)."""
-    async with asyncio.timeout(2):
-        while not check():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
 
 
 async def test_implements_both_protocols(
