@@ -153,7 +153,7 @@ def _vad_factory(settings: Settings) -> DetectorFactory | None:
             threshold=vad.threshold,
             min_silence_ms=vad.min_silence_ms,
             min_speech_ms=vad.min_speech_ms,
-            speech_pad_ms=vad.speech_pad_ms,
+            speech_pad_ms=vad.pad_ms("local"),
         )
 
     return detector

@@ -1,10 +1,17 @@
-"""One `AsyncOpenAI` client per stage, configured from that stage's settings."""
+"""One `AsyncOpenAI` client per stage, configured from that stage's settings, and what
+every Realtime connection shares."""
 
 from __future__ import annotations
 
+from contextlib import suppress
+from typing import cast
+
 import httpx
 from openai import AsyncOpenAI
+from openai.resources.realtime.realtime import AsyncRealtimeConnection
+from openai.types.websocket_connection_options import WebSocketConnectionOptions
 
+from voice_fsm.adapters.openai_errors import TRANSLATED
 from voice_fsm.settings import Settings, StageSettings
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -12,6 +19,8 @@ PLACEHOLDER_KEY = "unused"
 """Sent when no key is configured: OpenAI-compatible local servers accept any key."""
 
 MAX_CONNECT_TIMEOUT = 5.0
+CLOSE_TIMEOUT = 1.0
+"""Seconds to wait for a Realtime server's close frame before dropping the connection."""
 
 
 def make_openai_client(settings: Settings, stage: StageSettings) -> AsyncOpenAI:
@@ -28,3 +37,15 @@ def make_openai_client(settings: Settings, stage: StageSettings) -> AsyncOpenAI:
         timeout=httpx.Timeout(stage.timeout, connect=min(stage.timeout, MAX_CONNECT_TIMEOUT)),
         max_retries=stage.max_retries,
     )
+
+
+def connection_options() -> WebSocketConnectionOptions:
+    # websockets' own close_timeout (default 10 s) bounds close(); the SDK passes these options
+    # to websockets' connect() as they are, but its TypedDict lists only some of them.
+    return cast(WebSocketConnectionOptions, {"close_timeout": CLOSE_TIMEOUT})
+
+
+async def close_quietly(connection: AsyncRealtimeConnection) -> None:
+    """Close `connection`; a connection that is already broken is closed enough."""
+    with suppress(*TRANSLATED):
+        await connection.close()
