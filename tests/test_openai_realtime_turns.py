@@ -127,6 +127,7 @@ async def test_the_settings_become_the_sessions_turn_detection(
         language="fr", turn_detection=turn_detection(settings)
     )
     await turns.aclose()
+    await eventually(lambda: realtime.sent("session.updated"))
     (update,) = realtime.received("session.update")
     assert update["session"]["audio"]["input"]["turn_detection"] == expected
     assert update["session"]["audio"]["input"]["transcription"]["language"] == "fr"

@@ -113,12 +113,20 @@ class LocalSettings(_Group):
     threads: int = Field(default=2, ge=1, description="CPU threads per engine")
 
 
+VadProvider = Literal["auto", "local", "openai-realtime", "off"]
+
+
 class VadSettings(_Group):
     """Turn detection in hands-free mode: the local Silero detector, or the server VAD of
     OpenAI's Realtime transcription session (``threshold``, ``min_silence_ms`` and
     ``speech_pad_ms`` become its ``threshold``, ``silence_duration_ms`` and
     ``prefix_padding_ms``)."""
 
+    provider: VadProvider = Field(
+        default="auto",
+        description="auto: local when installed, else openai-realtime when speech-to-text "
+        "is OpenAI's Realtime API, else none; off: push-to-talk only",
+    )
     turn_detection: Literal["server_vad", "semantic_vad"] = Field(
         default="server_vad", description="openai-realtime: the Realtime session's detector"
     )
