@@ -47,7 +47,7 @@ from common import (
     stop_server,
 )
 
-from voice_fsm.audio import SAMPLE_RATE, float_to_pcm16, pcm_to_wav
+from voice_fsm.audio import SAMPLE_RATE, pcm_to_wav
 from voice_fsm.settings import DEFAULT_INSTRUCTIONS, LlmSettings, SttSettings, TtsSettings
 from voice_fsm.talk import TalkError, TalkResult, talk
 from voice_fsm.testing.fake_openai import FakeOpenAIConfig, create_fake_openai_app
@@ -62,6 +62,7 @@ from voice_fsm.testing.latency_profile import (
     sequential_s,
     sequential_stages,
 )
+from voice_fsm.testing.speech import voiced
 from voice_fsm.testing.threaded_server import serving_in_thread
 
 if TYPE_CHECKING:
@@ -207,16 +208,6 @@ class Fakes:
 
 
 # ---------------------------------------------------------------- the turns
-
-
-def question_pcm(seconds: float) -> bytes:
-    """A synthetic question: a voiced buzz (140 Hz and its harmonics) in syllables, four a
-    second, to the end. The fakes transcribe anything; a voice activity detector (the Realtime
-    fake's server VAD) hears speech until the end."""
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    buzz = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 6))
-    syllables = 0.35 + 0.65 * np.abs(np.sin(np.pi * 4 * t))
-    return float_to_pcm16(0.25 * buzz * syllables)
 
 
 @dataclass
@@ -856,7 +847,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     if load_before > 0.5:
         print(f"note: the machine is busy before the start (load {load_before:.2f}): noisy figures")
-    pcm = question_pcm(args.seconds)
+    pcm = voiced(args.seconds)
     audio_s = len(pcm) / 2 / SAMPLE_RATE
     port = args.port or free_port()
     fakes = Fakes.start(profile)

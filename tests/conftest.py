@@ -6,18 +6,67 @@ pytest puts this folder on sys.path, so tests import session_harness and support
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
+from voice_fsm.adapters.openai_client import make_openai_client
+from voice_fsm.adapters.openai_realtime_stt import OpenAIRealtimeSpeechToText
 from voice_fsm.providers import Pipeline
 from voice_fsm.session import Session
-from voice_fsm.settings import Settings
+from voice_fsm.settings import Settings, SttSettings
+from voice_fsm.testing.fake_realtime import FakeRealtimeConfig, running_fake_realtime
 
 from session_harness import Client, fake_pipeline, make_settings
 
 ClientFactory = Callable[..., Any]
+REALTIME_KEY = "sk-proj-live0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def realtime_server() -> Iterator[tuple[FakeRealtimeConfig, str]]:
+    """The fake Realtime server on a loopback port: its config and base URL (ending in /v1).
+
+    One server for the whole run: each test resets the config (`FakeRealtimeConfig.reset`).
+    """
+    config = FakeRealtimeConfig()
+    with running_fake_realtime(config) as base_url:
+        yield config, base_url
+
+
+@pytest.fixture
+def realtime(realtime_server: tuple[FakeRealtimeConfig, str]) -> FakeRealtimeConfig:
+    """The fake Realtime server, reset for transcription: `REALTIME_KEY` only, quick words."""
+    realtime_server[0].reset(api_key=REALTIME_KEY, delta_every_ms=100, transcription_delay=0.05)
+    return realtime_server[0]
+
+
+@pytest.fixture
+async def make_realtime_stt(
+    realtime_server: tuple[FakeRealtimeConfig, str], realtime: FakeRealtimeConfig
+) -> AsyncIterator[Callable[..., OpenAIRealtimeSpeechToText]]:
+    """Makes `OpenAIRealtimeSpeechToText` adapters against the fake; closed after the test."""
+    made: list[OpenAIRealtimeSpeechToText] = []
+
+    def make(
+        base_url: str | None = None, key: str = REALTIME_KEY, timeout: float = 2.0, **options: Any
+    ) -> OpenAIRealtimeSpeechToText:
+        settings = Settings(
+            _env_file=None,
+            openai_api_key=SecretStr(key),
+            openai_base_url=base_url or realtime_server[1],
+            stt=SttSettings(timeout=timeout, max_retries=0, language="en"),
+        )
+        client = make_openai_client(settings, settings.stt)
+        stt = OpenAIRealtimeSpeechToText(settings.stt, client, settings.secrets(), **options)
+        made.append(stt)
+        return stt
+
+    yield make
+    for stt in made:
+        await stt.aclose()
 
 
 @pytest.fixture

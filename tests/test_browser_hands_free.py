@@ -11,6 +11,10 @@ the server's Silero VAD starts and ends the turns (`vad.speech_started`, `vad.sp
 - `test_hands_free_barge_in`: the real OpenAI adapters against the fake OpenAI server, whose
   long reply is streamed at about real time, so the second question always arrives while the
   first reply is being spoken: the page silences it at once.
+- `test_hands_free_by_the_realtime_vad` and `test_the_page_leaves_hands_free_when_the_server_does`:
+  the turns found by OpenAI's Realtime transcription session (the fake Realtime server's VAD)
+  instead of Silero; the page is the same. When that detector's connection drops, the server
+  leaves hands-free mode, and so does the page.
 
 Chromium, Playwright or the embedded engines (Silero VAD, Piper for the questions) missing:
 the tests skip, except under CI=true, where they fail.
@@ -29,9 +33,11 @@ from typing import Any
 import pytest
 
 from voice_fsm.testing import running_fake_openai
+from voice_fsm.testing.fake_realtime import FakeRealtimeConfig
 
 from support.browser import (
     ARTIFACTS,
+    KEY,
     BrowserPage,
     Server,
     find_chromium,
@@ -41,10 +47,11 @@ from support.browser import (
     quick_fake,
     serving,
     skip_or_fail,
+    tone_pcm,
     use_local_engines,
     write_wav,
 )
-from support.servers import clean_env
+from support.servers import clean_env, eventually_sync
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -486,5 +493,114 @@ def test_hands_free_barge_in(
         assert bp.page.locator("#conversation .turn").count() == 2
 
         switch_off(bp)
+        bp.finish()
+    server_log_is_clean(server)
+
+
+# ---------------------------------------------------------------- the Realtime VAD
+
+
+@pytest.fixture
+def fake_realtime(realtime_server: tuple[FakeRealtimeConfig, str]) -> FakeRealtimeConfig:
+    """The fake Realtime server, hearing the two questions (one transcript per item)."""
+    realtime_server[0].reset(api_key=KEY, transcripts=QUESTIONS, transcription_delay=0.05)
+    return realtime_server[0]
+
+
+def realtime_env(realtime_base_url: str, openai_base_url: str) -> dict[str, str]:
+    """Speech-to-text and hands-free turns by the Realtime transcription session (the fake
+    Realtime server), even though Silero is installed; the fake OpenAI server answers."""
+    env = openai_env(openai_base_url)
+    env.update(
+        VOICE_FSM_STT__BASE_URL=realtime_base_url,
+        VOICE_FSM_STT__LIVE="true",
+        VOICE_FSM_VAD__PROVIDER="openai-realtime",
+    )
+    return env
+
+
+def test_hands_free_by_the_realtime_vad(
+    new_page: NewPage,
+    tmp_path: Path,
+    realtime_server: tuple[FakeRealtimeConfig, str],
+    fake_realtime: FakeRealtimeConfig,
+) -> None:
+    """Two utterances, two turns found and transcribed by the Realtime session, one connection."""
+    question = tone_pcm(1.5)
+    silent = bytes(BYTES_PER_SECOND)
+    wav = write_wav(tmp_path / "mic.wav", silent + question + silent * 5 + question + silent * 2)
+    with (
+        running_fake_openai(quick_fake()) as base_url,
+        serving(tmp_path, realtime_env(realtime_server[1], base_url)) as server,
+        new_page(server.url, wav) as bp,
+    ):
+        switch_on(bp)
+        bp.wait_for(
+            "voiceFsm.vadEvents.length >= 4 && voiceFsm.lastMetrics !== null"
+            " && voiceFsm.lastMetrics.turn === 2 && voiceFsm.state === 'idle'",
+            "two turns are over",
+            timeout=20,
+        )
+        steps = timeline(bp)
+        assert read_hooks(bp)["vadEvents"] == ["started", "stopped", "started", "stopped"], steps
+        started = bp.received("vad.speech_started", count=2)
+        assert [e["turn"] for e in started] == [1, 2], steps
+        # OpenAI's positions: each start less its 300 ms of padding.
+        assert abs(started[0]["audio_ms"] - 700) < 300, steps
+        assert abs(started[1]["audio_ms"] - 7200) < 300, steps
+        heard = [bp.received("transcript.done", turn=turn)[0]["text"] for turn in (1, 2)]
+        assert heard == list(QUESTIONS), steps
+        for turn in (1, 2):
+            assert entry(bp, turn).get_attribute("data-status") == "done", turn
+            assert entry(bp, turn, ".bubble.user .text").inner_text() == heard[turn - 1]
+        assert not bp.sockets.events("error"), steps
+        # One connection found and transcribed both: the hands-free stream's.
+        assert [c.query for c in fake_realtime.connections] == [{"intent": "transcription"}]
+        assert fake_realtime.received("input_audio_buffer.commit") == []
+
+        switch_off(bp)
+        eventually_sync(lambda: fake_realtime.closed == [0])
+        bp.finish()
+    server_log_is_clean(server)
+
+
+def test_the_page_leaves_hands_free_when_the_server_does(
+    new_page: NewPage,
+    tmp_path: Path,
+    realtime_server: tuple[FakeRealtimeConfig, str],
+    fake_realtime: FakeRealtimeConfig,
+) -> None:
+    """The Realtime connection drops mid-question: an error, and the switch goes off."""
+    fake_realtime.drop_after_ms = 1500
+    silent = bytes(BYTES_PER_SECOND)
+    wav = write_wav(tmp_path / "mic.wav", silent + tone_pcm(3.0) + silent * 3)
+    with (
+        running_fake_openai(quick_fake()) as base_url,
+        serving(tmp_path, realtime_env(realtime_server[1], base_url)) as server,
+        new_page(server.url, wav) as bp,
+    ):
+        switch_on(bp)
+        bp.wait_for("voiceFsm.lastError !== null", "the error", timeout=10)
+        (error,) = bp.received("error")
+        assert (error["code"], error["stage"], error["turn"]) == ("provider-unavailable", "stt", 1)
+        updated = bp.received("session.updated", count=2)
+        assert updated[-1]["session"]["mode"] == "push_to_talk"
+        bp.wait_for("voiceFsm.handsFree === false", "the page left hands-free")
+        assert not bp.page.locator("#hands-free").is_checked()
+        assert bp.page.locator("#talk").is_enabled(), "the talk button works again"
+        assert bp.page.locator("#error").is_visible()
+        assert entry(bp, 1).get_attribute("data-status") == "error"
+        assert len(bp.sent("session.update")) == 1, "the page did not ask for push_to_talk"
+        sent = bp.hook("sentAudioBytes")
+        bp.pause(0.4)
+        assert bp.hook("sentAudioBytes") == sent, "the page still sends audio"
+        assert len(bp.sockets.events("error")) == 1
+
+        fake_realtime.drop_after_ms = None  # hands-free may be switched on again
+        bp.page.locator("#hands-free").click()
+        bp.wait_for("voiceFsm.handsFree === true", "hands-free is on again")
+        updated = bp.received("session.updated", count=3)
+        assert updated[-1]["session"]["mode"] == "hands_free"
+        eventually_sync(lambda: len(fake_realtime.connections) == 2)
         bp.finish()
     server_log_is_clean(server)

@@ -5,33 +5,28 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from voice_fsm.testing.fake_openai import speech_pcm, words
-from voice_fsm.testing.fake_realtime import FakeRealtimeConfig, running_fake_realtime
+from voice_fsm.testing.fake_realtime import FakeRealtimeConfig
+
+from support.servers import eventually
 
 KEY = "sk-fake-realtime-0123456789"
 TRANSCRIPT = "Turn the lights on."
 MANUAL = {"type": "transcription", "audio": {"input": {"turn_detection": None}}}
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[FakeRealtimeConfig, str]]:
-    config = FakeRealtimeConfig()
-    with running_fake_realtime(config) as base_url:
-        yield config, base_url.replace("http://", "ws://") + "/realtime"
-
-
 @pytest.fixture
-def config(server: tuple[FakeRealtimeConfig, str]) -> FakeRealtimeConfig:
-    config = server[0]
+def config(realtime_server: tuple[FakeRealtimeConfig, str]) -> FakeRealtimeConfig:
+    config = realtime_server[0]
     config.reset(
         transcript=TRANSCRIPT,
         api_key=KEY,
@@ -44,8 +39,8 @@ def config(server: tuple[FakeRealtimeConfig, str]) -> FakeRealtimeConfig:
 
 
 @pytest.fixture
-def ws_url(server: tuple[FakeRealtimeConfig, str], config: FakeRealtimeConfig) -> str:
-    return server[1]
+def ws_url(realtime_server: tuple[FakeRealtimeConfig, str], config: FakeRealtimeConfig) -> str:
+    return realtime_server[1].replace("http://", "ws://") + "/realtime"
 
 
 @asynccontextmanager
@@ -221,3 +216,131 @@ async def test_configured_errors_answer_instead(ws_url: str, config: FakeRealtim
         error = (await receive(ws, "error"))["error"]
     assert error == {"type": "server_error", "code": None, "message": "Boom.", "event_id": "mine"}
     assert config.received("session.update")[0]["event_id"] == "mine"
+
+
+def vad_update(**turn_detection: Any) -> dict[str, Any]:
+    return {"type": "transcription", "audio": {"input": {"turn_detection": turn_detection}}}
+
+
+async def items_until(ws: ClientConnection, completed: int) -> list[dict[str, Any]]:
+    """Every event up to the `completed`-th transcription.completed."""
+    seen: list[dict[str, Any]] = []
+    async with asyncio.timeout(3):
+        while completed:
+            seen.append(json.loads(await ws.recv()))
+            if seen[-1]["type"] == "conversation.item.input_audio_transcription.completed":
+                completed -= 1
+    return seen
+
+
+async def test_each_utterance_is_one_item_with_its_own_id_and_transcript(
+    ws_url: str, config: FakeRealtimeConfig
+) -> None:
+    config.transcripts = ("Hello there.", "How are you?")
+    vad = {"type": "server_vad", "prefix_padding_ms": 0, "silence_duration_ms": 200}
+    async with session(ws_url, "intent=transcription") as ws:
+        await send(ws, "session.update", session=vad_update(**vad))
+        speech = pcm(200, 0.0) + pcm(400) + pcm(400, 0.0)
+        await send(ws, "input_audio_buffer.append", audio=b64(speech + speech))
+        seen = await items_until(ws, 2)
+    by_item: dict[str, list[str]] = {}
+    for event in seen:
+        if "item_id" in event:
+            by_item.setdefault(event["item_id"], []).append(event["type"].rsplit(".", 1)[-1])
+    first, second = by_item  # in order of appearance
+    for item in (first, second):
+        assert [kind for kind in by_item[item] if kind != "delta"] == [
+            "speech_started",
+            "speech_stopped",
+            "committed",
+            "completed",
+        ]
+        assert "delta" in by_item[item]
+    completed = [e for e in seen if e["type"].endswith("transcription.completed")]
+    assert [(e["item_id"], e["transcript"]) for e in completed] == [
+        (first, "Hello there."),
+        (second, "How are you?"),
+    ]
+    starts = [e["audio_start_ms"] for e in seen if e["type"].endswith("speech_started")]
+    assert starts == [200, 1200]
+
+
+async def test_the_threshold_raises_the_bar_for_speech(
+    ws_url: str, config: FakeRealtimeConfig
+) -> None:
+    quiet = pcm(300, 0.0) + pcm(400, 0.04) + pcm(300, 0.0)  # RMS 0.028: above 0.02, below 0.036
+    for connection, threshold in enumerate((0.5, 0.9)):
+        vad = {"type": "server_vad", "threshold": threshold, "silence_duration_ms": 200}
+        async with session(ws_url, "intent=transcription") as ws:
+            await send(ws, "session.update", session=vad_update(**vad))
+            await receive(ws, "session.updated")
+            await send(ws, "input_audio_buffer.append", audio=b64(quiet))
+            await send(ws, "input_audio_buffer.clear")
+            await receive(ws, "input_audio_buffer.cleared")
+        started = config.sent("input_audio_buffer.speech_started", connection)
+        # Heard at 0.5 from 300 ms less the default 300 ms of padding; not heard at 0.9.
+        assert [e["audio_start_ms"] for e in started] == ([0] if threshold == 0.5 else [])
+
+
+async def test_semantic_vad_waits_a_silence_set_by_its_eagerness(ws_url: str) -> None:
+    for eagerness, silence_ms in (("high", 250), ("low", 1000)):
+        async with session(ws_url, "intent=transcription") as ws:
+            await send(
+                ws, "session.update", session=vad_update(type="semantic_vad", eagerness=eagerness)
+            )
+            updated = await receive(ws, "session.updated")
+            assert updated["session"]["audio"]["input"]["turn_detection"] == {
+                "type": "semantic_vad",
+                "eagerness": eagerness,
+            }
+            audio = pcm(500, 0.0) + pcm(500) + pcm(1200, 0.0)
+            await send(ws, "input_audio_buffer.append", audio=b64(audio))
+            started = await receive(ws, "input_audio_buffer.speech_started")
+            stopped = await receive(ws, "input_audio_buffer.speech_stopped")
+            await receive(ws, "conversation.item.input_audio_transcription.completed")
+        assert started["audio_start_ms"] == 200  # a fixed 300 ms of padding
+        assert stopped["audio_end_ms"] == 1000 + silence_ms
+
+
+@pytest.mark.parametrize(
+    ("turn_detection", "code", "param"),
+    [
+        ({"type": "semantic_vad", "threshold": 0.5}, "unknown_parameter", "threshold"),
+        ({"type": "server_vad", "eagerness": "low"}, "unknown_parameter", "eagerness"),
+        ({"type": "loudness"}, "invalid_value", "type"),
+        ({"type": "server_vad", "threshold": 1.5}, "invalid_value", "threshold"),
+        ({"type": "server_vad", "silence_duration_ms": -1}, "invalid_value", "silence_duration_ms"),
+        ({"type": "semantic_vad", "eagerness": "eager"}, "invalid_value", "eagerness"),
+    ],
+)
+async def test_turn_detection_is_checked_as_openai_does(
+    ws_url: str, turn_detection: dict[str, Any], code: str, param: str
+) -> None:
+    async with session(ws_url, "intent=transcription") as ws:
+        await send(ws, "session.update", session=vad_update(**turn_detection))
+        error = (await receive(ws, "error"))["error"]
+    assert (error["code"], error["param"]) == (
+        code,
+        f"session.audio.input.turn_detection.{param}",
+    )
+
+
+async def test_a_connection_can_be_dropped_by_the_server(
+    ws_url: str, config: FakeRealtimeConfig
+) -> None:
+    config.drop_after_ms = 300
+    async with session(ws_url, "intent=transcription") as ws:
+        await send(ws, "session.update", session=MANUAL)
+        await receive(ws, "session.updated")
+        await send(ws, "input_audio_buffer.append", audio=b64(pcm(400)))
+        with pytest.raises(ConnectionClosedError) as caught:
+            await read_until_closed(ws)
+    assert caught.value.rcvd is not None
+    assert caught.value.rcvd.code == 1011
+    await eventually(lambda: config.closed == [0])
+
+
+async def read_until_closed(ws: ClientConnection) -> None:
+    async with asyncio.timeout(2):
+        while True:
+            await ws.recv()

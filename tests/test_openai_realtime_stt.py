@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,12 +27,12 @@ from voice_fsm.adapters.openai_realtime_stt import (
     VadEvent,
 )
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
-from voice_fsm.settings import Settings, SttSettings
-from voice_fsm.testing.fake_realtime import FakeRealtimeConfig, running_fake_realtime
+from voice_fsm.settings import Settings
+from voice_fsm.testing.fake_realtime import FakeRealtimeConfig
 
-from support.servers import free_port
+from conftest import REALTIME_KEY as KEY
+from support.servers import eventually, free_port
 
-KEY = "sk-proj-live0123456789abcdef"
 TRANSCRIPT = "What is the capital of France?"
 CHUNK = 4800  # 100 ms of PCM16 at 24 kHz
 SERVER_VAD = {
@@ -52,70 +52,25 @@ def tone(ms: int, amplitude: float = 0.2) -> bytes:
 AUDIO = (np.arange(14_400) % 2000 - 1000).astype("<i2").tobytes()
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[FakeRealtimeConfig, str]]:
-    config = FakeRealtimeConfig()
-    with running_fake_realtime(config) as base_url:
-        yield config, base_url
-
-
-@pytest.fixture
-def fake(server: tuple[FakeRealtimeConfig, str]) -> FakeRealtimeConfig:
-    server[0].reset(api_key=KEY, delta_every_ms=100, transcription_delay=0.05)
-    return server[0]
-
-
-@pytest.fixture
-async def make_stt(
-    server: tuple[FakeRealtimeConfig, str], fake: FakeRealtimeConfig
-) -> AsyncIterator[Callable[..., OpenAIRealtimeSpeechToText]]:
-    made: list[OpenAIRealtimeSpeechToText] = []
-
-    def make(
-        base_url: str | None = None, key: str = KEY, timeout: float = 2.0, **options: Any
-    ) -> OpenAIRealtimeSpeechToText:
-        settings = Settings(
-            _env_file=None,
-            openai_api_key=SecretStr(key),
-            openai_base_url=base_url or server[1],
-            stt=SttSettings(timeout=timeout, max_retries=0, language="en"),
-        )
-        client = make_openai_client(settings, settings.stt)
-        stt = OpenAIRealtimeSpeechToText(settings.stt, client, settings.secrets(), **options)
-        made.append(stt)
-        return stt
-
-    yield make
-    for stt in made:
-        await stt.aclose()
-
-
 async def collect(live: LiveTranscription, into: list[str]) -> None:
     async for delta in live.deltas():
         into.append(delta.text)
 
 
-async def eventually(check: Callable[[], object]) -> None:
-    """Poll `check` (the fake records from its own thread, so there is no event to wait on)."""
-    async with asyncio.timeout(2):
-        while not check():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-
-
 async def test_implements_both_protocols(
-    make_stt: Callable[..., OpenAIRealtimeSpeechToText],
+    make_realtime_stt: Callable[..., OpenAIRealtimeSpeechToText],
 ) -> None:
-    stt = make_stt()
+    stt = make_realtime_stt()
     assert isinstance(stt, SpeechToText)
     assert isinstance(stt, LiveSpeechToText)
     assert (stt.provider, stt.model) == ("openai", "gpt-live-transcribe")
 
 
 async def test_live_deltas_arrive_before_finish(
-    make_stt: Callable[..., OpenAIRealtimeSpeechToText], fake: FakeRealtimeConfig
+    make_realtime_stt: Callable[..., OpenAIRealtimeSpeechToText], realtime: FakeRealtimeConfig
 ) -> None:
     deltas: list[str] = []
-    async with await make_stt().start_live() as live:
+    async with await make_realtime_stt().start_live() as live:
         assert isinstance(live, LiveTranscription)
         reading = asyncio.create_task(collect(live, deltas))
         for start in range(0, len(AUDIO), CHUNK):
@@ -130,25 +85,25 @@ async def test_live_deltas_arrive_before_finish(
 
 
 async def test_the_committed_item_is_noted_for_the_turns_log(
-    make_stt: Callable[..., OpenAIRealtimeSpeechToText], fake: FakeRealtimeConfig
+    make_realtime_stt: Callable[..., OpenAIRealtimeSpeechToText], realtime: FakeRealtimeConfig
 ) -> None:
     requests = provider_requests.collect()
-    async with await make_stt().start_live() as live:
+    async with await make_realtime_stt().start_live() as live:
         await live.append(AUDIO)
         assert await live.finish() == TRANSCRIPT
-    (committed,) = fake.sent("input_audio_buffer.committed")
+    (committed,) = realtime.sent("input_audio_buffer.committed")
     assert requests == [{"stage": "stt", "id": committed["item_id"]}]
 
 
 async def test_session_update_has_the_exact_shape(
-    make_stt: Callable[..., OpenAIRealtimeSpeechToText], fake: FakeRealtimeConfig
+    make_realtime_stt: Callable[..., OpenAIRealtimeSpeechToText], realtime: FakeRealtimeConfig
 ) -> None:
-    async with await make_stt().start_live():
-        await eventually(lambda: fake.sent("session.updated"))
-    connection = fake.connections[0]
+    async with await make_realtime_stt().start_live():
+        await eventually(lambda: realtime.sent("session.updated"))
+    connection = realtime.connections[0]
     assert connection.query == {"intent": "transcription"}
     assert connection.headers["authorization"] == f"Bearer {KEY}"
-    (update,) = fake.received("session.update")
+    (update,) = realtime.received("session.update")
     assert update == {
         "type": "session.update",
         "session": {
@@ -166,30 +121,30 @@ async def test_session_update_has_the_exact_shape(
 
 
 async def test_appended_audio_arrives_intact(
-    make_stt: Callable[..., OpenAIRealtimeSpeechToText], fake: FakeRealtimeConfig
+    make_realtime_stt: Callable[..., OpenAIRealtimeSpeechToText], realtime: FakeRealtimeConfig
 ) -> None:
     pieces = [AUDIO[: 1001 * 2], AUDIO[2002:9000], b"", AUDIO[9000:]]
-    async with await make_stt().start_live() as live:
+    async with await make_realtime_stt().start_live() as live:
         for piece in pieces:
             await live.append(piece)
         await live.finish()
-    assert fake.appended_audio() == AUDIO
-    assert len(fake.received("input_audio_buffer.append")) == 3  # the empty piece is not sent
-    assert [e["type"] for e in fake.received()][-1] == "input_audio_buffer.commit"
+    assert realtime.appended_audio() == AUDIO
+    assert len(realtime.received("input_audio_buffer.append")) == 3  # the empty piece is not sent
+    assert [e["type"] for e in realtime.received()][-1] == "input_audio_buffer.commit"
 
 
 async def test_transcribe_a_completed_recording(
-    make_stt: Callable[..., OpenAIRealtimeSpeechToText], fake: FakeRealtimeConfig
+    make_realtime_stt: Callable[..., OpenAIRealtimeSpeechToText], realtime: FakeRealtimeConfig
 ) -> None:
-    events = [event async for event in make_stt().transcribe(AUDIO)]
+    events = [event async for event in make_realtime_stt().transcribe(AUDIO)]
     assert events[-1] == TranscriptDone(TRANSCRIPT)
     assert all(isinstance(event, TranscriptDelta) for event in events[:-1])
     assert "".join(e.text for e in events[:-1]) == TRANSCRIPT
-    assert fake.appended_audio() == AUDIO
+    assert realtime.appended_audio() == AUDIO
 
 
 async def test_transcribe_can_delegate_to_a_fallback(
-    make_stt: Callable[..., OpenAIRealtimeSpeechToText], fake: FakeRealtimeConfig
+    make_realtime_stt: Callable[..., OpenAIRealtimeSpeechToText], realtime: FakeRealtimeConfig
 ) -> None:
     class Fallback:
         provider, model = "other", "file-model"
@@ -202,21 +157,21 @@ async def test_transcribe_can_delegate_to_a_fallback(
             self.closed = True
 
     fallback = Fallback()
-    stt = make_stt(fallback=fallback)
+    stt = make_realtime_stt(fallback=fallback)
     events: list[TranscriptEvent] = [e async for e in stt.transcribe(AUDIO, language="fr")]
     assert events == [TranscriptDone(f"{len(AUDIO)} bytes in fr")]
-    assert fake.connections == []
+    assert realtime.connections == []
     await stt.aclose()
     assert fallback.closed
 
 
 async def test_too_little_audio_gives_an_empty_transcript(
-    make_stt: Callable[..., OpenAIRealtimeSpeechToText], fake: FakeRealtimeConfig
+    make_realtime_stt: Callable[..., OpenAIRealtimeSpeechToText], realtime: FakeRealtimeConfig
 ) -> None:
-    async with await make_stt().start_live() as live:
+    async with await make_realtime_stt().start_live() as live:
         await live.append(AUDIO[:960])  # 20 ms: the server refuses to commit it
         assert await live.finish() == ""
-    assert fake.sent("error")[0]["error"]["code"] == "input_audio_buffer_commit_empty"
+    assert realtime.sent("error")[0]["error"]["code"] == "input_audio_buffer_commit_empty"
 
 
 @pytest.mark.parametrize(
@@ -229,24 +184,24 @@ async def test_too_little_audio_gives_an_empty_transcript(
     ],
 )
 async def test_refused_handshakes(
-    make_stt: Callable[..., OpenAIRealtimeSpeechToText],
-    fake: FakeRealtimeConfig,
+    make_realtime_stt: Callable[..., OpenAIRealtimeSpeechToText],
+    realtime: FakeRealtimeConfig,
     status: int,
     code: ErrorCode,
 ) -> None:
-    fake.handshake_status = status
+    realtime.handshake_status = status
     with pytest.raises(ProviderError) as caught:
-        await make_stt().start_live()
+        await make_realtime_stt().start_live()
     assert (caught.value.code, caught.value.stage) == (code, Stage.STT)
     assert f"HTTP {status}" in caught.value.message
 
 
 async def test_a_wrong_key_is_provider_auth_without_the_key(
-    make_stt: Callable[..., OpenAIRealtimeSpeechToText], fake: FakeRealtimeConfig
+    make_realtime_stt: Callable[..., OpenAIRealtimeSpeechToText], realtime: FakeRealtimeConfig
 ) -> None:
     wrong = "sk-proj-wrongKEY9876543210zyx"
     with pytest.raises(ProviderError) as caught:
-        await make_stt(key=wrong).start_live()
+        await make_realtime_stt(key=wrong).start_live()
     assert caught.value.code == ErrorCode.PROVIDER_AUTH
     assert "Incorrect API key provided" in caught.value.message
     assert wrong not in caught.value.message
@@ -254,9 +209,9 @@ async def test_a_wrong_key_is_provider_auth_without_the_key(
 
 
 async def test_connection_refused_is_provider_unavailable(
-    make_stt: Callable[..., OpenAIRealtimeSpeechToText],
+    make_realtime_stt: Callable[..., OpenAIRealtimeSpeechToText],
 ) -> None:
-    stt = make_stt(base_url=f"http://127.0.0.1:{free_port()}/v1")
+    stt = make_realtime_stt(base_url=f"http://127.0.0.1:{free_port()}/v1")
     with pytest.raises(ProviderError) as caught:
         await stt.start_live()
     assert caught.value.code == ErrorCode.PROVIDER_UNAVAILABLE
@@ -275,14 +230,14 @@ async def test_connection_refused_is_provider_unavailable(
     ],
 )
 async def test_error_events_become_provider_errors(
-    make_stt: Callable[..., OpenAIRealtimeSpeechToText],
-    fake: FakeRealtimeConfig,
+    make_realtime_stt: Callable[..., OpenAIRealtimeSpeechToText],
+    realtime: FakeRealtimeConfig,
     error: dict[str, Any],
     code: ErrorCode,
 ) -> None:
     message = f"Something went wrong for {KEY}."
-    fake.errors["input_audio_buffer.commit"] = {**error, "message": message, "param": None}
-    async with await make_stt().start_live() as live:
+    realtime.errors["input_audio_buffer.commit"] = {**error, "message": message, "param": None}
+    async with await make_realtime_stt().start_live() as live:
         await live.append(AUDIO)
         with pytest.raises(ProviderError) as caught:
             await live.finish()
@@ -293,15 +248,15 @@ async def test_error_events_become_provider_errors(
 
 
 async def test_an_error_during_recording_ends_the_deltas_and_fails_finish(
-    make_stt: Callable[..., OpenAIRealtimeSpeechToText], fake: FakeRealtimeConfig
+    make_realtime_stt: Callable[..., OpenAIRealtimeSpeechToText], realtime: FakeRealtimeConfig
 ) -> None:
-    fake.errors["input_audio_buffer.append"] = {
+    realtime.errors["input_audio_buffer.append"] = {
         "type": "invalid_request_error",
         "code": "invalid_value",
         "message": "Bad audio.",
     }
     deltas: list[str] = []
-    async with await make_stt().start_live() as live:
+    async with await make_realtime_stt().start_live() as live:
         reading = asyncio.create_task(collect(live, deltas))
         await live.append(AUDIO)
         await asyncio.wait_for(reading, 2)  # ended by the error
@@ -312,10 +267,10 @@ async def test_an_error_during_recording_ends_the_deltas_and_fails_finish(
 
 
 async def test_a_failed_transcription_is_a_provider_error(
-    make_stt: Callable[..., OpenAIRealtimeSpeechToText], fake: FakeRealtimeConfig
+    make_realtime_stt: Callable[..., OpenAIRealtimeSpeechToText], realtime: FakeRealtimeConfig
 ) -> None:
-    fake.transcription_failure = "Audio could not be transcribed."
-    async with await make_stt().start_live() as live:
+    realtime.transcription_failure = "Audio could not be transcribed."
+    async with await make_realtime_stt().start_live() as live:
         await live.append(AUDIO)
         with pytest.raises(ProviderError, match="Audio could not be transcribed") as caught:
             await live.finish()
@@ -323,10 +278,10 @@ async def test_a_failed_transcription_is_a_provider_error(
 
 
 async def test_finish_times_out(
-    make_stt: Callable[..., OpenAIRealtimeSpeechToText], fake: FakeRealtimeConfig
+    make_realtime_stt: Callable[..., OpenAIRealtimeSpeechToText], realtime: FakeRealtimeConfig
 ) -> None:
-    fake.transcription_delay = 5.0
-    async with await make_stt(timeout=0.2).start_live() as live:
+    realtime.transcription_delay = 5.0
+    async with await make_realtime_stt(timeout=0.2).start_live() as live:
         await live.append(AUDIO)
         started = asyncio.get_running_loop().time()
         with pytest.raises(ProviderError) as caught:
@@ -336,9 +291,9 @@ async def test_finish_times_out(
 
 
 async def test_aclose_mid_stream_leaves_no_task_running(
-    make_stt: Callable[..., OpenAIRealtimeSpeechToText], fake: FakeRealtimeConfig
+    make_realtime_stt: Callable[..., OpenAIRealtimeSpeechToText], realtime: FakeRealtimeConfig
 ) -> None:
-    stt = make_stt()
+    stt = make_realtime_stt()
     deltas: list[str] = []
     live = await stt.start_live()
     reading = asyncio.create_task(collect(live, deltas))
@@ -355,14 +310,14 @@ async def test_aclose_mid_stream_leaves_no_task_running(
 
 
 async def test_cancelling_finish_propagates(
-    make_stt: Callable[..., OpenAIRealtimeSpeechToText], fake: FakeRealtimeConfig
+    make_realtime_stt: Callable[..., OpenAIRealtimeSpeechToText], realtime: FakeRealtimeConfig
 ) -> None:
-    fake.transcription_delay = 5.0
-    live = await make_stt().start_live()
+    realtime.transcription_delay = 5.0
+    live = await make_realtime_stt().start_live()
     try:
         await live.append(AUDIO)
         finishing = asyncio.create_task(live.finish())
-        await eventually(lambda: fake.received("input_audio_buffer.commit"))
+        await eventually(lambda: realtime.received("input_audio_buffer.commit"))
         finishing.cancel()
         with pytest.raises(asyncio.CancelledError):
             await finishing
@@ -371,10 +326,10 @@ async def test_cancelling_finish_propagates(
 
 
 async def test_closing_transcribe_early_closes_the_session(
-    make_stt: Callable[..., OpenAIRealtimeSpeechToText], fake: FakeRealtimeConfig
+    make_realtime_stt: Callable[..., OpenAIRealtimeSpeechToText], realtime: FakeRealtimeConfig
 ) -> None:
-    stt = make_stt()
-    fake.transcription_delay = 5.0
+    stt = make_realtime_stt()
+    realtime.transcription_delay = 5.0
     events = stt.transcribe(AUDIO)
     assert isinstance(await anext(events), TranscriptDelta)
     await events.aclose()  # type: ignore[attr-defined]
@@ -383,10 +338,10 @@ async def test_closing_transcribe_early_closes_the_session(
 
 
 async def test_server_vad_events_are_surfaced(
-    make_stt: Callable[..., OpenAIRealtimeSpeechToText], fake: FakeRealtimeConfig
+    make_realtime_stt: Callable[..., OpenAIRealtimeSpeechToText], realtime: FakeRealtimeConfig
 ) -> None:
     seen: list[VadEvent] = []
-    stt = make_stt(turn_detection=SERVER_VAD)
+    stt = make_realtime_stt(turn_detection=SERVER_VAD)
     async with await stt.start_live(on_vad=seen.append) as live:
         await live.append(tone(300, 0.0) + tone(500) + tone(300, 0.0))
         events: list[VadEvent] = []
@@ -401,20 +356,20 @@ async def test_server_vad_events_are_surfaced(
     assert isinstance(stopped, SpeechStopped)
     assert (started.audio_start_ms, stopped.audio_end_ms) == (200, 1000)
     assert started.item_id == stopped.item_id
-    update = fake.received("session.update")[0]
+    update = realtime.received("session.update")[0]
     assert update["session"]["audio"]["input"]["turn_detection"] == SERVER_VAD
 
 
 async def test_turn_detection_can_be_set_per_transcription(
-    make_stt: Callable[..., OpenAIRealtimeSpeechToText], fake: FakeRealtimeConfig
+    make_realtime_stt: Callable[..., OpenAIRealtimeSpeechToText], realtime: FakeRealtimeConfig
 ) -> None:
-    stt = make_stt(turn_detection=SERVER_VAD)
+    stt = make_realtime_stt(turn_detection=SERVER_VAD)
     async with await stt.start_live(turn_detection=None):
         pass
-    async with await make_stt().start_live(turn_detection={"type": "semantic_vad"}):
+    async with await make_realtime_stt().start_live(turn_detection={"type": "semantic_vad"}):
         pass
-    await eventually(lambda: len(fake.received("session.update")) == 2)
-    updates = [fake.received("session.update", connection)[0] for connection in (0, 1)]
+    await eventually(lambda: len(realtime.received("session.update")) == 2)
+    updates = [realtime.received("session.update", connection)[0] for connection in (0, 1)]
     details = [update["session"]["audio"]["input"]["turn_detection"] for update in updates]
     assert details == [None, {"type": "semantic_vad"}]
 

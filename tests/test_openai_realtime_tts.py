@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -17,30 +17,23 @@ from voice_fsm.adapters.openai_realtime_tts import VERBATIM, OpenAIRealtimeTextT
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.settings import Settings, TtsSettings
 from voice_fsm.testing.fake_openai import speech_pcm
-from voice_fsm.testing.fake_realtime import FakeRealtimeConfig, running_fake_realtime
+from voice_fsm.testing.fake_realtime import FakeRealtimeConfig
 
-from support.servers import free_port
+from support.servers import eventually, free_port
 
 KEY = "sk-proj-speak0123456789abcdef"
 TEXT = "The capital of France is Paris."
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[FakeRealtimeConfig, str]]:
-    config = FakeRealtimeConfig()
-    with running_fake_realtime(config) as base_url:
-        yield config, base_url
-
-
 @pytest.fixture
-def fake(server: tuple[FakeRealtimeConfig, str]) -> FakeRealtimeConfig:
-    server[0].reset(api_key=KEY, tts_first_audio_delay=0.0, tts_chunk_delay=0.0)
-    return server[0]
+def fake(realtime_server: tuple[FakeRealtimeConfig, str]) -> FakeRealtimeConfig:
+    realtime_server[0].reset(api_key=KEY, tts_first_audio_delay=0.0, tts_chunk_delay=0.0)
+    return realtime_server[0]
 
 
 @pytest.fixture
 async def make_tts(
-    server: tuple[FakeRealtimeConfig, str], fake: FakeRealtimeConfig
+    realtime_server: tuple[FakeRealtimeConfig, str], fake: FakeRealtimeConfig
 ) -> AsyncIterator[Callable[..., OpenAIRealtimeTextToSpeech]]:
     made: list[OpenAIRealtimeTextToSpeech] = []
 
@@ -49,7 +42,7 @@ async def make_tts(
         settings = Settings(
             _env_file=None,
             openai_api_key=SecretStr(key),
-            openai_base_url=base_url or server[1],
+            openai_base_url=base_url or realtime_server[1],
             tts=TtsSettings(max_retries=0, **tts),
         )
         client = make_openai_client(settings, settings.tts)
@@ -60,13 +53,6 @@ async def make_tts(
     yield make
     for adapter in made:
         await adapter.aclose()
-
-
-async def eventually(check: Callable[[], object]) -> None:
-    """Poll `check` (the fake records from its own thread, so there is no event to wait on)."""
-    async with asyncio.timeout(2):
-        while not check():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
 
 
 async def speak(tts: OpenAIRealtimeTextToSpeech, text: str = TEXT, **kw: Any) -> list[bytes]:

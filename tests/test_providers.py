@@ -10,6 +10,7 @@ from voice_fsm.providers import (
     live_transcription,
     resolve_provider,
     resolve_providers,
+    resolve_vad,
 )
 from voice_fsm.settings import Settings
 
@@ -111,3 +112,76 @@ def test_openai_without_a_key_or_server_is_refused(monkeypatch: pytest.MonkeyPat
         resolve_provider(settings(), "tts")
     monkeypatch.setenv("VOICE_FSM_TTS__BASE_URL", "http://127.0.0.1:9/v1")
     assert resolve_provider(settings(), "tts") == "openai"
+
+
+# ---------------------------------------------------------------- hands-free turn detection
+
+
+@pytest.mark.usefixtures("no_env")
+@pytest.mark.parametrize(
+    ("installed", "env", "expected"),
+    [
+        # auto: the local detector when installed, whatever speech-to-text is.
+        (True, {}, "local"),
+        (True, {"OPENAI_API_KEY": "sk-test"}, "local"),
+        # auto without it: the Realtime VAD when speech-to-text is OpenAI's Realtime API ...
+        (False, {"OPENAI_API_KEY": "sk-test"}, "openai-realtime"),
+        # ... and nobody when it is not: no live transcription, a file model at a base URL,
+        # or another provider.
+        (False, {"OPENAI_API_KEY": "sk-test", "VOICE_FSM_STT__LIVE": "false"}, None),
+        (
+            False,
+            {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"},
+            None,
+        ),
+        (False, {"VOICE_FSM_STT__PROVIDER": "fake"}, None),
+        # Asked for by name.
+        (
+            True,
+            {"OPENAI_API_KEY": "sk-test", "VOICE_FSM_VAD__PROVIDER": "openai-realtime"},
+            "openai-realtime",
+        ),
+        (True, {"VOICE_FSM_VAD__PROVIDER": "local"}, "local"),
+        (True, {"VOICE_FSM_VAD__PROVIDER": "off"}, None),
+        (False, {"OPENAI_API_KEY": "sk-test", "VOICE_FSM_VAD__PROVIDER": "off"}, None),
+    ],
+)
+def test_who_detects_hands_free_turns(
+    monkeypatch: pytest.MonkeyPatch,
+    installed: bool,
+    env: dict[str, str],
+    expected: str | None,
+) -> None:
+    monkeypatch.setattr(providers, "local_engines_installed", lambda: installed)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert resolve_vad(settings()) == expected
+
+
+@pytest.mark.usefixtures("no_env")
+def test_a_detector_asked_for_but_not_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(providers, "local_engines_installed", lambda: False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("VOICE_FSM_VAD__PROVIDER", "local")
+    with pytest.raises(ConfigError, match="VOICE_FSM_VAD__PROVIDER=local needs"):
+        resolve_vad(settings())
+    monkeypatch.setenv("VOICE_FSM_VAD__PROVIDER", "openai-realtime")
+    monkeypatch.setenv("VOICE_FSM_STT__LIVE", "false")
+    with pytest.raises(ConfigError, match="VOICE_FSM_STT__LIVE=true"):
+        resolve_vad(settings())
+
+
+@pytest.mark.usefixtures("no_env")
+async def test_the_pipeline_offers_the_detector_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    from voice_fsm.providers import build_pipeline
+
+    monkeypatch.setattr(providers, "local_engines_installed", lambda: False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    pipeline = build_pipeline(settings())
+    assert (pipeline.vad, pipeline.hands_free) == (None, True)
+    assert pipeline.turns is not None
+    await pipeline.aclose()
+    monkeypatch.setenv("VOICE_FSM_VAD__PROVIDER", "off")
+    pipeline = build_pipeline(settings())
+    assert (pipeline.vad, pipeline.turns, pipeline.hands_free) == (None, None, False)
+    await pipeline.aclose()

@@ -205,6 +205,9 @@ def test_a_missing_dotenv_file_is_fine(tmp_path: Path) -> None:
         ("VOICE_FSM_LLM__REASONING_EFFORT", "maximal", ("llm", "reasoning_effort")),
         ("VOICE_FSM_LIMITS__MAX_MESSAGE_BYTES", "0", ("limits", "max_message_bytes")),
         ("VOICE_FSM_LOG__FORMAT", "xml", ("log", "format")),
+        ("VOICE_FSM_VAD__PROVIDER", "silero", ("vad", "provider")),
+        ("VOICE_FSM_VAD__TURN_DETECTION", "semantic", ("vad", "turn_detection")),
+        ("VOICE_FSM_VAD__EAGERNESS", "eager", ("vad", "eagerness")),
     ],
 )
 def test_bad_values_name_the_field(
@@ -265,6 +268,25 @@ def test_reasoning_effort_can_be_raised(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("VOICE_FSM_LLM__REASONING_EFFORT", "low")
 
     assert load().llm.reasoning_effort == "low"
+
+
+def test_hands_free_detection_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    vad = load().vad
+    assert (vad.provider, vad.turn_detection, vad.eagerness) == ("auto", "server_vad", "auto")
+    # Unset padding: each detector's own default.
+    assert (vad.pad_ms("local"), vad.pad_ms("openai-realtime")) == (30, 300)
+
+    monkeypatch.setenv("VOICE_FSM_VAD__PROVIDER", "openai-realtime")
+    monkeypatch.setenv("VOICE_FSM_VAD__TURN_DETECTION", "semantic_vad")
+    monkeypatch.setenv("VOICE_FSM_VAD__EAGERNESS", "low")
+    monkeypatch.setenv("VOICE_FSM_VAD__SPEECH_PAD_MS", "120")
+    vad = load().vad
+    assert (vad.provider, vad.turn_detection, vad.eagerness) == (
+        "openai-realtime",
+        "semantic_vad",
+        "low",
+    )
+    assert (vad.pad_ms("local"), vad.pad_ms("openai-realtime")) == (120, 120)
 
 
 # ---------------------------------------------------------------- secrets

@@ -374,6 +374,14 @@ function stopHandsFree({ tellServer = true } = {}) {
 
 function onSessionUpdated(event) {
   const mode = event.session && event.session.mode;
+  if (mode === 'push_to_talk' && app.modeSent === 'hands_free' && !app.leavingHandsFree) {
+    // The server ended hands-free mode itself: its speech detection could not start or failed
+    // (the error just before says why). Switch it off here too; it may be switched on again.
+    app.modeSent = 'push_to_talk';
+    ui.handsFree.checked = false;
+    stopHandsFree({ tellServer: false });
+    return;
+  }
   if (!app.leavingHandsFree || mode !== 'push_to_talk') return;
   app.leavingHandsFree = false;
   // The server handles messages in order: if it is recording now, that is a hands-free turn it
@@ -459,7 +467,9 @@ function onEvent(event) {
     case 'error':
       hooks.lastError = event;
       showError(describeError(event), event.code, event.message);
-      if (!MESSAGE_LEVEL_CODES.has(event.code)) {
+      // A finished turn keeps its outcome: an error between turns (hands-free detection lost)
+      // is not about it.
+      if (!MESSAGE_LEVEL_CODES.has(event.code) && conversation.isOpen(event.turn)) {
         conversation.error(event.turn, `${shortError(event)} (${event.code}).`, event.code);
       }
       break;

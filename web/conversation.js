@@ -232,6 +232,12 @@ export class Conversation {
     entry.setPhase('cancelled', true);
   }
 
+  /** Whether `turn` is shown and still under way. */
+  isOpen(turn) {
+    const entry = this.get(turn);
+    return Boolean(entry && entry.open);
+  }
+
   error(turn, text, code) {
     const entry = this.get(turn);
     if (!entry) return;

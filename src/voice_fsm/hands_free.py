@@ -1,17 +1,26 @@
 """Hands-free turns: the client streams the microphone all the time and voice activity
 detection decides when a turn starts and ends.
 
-`HandsFree` keeps the last second or so of the stream, so a turn that the detector confirms
-a little after the speech began still starts with its first syllable.
+The detector is either local (a `SpeechDetector`, Silero VAD: `feed` returns its events at
+once) or the speech-to-text provider's own (a `TurnDetector`, OpenAI Realtime's VAD: its
+events arrive later on a task of its own and are relayed into the session's inbox as
+`Detected`, and each turn it finds comes transcribed).
+
+`HandsFree` keeps the last seconds of the stream, so a turn that the detector confirms a
+little after the speech began still starts with its first syllable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
+from voice_fsm.adapters.base import LiveSpeechToText, LiveTranscription, TurnDetector
 from voice_fsm.audio import BYTES_PER_SAMPLE, SAMPLE_RATE, bytes_for_ms
-from voice_fsm.vad_events import VadEvent
+from voice_fsm.errors import VoiceError
+from voice_fsm.vad_events import SpeechStarted, VadEvent
 
 if TYPE_CHECKING:
     from voice_fsm.vad import SpeechDetector
@@ -19,22 +28,54 @@ if TYPE_CHECKING:
 DetectorFactory = Callable[[], "SpeechDetector"]
 
 
+class TurnDetectorFactory(Protocol):
+    async def __call__(self, *, language: str | None) -> TurnDetector:
+        """Open one stream's turn detection at the provider. Raises `ProviderError`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Detected:
+    """What a provider's detector reported for `stream`: an event, or the error that ended it."""
+
+    stream: HandsFree
+    event: VadEvent | VoiceError
+
+
+Relay = Callable[[Detected], Awaitable[None]]
+
+
 class HandsFree:
-    def __init__(self, detector: SpeechDetector, *, keep_ms: int = 1500) -> None:
+    def __init__(
+        self,
+        detector: SpeechDetector | TurnDetector,
+        *,
+        relay: Relay | None = None,
+        keep_ms: int = 1500,
+    ) -> None:
         self.detector = detector
         self._keep = bytes_for_ms(keep_ms)
         self._recent = bytearray()  # the end of the stream, at most `keep_ms`
         self._position = 0  # bytes fed since the start of the stream
+        self._relay: asyncio.Task[None] | None = None
+        if isinstance(detector, TurnDetector):
+            if relay is None:
+                raise ValueError("a provider's detector needs a relay for its events")
+            self._relay = asyncio.create_task(self._run_relay(detector, relay), name="hands-free")
 
     @property
     def position_ms(self) -> int:
         return self._position * 1000 // (BYTES_PER_SAMPLE * SAMPLE_RATE)
 
     def feed(self, frame: bytes) -> list[VadEvent]:
+        """The next frame of the stream; the local detector's events decided by it."""
         self._position += len(frame)
         self._recent += frame
         if len(self._recent) > self._keep:
             del self._recent[: len(self._recent) - self._keep]
+        if isinstance(self.detector, TurnDetector):
+            self.detector.append(frame)  # its events come through the relay
+            return []
         return self.detector.feed(frame)
 
     def audio_since(self, ms: int) -> bytes:
@@ -42,7 +83,40 @@ class HandsFree:
         start = max(bytes_for_ms(ms), self._position - len(self._recent))
         return bytes(self._recent[len(self._recent) - (self._position - start) :])
 
+    def transcriber(self, event: SpeechStarted) -> LiveSpeechToText | None:
+        """What transcribes the turn `event` starts: the provider's detector, which heard it,
+        or None (the pipeline's speech-to-text)."""
+        if isinstance(self.detector, TurnDetector) and event.item is not None:
+            return _ItemTranscriber(self.detector, event.item)
+        return None
+
     def reset(self) -> None:
-        self.detector.reset()
+        if not isinstance(self.detector, TurnDetector):
+            self.detector.reset()
         self._recent.clear()
         self._position = 0
+
+    async def aclose(self) -> None:
+        """Stop relaying and close a provider's detector (its connection)."""
+        if self._relay is not None:
+            self._relay.cancel()
+            await asyncio.wait({self._relay})
+        if isinstance(self.detector, TurnDetector):
+            await self.detector.aclose()
+
+    async def _run_relay(self, detector: TurnDetector, relay: Relay) -> None:
+        async for event in detector.events():
+            await relay(Detected(self, event))
+        if detector.error is not None:  # else it was closed, which its closer knows
+            await relay(Detected(self, detector.error))
+
+
+class _ItemTranscriber:
+    """A `LiveSpeechToText` whose one live transcription is the detector's transcript of `item`."""
+
+    def __init__(self, detector: TurnDetector, item: str) -> None:
+        self._detector = detector
+        self._item = item
+
+    async def start_live(self, *, language: str | None = None) -> LiveTranscription:
+        return self._detector.transcription(self._item)

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from voice_fsm.adapters.base import LanguageModel, SpeechToText, TextToSpeech
 from voice_fsm.adapters.local_models import (
@@ -14,11 +14,15 @@ from voice_fsm.adapters.local_models import (
     LocalModelMissing,
     local_engines_installed,
 )
-from voice_fsm.hands_free import DetectorFactory
+from voice_fsm.hands_free import DetectorFactory, TurnDetectorFactory
 from voice_fsm.logging_setup import get_logger
 from voice_fsm.settings import ResolvedProvider, Settings, StageSettings
 
+if TYPE_CHECKING:
+    from voice_fsm.adapters.base import TurnDetector
+
 STAGES = ("stt", "llm", "tts")
+VadKind = Literal["local", "openai-realtime"]
 
 
 class ConfigError(Exception):
@@ -33,7 +37,15 @@ class Pipeline:
     llm: LanguageModel
     tts: TextToSpeech
     vad: DetectorFactory | None = None
-    """Makes one stream's speech detector, for hands-free mode; None: push-to-talk only."""
+    """Makes one stream's local speech detector (Silero), for hands-free mode."""
+    turns: TurnDetectorFactory | None = None
+    """Opens one stream's turn detection at the speech-to-text provider (OpenAI Realtime's
+    VAD), for hands-free mode when there is no local detector."""
+
+    @property
+    def hands_free(self) -> bool:
+        """Whether sessions can have hands-free mode (else push-to-talk only)."""
+        return self.vad is not None or self.turns is not None
 
     def describe(self) -> dict[str, dict[str, str]]:
         return {
@@ -95,6 +107,29 @@ def resolve_providers(settings: Settings) -> dict[str, ResolvedProvider]:
     return {name: resolve_provider(settings, name) for name in STAGES}
 
 
+def resolve_vad(settings: Settings, stt: ResolvedProvider | None = None) -> VadKind | None:
+    """Who detects hands-free turns (None: nobody, push-to-talk only). `stt` is the resolved
+    speech-to-text provider (resolved here when not given)."""
+    choice = settings.vad.provider
+    if choice == "off":
+        return None
+    if choice == "local" and not local_engines_installed():
+        raise ConfigError(
+            "VOICE_FSM_VAD__PROVIDER=local needs the embedded engines. " + LOCAL_EXTRA_HINT
+        )
+    if choice == "local" or (choice == "auto" and local_engines_installed()):
+        return "local"
+    stt = stt or resolve_provider(settings, "stt")
+    realtime = stt == "openai" and live_transcription(settings)
+    if choice == "openai-realtime" and not realtime:
+        raise ConfigError(
+            "VOICE_FSM_VAD__PROVIDER=openai-realtime needs speech-to-text through OpenAI's "
+            "Realtime API: VOICE_FSM_STT__PROVIDER=openai (or auto, with OPENAI_API_KEY) and "
+            "live transcription (VOICE_FSM_STT__LIVE=true; on by default without a base URL)."
+        )
+    return "openai-realtime" if realtime else None
+
+
 def build_pipeline(settings: Settings) -> Pipeline:
     providers = resolve_providers(settings)
     # Imported here so a fake-only set-up does not pay for the OpenAI SDK's import.
@@ -135,7 +170,28 @@ def build_pipeline(settings: Settings) -> Pipeline:
             stt, llm, tts = _build_local(settings, providers, stt, llm, tts)
         except LocalModelMissing as err:
             raise ConfigError(str(err)) from err
-    return Pipeline(stt=stt, llm=llm, tts=tts, vad=_vad_factory(settings))
+    vad = resolve_vad(settings, providers["stt"])
+    return Pipeline(
+        stt=stt,
+        llm=llm,
+        tts=tts,
+        vad=_vad_factory(settings) if vad == "local" else None,
+        turns=_turns_factory(settings, stt) if vad == "openai-realtime" else None,
+    )
+
+
+def _turns_factory(settings: Settings, stt: SpeechToText) -> TurnDetectorFactory:
+    """The Realtime transcription session's own VAD: one connection per hands-free stream."""
+    from voice_fsm.adapters.openai_realtime_stt import OpenAIRealtimeSpeechToText
+    from voice_fsm.adapters.openai_realtime_turns import turn_detection
+
+    assert isinstance(stt, OpenAIRealtimeSpeechToText)  # what resolve_vad asked for
+    detection = turn_detection(settings.vad)
+
+    async def open_turns(*, language: str | None) -> TurnDetector:
+        return await stt.detect_turns(language=language, turn_detection=detection)
+
+    return open_turns
 
 
 def _vad_factory(settings: Settings) -> DetectorFactory | None:
@@ -153,7 +209,7 @@ def _vad_factory(settings: Settings) -> DetectorFactory | None:
             threshold=vad.threshold,
             min_silence_ms=vad.min_silence_ms,
             min_speech_ms=vad.min_speech_ms,
-            speech_pad_ms=vad.speech_pad_ms,
+            speech_pad_ms=vad.pad_ms("local"),
         )
 
     return detector

@@ -31,7 +31,15 @@ from voice_fsm.adapters.base import (
 from voice_fsm.adapters.streams import closing_stream
 from voice_fsm.audio import bytes_for_ms, duration_ms
 from voice_fsm.conversation import Conversation
-from voice_fsm.errors import ErrorCode, InputError, NoSpeechError, ServerError, Stage, VoiceError
+from voice_fsm.errors import (
+    ErrorCode,
+    InputError,
+    NoSpeechError,
+    ProviderError,
+    ServerError,
+    Stage,
+    VoiceError,
+)
 from voice_fsm.events import (
     AudioFormat,
     AudioStart,
@@ -55,7 +63,7 @@ from voice_fsm.events import (
     VadSpeechStarted,
     VadSpeechStopped,
 )
-from voice_fsm.hands_free import HandsFree
+from voice_fsm.hands_free import Detected, HandsFree
 from voice_fsm.live import LiveTurn
 from voice_fsm.logging_setup import get_logger
 from voice_fsm.machine import REPLY_STATES, State, build_machine
@@ -63,14 +71,16 @@ from voice_fsm.providers import Pipeline
 from voice_fsm.settings import Settings
 from voice_fsm.speech_pieces import SentenceSplitter
 from voice_fsm.turn import Turn
-from voice_fsm.vad_events import SpeechStarted
+from voice_fsm.vad_events import SpeechStarted, VadEvent
 
 Sender = Callable[[ServerEvent | bytes], Awaitable[None]]
 Command = SessionUpdate | InputAudioStart | InputAudioStop | ResponseCancel | ConversationClear
-Submission = Command | bytes | VoiceError
+Submission = Command | bytes | VoiceError | Detected
 
 MAX_AUDIO_FRAME = bytes_for_ms(100)
 """Reply audio goes out in frames of at most 100 ms, so clients can start playing early."""
+PROVIDER_VAD_KEEP_MS = 3000
+"""Hands-free audio kept for a provider's detector, whose events come a network trip late."""
 
 
 class Session:
@@ -131,6 +141,7 @@ class Session:
         finally:
             await self._stop_stage()
             await self._close_live(self.turn)
+            self._close_hands_free()
             if self._closing:
                 await asyncio.wait(self._closing)
             if self.state != State.IDLE:
@@ -154,11 +165,17 @@ class Session:
                 await self._on_cancel(item.played_ms)
             case SessionUpdate():
                 await self._on_session_update(item.session)
+            case Detected():
+                if item.stream is self.hands_free:  # not from a stream closed since
+                    await self._on_detected(item.event)
             case ConversationClear():
                 self.conversation.clear()
                 self.log.info("conversation.cleared")
 
-    async def _on_start(self, played_ms: int | None = None) -> None:
+    async def _on_start(
+        self, played_ms: int | None = None, transcriber: LiveSpeechToText | None = None
+    ) -> None:
+        """Start a turn; `transcriber` transcribes it live instead of the pipeline's."""
         if self.state == State.RECORDING:
             raise InputError(
                 ErrorCode.INVALID_STATE, "Already recording: send input_audio.stop first."
@@ -174,14 +191,15 @@ class Session:
         self._begin_turn()
         await self._fire("barge_in" if barge_in else "start")
         stt = self.pipeline.stt
-        if isinstance(stt, LiveSpeechToText):
+        live = transcriber or (stt if isinstance(stt, LiveSpeechToText) else None)
+        if live is not None:
             number = self.turn.number
 
             async def forward(text: str) -> None:
                 await self._send(TranscriptDeltaEvent(turn=number, text=text))
 
             self.turn.live = LiveTurn(
-                stt, self.turn.audio, language=self.config.language, on_delta=forward, log=self.log
+                live, self.turn.audio, language=self.config.language, on_delta=forward, log=self.log
             )
 
     async def _on_stop(self) -> None:
@@ -264,30 +282,73 @@ class Session:
         if was_recording:
             await self._record(frame)
         for event in events:
-            if isinstance(event, SpeechStarted):
-                recording = self.state == State.RECORDING
-                number = self.turn.number + (0 if recording else 1)
-                await self._send(VadSpeechStarted(audio_ms=event.audio_ms, turn=number))
-                if not recording:
-                    await self._on_start()  # a barge-in if a reply is in flight
-                    # The detector confirms speech a little after it began: start from there.
-                    await self._record(hands_free.audio_since(event.audio_ms))
-            else:
-                await self._send(VadSpeechStopped(audio_ms=event.audio_ms, turn=self.turn.number))
-                if self.state == State.RECORDING:
-                    await self._on_stop()
+            await self._on_vad(hands_free, event)
+
+    async def _on_vad(self, hands_free: HandsFree, event: VadEvent) -> None:
+        """Speech starts a turn (a barge-in if a reply is in flight) and its end ends it."""
+        if isinstance(event, SpeechStarted):
+            recording = self.state == State.RECORDING
+            number = self.turn.number + (0 if recording else 1)
+            await self._send(VadSpeechStarted(audio_ms=event.audio_ms, turn=number))
+            if not recording:
+                await self._on_start(transcriber=hands_free.transcriber(event))
+                # The detector confirms speech a little after it began: start from there.
+                await self._record(hands_free.audio_since(event.audio_ms))
+        else:
+            await self._send(VadSpeechStopped(audio_ms=event.audio_ms, turn=self.turn.number))
+            if self.state == State.RECORDING:
+                await self._on_stop()
+
+    async def _on_detected(self, event: VadEvent | VoiceError) -> None:
+        """An event of the provider's detector, relayed in order with the audio and commands."""
+        hands_free = self.hands_free
+        assert hands_free is not None
+        if isinstance(event, VoiceError):
+            await self._hands_free_failed(event)
+        else:
+            await self._on_vad(hands_free, event)
+
+    async def _hands_free_failed(self, err: VoiceError) -> None:
+        """The provider's detector could not open, or failed (its connection lost): the error,
+        then push-to-talk again (`session.updated`); hands_free may be asked for again. A turn
+        it was recording fails: nothing would end it."""
+        self._close_hands_free()
+        self.config = self.config.model_copy(update={"mode": "push_to_talk"})
+        if self.state == State.RECORDING:
+            await self._fail(err)
+        else:
+            await self._report(err)
+        self._stray_audio_reported = True  # the client streams on until it hears of it
+        await self._send(SessionUpdated(session=self.config))
+
+    async def _open_hands_free(self) -> HandsFree:
+        pipeline = self.pipeline
+        if pipeline.vad is not None:
+            return HandsFree(pipeline.vad())
+        if pipeline.turns is None:
+            raise InputError(
+                ErrorCode.INVALID_MESSAGE,
+                "hands_free mode needs voice activity detection, which this server does not "
+                "have (the embedded engines' or OpenAI Realtime speech-to-text's, "
+                "VOICE_FSM_VAD__PROVIDER); use push_to_talk.",
+            )
+        detector = await pipeline.turns(language=self.config.language)
+        return HandsFree(detector, relay=self.submit, keep_ms=PROVIDER_VAD_KEEP_MS)
+
+    def _close_hands_free(self) -> None:
+        hands_free, self.hands_free = self.hands_free, None
+        if hands_free is not None:
+            self._close_in_background(hands_free)
 
     async def _on_session_update(self, update: SessionConfig) -> None:
         if update.mode == "hands_free" and self.hands_free is None:
-            if self.pipeline.vad is None:
-                raise InputError(
-                    ErrorCode.INVALID_MESSAGE,
-                    "hands_free mode needs voice activity detection, which this server does "
-                    "not have (it comes with the embedded engines); use push_to_talk.",
-                )
-            self.hands_free = HandsFree(self.pipeline.vad())
+            try:
+                self.hands_free = await self._open_hands_free()
+            except ProviderError as err:
+                await self._hands_free_failed(err)  # the update is not applied
+                return
         elif update.mode == "push_to_talk" and self.hands_free is not None:
-            self.hands_free = None
+            self._close_hands_free()
             if self.state == State.RECORDING:  # nothing would end that turn any more
                 await self._on_cancel(None)
         changes = update.model_dump(exclude_none=True)
@@ -369,9 +430,12 @@ class Session:
         """Close the turn's live transcription without waiting for it (off the critical path)."""
         live, turn.live = turn.live, None
         if live is not None:
-            task = asyncio.create_task(live.aclose())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._close_in_background(live)
+
+    def _close_in_background(self, closable: LiveTurn | HandsFree) -> None:
+        task = asyncio.create_task(closable.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _close_live(self, turn: Turn) -> None:
         live, turn.live = turn.live, None
@@ -590,6 +654,6 @@ class Session:
             stt=StageInfo(**stages["stt"]),
             llm=StageInfo(**stages["llm"]),
             tts=StageInfo(**stages["tts"]),
-            modes=["push_to_talk", "hands_free"] if self.pipeline.vad else ["push_to_talk"],
+            modes=["push_to_talk", "hands_free"] if self.pipeline.hands_free else ["push_to_talk"],
             session=self.config,
         )

@@ -113,13 +113,42 @@ class LocalSettings(_Group):
     threads: int = Field(default=2, ge=1, description="CPU threads per engine")
 
 
-class VadSettings(_Group):
-    """Turn detection in hands-free mode."""
+VadProvider = Literal["auto", "local", "openai-realtime", "off"]
 
+
+class VadSettings(_Group):
+    """Turn detection in hands-free mode: the local Silero detector, or the server VAD of
+    OpenAI's Realtime transcription session (``threshold``, ``min_silence_ms`` and
+    ``speech_pad_ms`` become its ``threshold``, ``silence_duration_ms`` and
+    ``prefix_padding_ms``)."""
+
+    provider: VadProvider = Field(
+        default="auto",
+        description="auto: local when installed, else openai-realtime when speech-to-text "
+        "is OpenAI's Realtime API, else none; off: push-to-talk only",
+    )
+    turn_detection: Literal["server_vad", "semantic_vad"] = Field(
+        default="server_vad", description="openai-realtime: the Realtime session's detector"
+    )
+    eagerness: Literal["auto", "low", "medium", "high"] = Field(
+        default="auto", description="semantic_vad: how soon a pause ends the turn"
+    )
     threshold: float = Field(default=0.5, gt=0, lt=1, description="speech probability to start")
     min_silence_ms: int = Field(default=500, ge=0, description="silence that ends a turn")
-    min_speech_ms: int = Field(default=250, ge=0, description="shortest speech that is a turn")
-    speech_pad_ms: int = Field(default=30, ge=0, description="audio kept before the speech")
+    min_speech_ms: int = Field(
+        default=250, ge=0, description="local: shortest speech that is a turn"
+    )
+    speech_pad_ms: int | None = Field(
+        default=None,
+        ge=0,
+        description="audio kept before the speech; unset: 30 local, 300 (OpenAI's) Realtime",
+    )
+
+    def pad_ms(self, provider: Literal["local", "openai-realtime"]) -> int:
+        """`speech_pad_ms`, or the detector's own default."""
+        if self.speech_pad_ms is not None:
+            return self.speech_pad_ms
+        return 30 if provider == "local" else 300
 
 
 class LimitSettings(_Group):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,6 +25,23 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+async def eventually(check: Callable[[], object], seconds: float = 2.0) -> None:
+    """Poll `check` until it is true: for what a fake server records from its own thread,
+    where there is no event to wait on."""
+    async with asyncio.timeout(seconds):
+        while not check():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+def eventually_sync(check: Callable[[], object], seconds: float = 2.0) -> None:
+    """`eventually` for tests without an event loop (the browser tests)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not true within {seconds:g} s: {check}")
+        time.sleep(0.01)
+
+
 def console_script(name: str = "voice-fsm") -> str:
     """The path of an installed console script of this venv."""
     path = SCRIPTS / name
@@ -33,8 +51,13 @@ def console_script(name: str = "voice-fsm") -> str:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """HOME and PATH only, plus `extra`: nothing else of the caller's environment leaks in."""
+    """HOME and PATH only, plus `extra`: nothing else of the caller's environment leaks in.
+
+    PYTHONPATH too, when set: it says which source tree is under test (an editable install
+    may point the venv's scripts at another checkout)."""
     env = {"HOME": os.environ.get("HOME", "/tmp"), "PATH": os.environ.get("PATH", "/usr/bin")}
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     env.update(extra)
     return env
 

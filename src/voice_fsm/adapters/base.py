@@ -1,4 +1,5 @@
-"""The three adapter protocols. Each is streaming-first and cancellable.
+"""The three adapter protocols, and the live ones some speech-to-text providers add. Each is
+streaming-first and cancellable.
 
 Cancelling the task that iterates a stream must close the provider's stream: implementations
 release what they hold in ``try/finally`` (or ``async with``) inside their generators, and the
@@ -10,6 +11,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
+
+from voice_fsm.errors import VoiceError
+from voice_fsm.vad_events import VadEvent
 
 PCM_SAMPLE_RATE = 24_000
 """Every adapter speaks PCM16 little-endian mono at this rate, both ways."""
@@ -120,4 +124,33 @@ class LiveSpeechToText(Protocol):
 
     async def start_live(self, *, language: str | None = None) -> LiveTranscription:
         """Open a live transcription for one turn. Raises `ProviderError` if it cannot."""
+        ...
+
+
+@runtime_checkable
+class TurnDetector(Protocol):
+    """A provider's own voice activity detection over one continuous audio stream (hands-free
+    mode); it transcribes each turn it finds, so the turn needs no speech-to-text of its own."""
+
+    def append(self, pcm: bytes) -> None:
+        """More of the stream (PCM16 24 kHz mono): cheap, never waits for the provider."""
+        ...
+
+    def events(self) -> AsyncIterator[VadEvent]:
+        """Speech started and stopped, at positions of the stream since it was opened, each
+        with the provider's `item` for that speech. Ends when the detector fails (`error`
+        says why) or is closed."""
+        ...
+
+    def transcription(self, item: str) -> LiveTranscription:
+        """The transcript of the speech `item`: deltas while it is spoken, then `finish`."""
+        ...
+
+    @property
+    def error(self) -> VoiceError | None:
+        """Why the detector stopped, once it has failed."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop and release everything; safe to call at any time, more than once."""
         ...

@@ -1,11 +1,18 @@
-"""One `AsyncOpenAI` client per stage, configured from that stage's settings."""
+"""One `AsyncOpenAI` client per stage, configured from that stage's settings, and what
+every Realtime connection shares."""
 
 from __future__ import annotations
 
+from contextlib import suppress
+from typing import cast
+
 import httpx
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+from openai.resources.realtime.realtime import AsyncRealtimeConnection
+from openai.types.websocket_connection_options import WebSocketConnectionOptions
 
 from voice_fsm.adapters.connection_reuse import ConnectionReuseTransport
+from voice_fsm.adapters.openai_errors import TRANSLATED
 from voice_fsm.settings import Settings, StageSettings
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -18,6 +25,8 @@ KEEPALIVE_S = 120.0
 5 s, is shorter than the pause between two turns of a conversation: every turn would then
 open new connections, and against OpenAI a TLS handshake costs about 100 ms or more. A
 connection the provider has closed meanwhile is noticed before reuse and replaced."""
+CLOSE_TIMEOUT = 1.0
+"""Seconds to wait for a Realtime server's close frame before dropping the connection."""
 
 
 def make_openai_client(settings: Settings, stage: StageSettings) -> AsyncOpenAI:
@@ -46,3 +55,15 @@ def make_openai_client(settings: Settings, stage: StageSettings) -> AsyncOpenAI:
             )
         ),
     )
+
+
+def connection_options() -> WebSocketConnectionOptions:
+    # websockets' own close_timeout (default 10 s) bounds close(); the SDK passes these options
+    # to websockets' connect() as they are, but its TypedDict lists only some of them.
+    return cast(WebSocketConnectionOptions, {"close_timeout": CLOSE_TIMEOUT})
+
+
+async def close_quietly(connection: AsyncRealtimeConnection) -> None:
+    """Close `connection`; a connection that is already broken is closed enough."""
+    with suppress(*TRANSLATED):
+        await connection.close()

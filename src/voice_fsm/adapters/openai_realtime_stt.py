@@ -17,7 +17,6 @@ import base64
 import uuid
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import suppress
 from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
@@ -42,17 +41,16 @@ from openai.types.realtime import (
     RealtimeServerEvent,
 )
 from openai.types.realtime.session_update_event_param import Session
-from openai.types.websocket_connection_options import WebSocketConnectionOptions
 
 from voice_fsm.adapters.base import SpeechToText, TranscriptDelta, TranscriptDone, TranscriptEvent
-from voice_fsm.adapters.openai_errors import TRANSLATED, realtime_error, translating
+from voice_fsm.adapters.openai_client import close_quietly, connection_options
+from voice_fsm.adapters.openai_errors import realtime_error, translating
+from voice_fsm.adapters.openai_realtime_turns import RealtimeTurnDetector
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.provider_requests import note
 from voice_fsm.settings import SttSettings
 
 LIVE_MODEL = "gpt-live-transcribe"
-CLOSE_TIMEOUT = 1.0
-"""Seconds to wait for the server's close frame before dropping the connection."""
 APPEND_BYTES = 96_000
 """Audio per ``input_audio_buffer.append`` when a completed recording is sent: 2 s of PCM16."""
 COMMIT_EMPTY = "input_audio_buffer_commit_empty"
@@ -82,18 +80,6 @@ VadEvent = SpeechStarted | SpeechStopped
 
 class _Default(Enum):
     TURN_DETECTION = "the adapter's turn detection"
-
-
-def connection_options() -> WebSocketConnectionOptions:
-    # websockets' own close_timeout (default 10 s) bounds close(); the SDK passes these options
-    # to websockets' connect() as they are, but its TypedDict lists only some of them.
-    return cast(WebSocketConnectionOptions, {"close_timeout": CLOSE_TIMEOUT})
-
-
-async def close_quietly(connection: AsyncRealtimeConnection) -> None:
-    """Close `connection`; a connection that is already broken is closed enough."""
-    with suppress(*TRANSLATED):
-        await connection.close()
 
 
 def transcription_session(
@@ -347,7 +333,9 @@ class OpenAIRealtimeSpeechToText:
         self._secrets = secrets
         self._turn_detection = turn_detection
         self._fallback = fallback
-        self._open: weakref.WeakSet[RealtimeTranscription] = weakref.WeakSet()
+        self._open: weakref.WeakSet[RealtimeTranscription | RealtimeTurnDetector] = (
+            weakref.WeakSet()
+        )
         # The SDK imports a resource's modules on first use: pay it at start-up.
         _ = client.realtime
 
@@ -365,6 +353,29 @@ class OpenAIRealtimeSpeechToText:
         """
         if isinstance(turn_detection, _Default):
             turn_detection = self._turn_detection
+        connection = await self._connect(language, turn_detection)
+        live = RealtimeTranscription(
+            connection, timeout=self._settings.timeout, secrets=self._secrets, on_vad=on_vad
+        )
+        self._open.add(live)
+        return live
+
+    async def detect_turns(
+        self, *, language: str | None = None, turn_detection: dict[str, Any]
+    ) -> RealtimeTurnDetector:
+        """Open one hands-free stream's connection, with the server's VAD (`turn_detection`)
+        finding its turns and transcribing each (a `TurnDetector`)."""
+        connection = await self._connect(language, turn_detection)
+        turns = RealtimeTurnDetector(
+            connection, timeout=self._settings.timeout, secrets=self._secrets
+        )
+        self._open.add(turns)
+        return turns
+
+    async def _connect(
+        self, language: str | None, turn_detection: TurnDetection
+    ) -> AsyncRealtimeConnection:
+        """A transcription session, connected and configured."""
         session = transcription_session(
             self.model, language or self._settings.language, turn_detection
         )
@@ -380,11 +391,7 @@ class OpenAIRealtimeSpeechToText:
             except BaseException:
                 await close_quietly(connection)
                 raise
-        live = RealtimeTranscription(
-            connection, timeout=self._settings.timeout, secrets=self._secrets, on_vad=on_vad
-        )
-        self._open.add(live)
-        return live
+        return connection
 
     def transcribe(
         self, pcm: bytes, *, language: str | None = None

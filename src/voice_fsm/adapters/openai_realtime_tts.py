@@ -28,8 +28,8 @@ from openai.types.realtime.realtime_response_create_params_param import (
 )
 from openai.types.realtime.session_update_event_param import Session
 
+from voice_fsm.adapters.openai_client import close_quietly, connection_options
 from voice_fsm.adapters.openai_errors import TRANSLATED, realtime_error, translating
-from voice_fsm.adapters.openai_realtime_stt import close_quietly, connection_options
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.provider_requests import note
 from voice_fsm.settings import TtsSettings

@@ -4,7 +4,9 @@ It speaks the GA shapes in docs/openai-wire-formats.md. ``?intent=transcription`
 transcription session: word deltas of `FakeRealtimeConfig.transcript` arrive while audio is
 appended (one per ``delta_every_ms`` of audio), ``input_audio_buffer.committed`` answers a commit
 (or server VAD's end of speech) and ``...transcription.completed`` follows after
-``transcription_delay``. ``?model=...`` opens a realtime session whose ``response.create`` speaks
+``transcription_delay``. With ``turn_detection`` set, a loudness detector plays the server's VAD
+(see `_Connection.detect`): ``speech_started``, ``speech_stopped``, then the item is committed
+by itself. ``?model=...`` opens a realtime session whose ``response.create`` speaks
 the input text as `voice_fsm.testing.fake_openai.speech_pcm`'s tone in
 ``response.output_audio.delta`` chunks. Every event both ways is recorded in
 `FakeRealtimeConfig.events`.
@@ -22,7 +24,7 @@ import json
 import time
 import uuid
 from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -44,6 +46,16 @@ SERVER_VAD = {
     "prefix_padding_ms": 300,
     "silence_duration_ms": 500,
 }
+TURN_DETECTION_FIELDS = {
+    "server_vad": {
+        "type", "threshold", "prefix_padding_ms", "silence_duration_ms", "create_response",
+        "interrupt_response", "idle_timeout_ms",
+    },
+    "semantic_vad": {"type", "eagerness", "create_response", "interrupt_response"},
+}  # fmt: skip
+SEMANTIC_SILENCE_MS = {"low": 1000, "medium": 500, "auto": 500, "high": 250}
+"""The fake's semantic VAD cannot tell a finished sentence: it waits this much silence."""
+SEMANTIC_PREFIX_MS = 300
 PCM = {"type": "audio/pcm", "rate": SAMPLE_RATE}
 FRAME_SAMPLES = SAMPLE_RATE // 100  # the VAD's 10 ms frames
 MIN_COMMIT_MS = 100
@@ -74,13 +86,19 @@ class FakeRealtimeConfig:
     """What the fake answers and how slowly. Delays are in seconds."""
 
     transcript: str = "What is the capital of France?"
+    transcripts: tuple[str, ...] = ()
+    """Transcripts of a connection's first items, in order; later items get `transcript`."""
     api_key: str | None = None  # None accepts any key; a key is always required
     handshake_status: int | None = None  # refuse every handshake with this HTTP status
     session_delay: float = 0.0  # accept -> session.created
     delta_every_ms: int = 200  # one transcript word per this much appended audio
     transcription_delay: float = 0.3  # commit -> the remaining deltas and .completed
     transcription_failure: str | None = None  # send .failed with this message, not .completed
-    vad_rms: float = 0.02  # server VAD: a 10 ms frame above this RMS (full scale 1) is speech
+    vad_rms: float = 0.02
+    """Server VAD: a 10 ms frame above this RMS (full scale 1) is speech at ``threshold`` 0.5;
+    the bar moves with the threshold (0.9 asks for 1.8 times this)."""
+    drop_after_ms: int | None = None
+    """Close each connection (code 1011) once this much audio was appended to it."""
     tts_first_audio_delay: float = 0.05
     tts_chunk_delay: float = 0.01
     tts_chunk_bytes: int = 4800  # 100 ms of PCM16 at 24 kHz
@@ -88,6 +106,8 @@ class FakeRealtimeConfig:
     """Client event type -> the ``error`` object answered instead of handling the event."""
     events: list[RecordedEvent] = field(default_factory=list)
     connections: list[RecordedConnection] = field(default_factory=list)
+    closed: list[int] = field(default_factory=list)
+    """Indexes of the accepted connections whose WebSocket has closed, by either side."""
 
     def reset(self, **changes: Any) -> None:
         """Back to the defaults plus `changes`, with empty records: one server, many tests."""
@@ -138,13 +158,16 @@ class _Connection:
         self.events = config.events  # still this connection's record after a reset
         self.lock = asyncio.Lock()
         self.gone = False
+        self.dropped = False  # the server closed the connection (`drop`)
         self.tasks: set[asyncio.Task[None]] = set()
         self.configured = False
         self.samples = 0  # all audio appended in the session
         self.buffer_samples = 0  # audio since the last commit or clear
         self.item: str | None = None  # the uncommitted item
+        self.item_transcript = ""  # what it says, if it holds speech
         self.item_samples = 0
         self.item_words = 0  # deltas sent for the uncommitted item
+        self.items_made = 0
         self.speaking = False
         self.silence_ms = 0
         self.previous_item: str | None = None
@@ -170,12 +193,24 @@ class _Connection:
         task.add_done_callback(self.tasks.discard)
         return task
 
+    async def drop(self) -> None:
+        """Close the connection from the server's side, as a failing server would."""
+        async with self.lock:
+            self.dropped = True
+            if self.gone:
+                return
+            self.gone = True
+            with suppress(WebSocketDisconnect, RuntimeError, OSError):
+                await self.ws.close(code=1011, reason="The server had an error.")
+
     async def run(self) -> None:
         await asyncio.sleep(self.config.session_delay)
         await self.send("session.created", session=self.session)
         try:
             # The ASGI messages themselves: Starlette's receive_text() stops after a failed send.
             while (message := await self.ws.receive())["type"] == "websocket.receive":
+                if self.dropped:
+                    continue  # read on until the client's close, handle nothing
                 try:
                     event = json.loads(message.get("text") or message.get("bytes") or "")
                 except ValueError:
@@ -199,6 +234,7 @@ class _Connection:
             await self.commit(event)
         elif kind == "input_audio_buffer.clear":
             self.buffer_samples, self.item, self.item_samples, self.item_words = 0, None, 0, 0
+            self.speaking = False
             await self.send("input_audio_buffer.cleared")
         elif kind == "response.create":
             await self.create_response(event)
@@ -222,12 +258,19 @@ class _Connection:
                 message = f"The fake speaks only {PCM}, not {audio_format}."
                 await self.error(_error("invalid_value", message, "session.audio"), event)
                 return
+        problem = _turn_detection_problem((audio.get("input") or {}).get("turn_detection"))
+        if problem is not None:
+            code, message, param = problem
+            await self.error(_error(code, message, param), event)
+            return
         voice = (audio.get("output") or {}).get("voice")
         if voice is not None and voice not in REALTIME_VOICES:
             message = f"Invalid value: '{voice}'. Supported values are: {REALTIME_VOICES}."
             await self.error(_error("invalid_value", message, "session.audio.output.voice"), event)
             return
         _merge(self.session, update)
+        if "turn_detection" in (audio.get("input") or {}):  # replaced as a whole, not merged
+            self.session["audio"]["input"]["turn_detection"] = audio["input"]["turn_detection"]
         self.configured = True
         await self.send("session.updated", session=self.session)
 
@@ -258,28 +301,53 @@ class _Connection:
             at_ms = self.samples * 1000 // SAMPLE_RATE
             self.samples += len(frame)
             self.buffer_samples += len(frame)
-            if vad is not None and vad.get("type") == "server_vad":
-                loud = float(np.sqrt(np.mean((frame / 32768.0) ** 2))) > self.config.vad_rms
-                if not await self.detect(vad, loud, at_ms):
+            if vad is not None:
+                if not await self.detect(vad, _rms(frame), at_ms):
                     continue
             elif self.item is None:
-                self.item = _id("item")
+                self.new_item()
             self.item_samples += len(frame)
             await self.live_deltas()
+        drop_ms = self.config.drop_after_ms
+        if drop_ms is not None and self.samples * 1000 // SAMPLE_RATE >= drop_ms:
+            await self.drop()
 
-    async def detect(self, vad: dict[str, Any], loud: bool, at_ms: int) -> bool:
-        """Server VAD on one 10 ms frame; whether the frame belongs to an item (speech)."""
+    def new_item(self) -> str:
+        made, transcripts = self.items_made, self.config.transcripts
+        self.item = _id("item")
+        self.item_transcript = (
+            transcripts[made] if made < len(transcripts) else self.config.transcript
+        )
+        self.items_made += 1
+        return self.item
+
+    async def detect(self, vad: dict[str, Any], rms: float, at_ms: int) -> bool:
+        """The server's VAD on one 10 ms frame; whether the frame belongs to an item (speech).
+
+        Speech is a frame louder than `vad_rms` (scaled by the threshold); it stops after
+        ``silence_duration_ms`` of quieter frames (semantic_vad: a silence set by its
+        eagerness), and the item is committed at once.
+        """
+        if vad.get("type") == "semantic_vad":
+            threshold, prefix_ms = 0.5, SEMANTIC_PREFIX_MS
+            silence_ms = SEMANTIC_SILENCE_MS[vad.get("eagerness", "auto")]
+        else:
+            threshold = float(vad.get("threshold", SERVER_VAD["threshold"]))
+            prefix_ms = int(vad.get("prefix_padding_ms", SERVER_VAD["prefix_padding_ms"]))
+            silence_ms = int(vad.get("silence_duration_ms", SERVER_VAD["silence_duration_ms"]))
+        loud = rms > self.config.vad_rms * threshold / 0.5
         if not self.speaking:
             if not loud:
                 return False
-            self.speaking, self.silence_ms, self.item = True, 0, _id("item")
-            start_ms = max(0, at_ms - int(vad.get("prefix_padding_ms", 300)))
+            self.speaking, self.silence_ms = True, 0
+            item = self.new_item()
+            start_ms = max(0, at_ms - prefix_ms)
             await self.send(
-                "input_audio_buffer.speech_started", audio_start_ms=start_ms, item_id=self.item
+                "input_audio_buffer.speech_started", audio_start_ms=start_ms, item_id=item
             )
             return True
         self.silence_ms = 0 if loud else self.silence_ms + 10
-        if self.silence_ms < int(vad.get("silence_duration_ms", 500)):
+        if self.silence_ms < silence_ms:
             return True
         end_ms = self.samples * 1000 // SAMPLE_RATE
         await self.send("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=self.item)
@@ -288,7 +356,7 @@ class _Connection:
         return False
 
     async def live_deltas(self) -> None:
-        pieces = words(self.config.transcript)
+        pieces = words(self.item_transcript)
         due = self.item_samples * 1000 // SAMPLE_RATE // max(1, self.config.delta_every_ms)
         while self.item_words < min(due, len(pieces)):
             await self.delta(self.item or "", pieces[self.item_words])
@@ -317,10 +385,10 @@ class _Connection:
 
     async def commit_item(self, *, heard: bool) -> None:
         """Commit the buffer as an item; its transcript is the configured one if it held speech."""
-        item = self.item or _id("item")
+        item = self.item or self.new_item()
         previous, self.previous_item, self.buffer_samples = self.previous_item, item, 0
         await self.send("input_audio_buffer.committed", previous_item_id=previous, item_id=item)
-        transcript = self.config.transcript if heard else ""
+        transcript = self.item_transcript if heard else ""
         self.spawn(self.transcribe(item, transcript, self.item_words, self.item_samples))
         self.item, self.item_samples, self.item_words = None, 0, 0
         content = [{"type": "input_audio", "transcript": None}]
@@ -458,6 +526,41 @@ def _response(response_id: str, status: str, **fields: Any) -> dict[str, Any]:
     }
 
 
+def _rms(frame: np.ndarray) -> float:
+    """Root mean square of PCM16 samples, full scale 1."""
+    return float(np.sqrt(np.mean((frame / 32768.0) ** 2)))
+
+
+def _turn_detection_problem(value: Any) -> tuple[str, str, str] | None:
+    """Why OpenAI would refuse this ``turn_detection`` (code, message, param), or None."""
+    where = "session.audio.input.turn_detection"
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind not in TURN_DETECTION_FIELDS:
+        message = f"Invalid value: '{kind}'. Supported values are: 'server_vad' and 'semantic_vad'."
+        return "invalid_value", message, f"{where}.type"
+    for name in value:
+        if name not in TURN_DETECTION_FIELDS[kind]:
+            return "unknown_parameter", f"Unknown parameter: '{where}.{name}'.", f"{where}.{name}"
+    threshold = value.get("threshold", 0.5)
+    if not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+        message = f"Invalid '{where}.threshold': expected a number from 0 to 1."
+        return "invalid_value", message, f"{where}.threshold"
+    for name in ("prefix_padding_ms", "silence_duration_ms"):
+        ms = value.get(name, 0)
+        if not isinstance(ms, int) or ms < 0:
+            message = f"Invalid '{where}.{name}': expected a whole number of milliseconds."
+            return "invalid_value", message, f"{where}.{name}"
+    eagerness = value.get("eagerness", "auto")
+    if eagerness not in SEMANTIC_SILENCE_MS:
+        message = (
+            f"Invalid value: '{eagerness}'. Supported values are: {tuple(SEMANTIC_SILENCE_MS)}."
+        )
+        return "invalid_value", message, f"{where}.eagerness"
+    return None
+
+
 def _merge(target: dict[str, Any], update: dict[str, Any]) -> None:
     """Deep-merge `update` into `target`, as ``session.update`` does (``null`` replaces)."""
     for key, value in update.items():
@@ -561,7 +664,11 @@ def realtime_routes(config: FakeRealtimeConfig) -> list[BaseRoute]:
             await websocket.send_denial_response(JSONResponse(body, status_code=status))
             return
         await websocket.accept()
-        await _Connection(websocket, config, index, _new_session(query)).run()
+        closed = config.closed  # this connection's record, even after a reset
+        try:
+            await _Connection(websocket, config, index, _new_session(query)).run()
+        finally:
+            closed.append(index)
 
     return [WebSocketRoute("/v1/realtime", endpoint)]
 

@@ -1,4 +1,5 @@
-"""Real speech for tests and benchmarks, made offline with the Piper voice the project ships."""
+"""Speech for tests and benchmarks: real speech made offline with the Piper voice the project
+ships (the `local` extra), and a synthetic voiced signal that needs nothing."""
 
 from __future__ import annotations
 
@@ -35,3 +36,13 @@ def spoken(text: str, *, lead_s: float = 0.1, total_s: float | None = None) -> b
 
 def silence(seconds: float) -> bytes:
     return bytes(2 * int(seconds * SAMPLE_RATE))
+
+
+def voiced(seconds: float) -> bytes:
+    """A synthetic utterance: a voiced buzz (140 Hz and its harmonics) in syllables, four a
+    second, to the end. Speech to a loudness detector (the fake Realtime server's VAD) from
+    start to end; the fakes transcribe anything."""
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    buzz = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 6))
+    syllables = 0.35 + 0.65 * np.abs(np.sin(np.pi * 4 * t))
+    return float_to_pcm16(0.25 * buzz * syllables)
