@@ -29,7 +29,7 @@ from voice_fsm.adapters.base import (
     TranscriptDone,
 )
 from voice_fsm.adapters.streams import closing_stream
-from voice_fsm.audio import bytes_for_ms, duration_ms
+from voice_fsm.audio import duration_ms
 from voice_fsm.conversation import Conversation
 from voice_fsm.errors import (
     ErrorCode,
@@ -37,7 +37,6 @@ from voice_fsm.errors import (
     NoSpeechError,
     ProviderError,
     ServerError,
-    Stage,
     VoiceError,
 )
 from voice_fsm.events import (
@@ -48,7 +47,6 @@ from voice_fsm.events import (
     InputAudioStart,
     InputAudioStop,
     ResponseCancel,
-    ResponseDelta,
     ResponseDone,
     ServerEvent,
     SessionConfig,
@@ -68,8 +66,8 @@ from voice_fsm.live import LiveTurn
 from voice_fsm.logging_setup import get_logger
 from voice_fsm.machine import REPLY_STATES, State, build_machine
 from voice_fsm.providers import Pipeline
+from voice_fsm.reply import speak_while_writing
 from voice_fsm.settings import Settings
-from voice_fsm.speech_pieces import SentenceSplitter
 from voice_fsm.turn import Turn
 from voice_fsm.vad_events import SpeechStarted, VadEvent
 
@@ -77,8 +75,6 @@ Sender = Callable[[ServerEvent | bytes], Awaitable[None]]
 Command = SessionUpdate | InputAudioStart | InputAudioStop | ResponseCancel | ConversationClear
 Submission = Command | bytes | VoiceError | Detected
 
-MAX_AUDIO_FRAME = bytes_for_ms(100)
-"""Reply audio goes out in frames of at most 100 ms, so clients can start playing early."""
 PROVIDER_VAD_KEEP_MS = 3000
 """Hands-free audio kept for a provider's detector, whose events come a network trip late."""
 
@@ -557,22 +553,28 @@ class Session:
         await self._fire("transcribed")
 
     async def _think(self) -> None:
-        """Write the reply and speak it as it is written: each piece goes to text-to-speech
-        while the language model goes on. The machine turns `speaking` at the first audio."""
+        """Write the reply and speak it as it is written; the machine turns `speaking` at the
+        first audio (`_send_audio`)."""
         turn = self.turn
-        pieces: asyncio.Queue[str | None] = asyncio.Queue()
-        writer = asyncio.create_task(self._write_reply(turn, pieces))
-        speaker = asyncio.create_task(self._speak_pieces(turn, pieces))
-        try:
-            done, _ = await asyncio.wait({writer, speaker}, return_when=asyncio.FIRST_EXCEPTION)
-            for task in (writer, speaker):  # the writer's failure explains the speaker's
-                if task in done:
-                    task.result()
-            await speaker
-        finally:
-            for task in (writer, speaker):
-                task.cancel()
-            await asyncio.wait({writer, speaker})
+        instructions = self.config.instructions or self.settings.llm.instructions
+        messages = [
+            ChatMessage("system", instructions),
+            *self.conversation.messages(),
+            ChatMessage("user", turn.transcript),
+        ]
+
+        async def send_audio(frame: bytes) -> None:
+            await self._send_audio(turn, frame)
+
+        await speak_while_writing(
+            turn,
+            self.pipeline.llm,
+            self.pipeline.tts,
+            messages,
+            voice=self.config.voice,
+            send=self._send,
+            send_audio=send_audio,
+        )
         await self._send(turn.audio_done())
         await self._send(ResponseDone(turn=turn.number, text=turn.reply, interrupted=False))
         self.conversation.add_turn(turn.transcript, turn.reply)
@@ -580,58 +582,6 @@ class Session:
         self._finish_turn("ok")
         await self._fire("spoken")
         await self._send(metrics)
-
-    async def _write_reply(self, turn: Turn, pieces: asyncio.Queue[str | None]) -> None:
-        instructions = self.config.instructions or self.settings.llm.instructions
-        messages = [
-            ChatMessage("system", instructions),
-            *self.conversation.messages(),
-            ChatMessage("user", turn.transcript),
-        ]
-        splitter = SentenceSplitter()
-        with turn.clock.span("llm"):
-            stream = self.pipeline.llm.reply(messages)
-            async with closing_stream(stream):
-                async for delta in stream:
-                    if not delta:
-                        continue
-                    turn.clock.mark_once("llm.first_token")
-                    turn.reply += delta
-                    await self._send(ResponseDelta(turn=turn.number, text=delta))
-                    for piece in splitter.feed(delta):
-                        pieces.put_nowait(piece)
-        turn.reply = turn.reply.strip()
-        if not turn.reply:
-            raise VoiceError(
-                ErrorCode.PROVIDER_ERROR,
-                "The language model returned an empty reply.",
-                stage=Stage.LLM,
-            )
-        for piece in splitter.flush():
-            pieces.put_nowait(piece)
-        pieces.put_nowait(None)
-
-    async def _speak_pieces(self, turn: Turn, pieces: asyncio.Queue[str | None]) -> None:
-        pending = b""  # an odd byte left over from the provider's last chunk
-        while (piece := await pieces.get()) is not None:
-            turn.clock.mark_once("tts.start")
-            turn.spoken.start_piece(piece)
-            stream = self.pipeline.tts.synthesize(piece, voice=self.config.voice)
-            async with closing_stream(stream):
-                async for chunk in stream:
-                    turn.clock.mark_once("tts.first_audio")
-                    data = pending + chunk
-                    cut = len(data) - len(data) % 2
-                    pending = data[cut:]
-                    for offset in range(0, cut, MAX_AUDIO_FRAME):
-                        await self._send_audio(
-                            turn, data[offset : min(offset + MAX_AUDIO_FRAME, cut)]
-                        )
-        turn.clock.mark("tts.end")
-        if not turn.audio_sent:
-            raise VoiceError(
-                ErrorCode.PROVIDER_ERROR, "The speech provider returned no audio.", stage=Stage.TTS
-            )
 
     async def _send_audio(self, turn: Turn, frame: bytes) -> None:
         if not turn.audio_sent:
