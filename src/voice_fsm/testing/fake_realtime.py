@@ -7,10 +7,15 @@ appended (one per ``delta_every_ms`` of audio), ``input_audio_buffer.committed``
 ``transcription_delay``. ``?model=...`` opens a realtime session whose ``response.create`` speaks
 the input text as `voice_fsm.testing.fake_openai.speech_pcm`'s tone in
 ``response.output_audio.delta`` chunks. Every event both ways is recorded in
-`FakeRealtimeConfig.events`.
+`FakeRealtimeConfig.events`, and every connection in ``.connections`` (and in ``.closed``
+once it has ended).
 
-Stricter than OpenAI in one way: audio appended before the first ``session.update`` is an
-``error``, so a client that forgets to configure its session is caught.
+As OpenAI does, a session runs one response at a time (a second ``response.create`` while
+one is active is an ``error``, ``conversation_already_has_active_response``), keeps its voice
+once it has spoken (``cannot_update_voice``), and ends after `session_max_duration` with a
+``session_expired`` error. Stricter than OpenAI in one way: audio appended before the first
+``session.update`` is an ``error``, so a client that forgets to configure its session is
+caught.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ import asyncio
 import base64
 import binascii
 import json
+import math
 import time
 import uuid
 from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -86,8 +92,16 @@ class FakeRealtimeConfig:
     tts_chunk_bytes: int = 4800  # 100 ms of PCM16 at 24 kHz
     errors: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Client event type -> the ``error`` object answered instead of handling the event."""
+    hang_up_on: dict[str, int] = field(default_factory=dict)
+    """Client event type -> how many of the next ones the server answers by closing the
+    connection (code 1011) instead: a server that fails, or a session that just ended."""
+    session_max_duration: float | None = None
+    """End every session this long after its connection was accepted: a ``session_expired``
+    error, then the server closes the connection (OpenAI's limit is 60 minutes)."""
     events: list[RecordedEvent] = field(default_factory=list)
     connections: list[RecordedConnection] = field(default_factory=list)
+    closed: list[int] = field(default_factory=list)
+    """Indexes of the accepted connections that have ended, closed by either side."""
 
     def reset(self, **changes: Any) -> None:
         """Back to the defaults plus `changes`, with empty records: one server, many tests."""
@@ -102,6 +116,11 @@ class FakeRealtimeConfig:
 
     def sent(self, type_: str | None = None, connection: int | None = None) -> list[dict[str, Any]]:
         return self._select("server", type_, connection)
+
+    def open_connections(self) -> list[int]:
+        """Indexes of the accepted connections that have not ended."""
+        ended = set(self.closed)
+        return [c.index for c in self.connections if c.refused is None and c.index not in ended]
 
     def appended_audio(self, connection: int | None = None) -> bytes:
         """Every ``input_audio_buffer.append``'s audio, decoded and joined."""
@@ -136,6 +155,7 @@ class _Connection:
     ) -> None:
         self.ws, self.config, self.index, self.session = websocket, config, index, session
         self.events = config.events  # still this connection's record after a reset
+        self.closed = config.closed
         self.lock = asyncio.Lock()
         self.gone = False
         self.tasks: set[asyncio.Task[None]] = set()
@@ -149,6 +169,7 @@ class _Connection:
         self.silence_ms = 0
         self.previous_item: str | None = None
         self.response: tuple[str, asyncio.Task[None]] | None = None
+        self.spoke = False  # the session has sent audio: its voice is fixed
 
     async def send(self, kind: str, **fields: Any) -> None:
         event = {"type": kind, "event_id": _id("event"), **fields}
@@ -170,9 +191,28 @@ class _Connection:
         task.add_done_callback(self.tasks.discard)
         return task
 
+    async def hang_up(self, code: int) -> None:
+        async with self.lock:
+            if self.gone:
+                return
+            self.gone = True
+            with suppress(WebSocketDisconnect, RuntimeError, OSError):
+                await self.ws.close(code)
+
+    async def expire(self, after: float) -> None:
+        await asyncio.sleep(after)
+        limit = self.config.session_max_duration or 0
+        message = f"Your session hit the maximum duration of {_duration(limit)}."
+        await self.send("error", error={**_error("session_expired", message), "event_id": None})
+        await self.hang_up(1000)
+
     async def run(self) -> None:
+        accepted = time.monotonic()
         await asyncio.sleep(self.config.session_delay)
         await self.send("session.created", session=self.session)
+        if self.config.session_max_duration is not None:
+            ends = accepted + self.config.session_max_duration
+            self.spawn(self.expire(max(0.0, ends - time.monotonic())))
         try:
             # The ASGI messages themselves: Starlette's receive_text() stops after a failed send.
             while (message := await self.ws.receive())["type"] == "websocket.receive":
@@ -186,10 +226,15 @@ class _Connection:
         finally:
             for task in list(self.tasks):
                 task.cancel()
+            self.closed.append(self.index)
 
     async def handle(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
-        if kind in self.config.errors:
+        hang_ups = self.config.hang_up_on
+        if isinstance(kind, str) and hang_ups.get(kind, 0) > 0:
+            hang_ups[kind] -= 1
+            await self.hang_up(1011)
+        elif kind in self.config.errors:
             await self.error(self.config.errors[kind], event)
         elif kind == "session.update":
             await self.update(event)
@@ -227,9 +272,20 @@ class _Connection:
             message = f"Invalid value: '{voice}'. Supported values are: {REALTIME_VOICES}."
             await self.error(_error("invalid_value", message, "session.audio.output.voice"), event)
             return
+        if not await self.voice_may_change(voice, event):
+            return
         _merge(self.session, update)
         self.configured = True
         await self.send("session.updated", session=self.session)
+
+    async def voice_may_change(self, voice: Any, event: dict[str, Any]) -> bool:
+        """False (and an ``error`` sent) when `voice` would change a voice that has spoken."""
+        current = self.session.get("audio", {}).get("output", {}).get("voice")
+        if voice is None or not self.spoke or voice == current:
+            return True
+        message = "Cannot update a conversation's voice if assistant audio is present."
+        await self.error(_error("cannot_update_voice", message), event)
+        return False
 
     # ------------------------------------------------------------ transcription sessions
 
@@ -377,10 +433,10 @@ class _Connection:
             message = "The fake speaks the input_text parts of response.input; none were given."
             await self.error(_error("missing_required_parameter", message, "response.input"), event)
             return
-        output = {
-            **self.session["audio"]["output"],
-            **(params.get("audio") or {}).get("output", {}),
-        }
+        asked = (params.get("audio") or {}).get("output", {})
+        if not await self.voice_may_change(asked.get("voice"), event):
+            return
+        output = {**self.session["audio"]["output"], **asked}
         response_id = _id("resp")
         self.response = (response_id, self.spawn(self.speak(response_id, " ".join(texts), output)))
 
@@ -404,6 +460,7 @@ class _Connection:
             if index:
                 await asyncio.sleep(config.tts_chunk_delay)
             delta = base64.b64encode(audio[start : start + size]).decode()
+            self.spoke = True
             await self.send("response.output_audio.delta", **where, delta=delta)
         await self.send("response.output_audio.done", **where)
         await self.send("response.output_audio_transcript.done", **where, transcript=text)
@@ -458,6 +515,12 @@ def _response(response_id: str, status: str, **fields: Any) -> dict[str, Any]:
     }
 
 
+def _duration(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds // 60:.0f} minutes"
+    return f"{seconds:g} seconds"
+
+
 def _merge(target: dict[str, Any], update: dict[str, Any]) -> None:
     """Deep-merge `update` into `target`, as ``session.update`` does (``null`` replaces)."""
     for key, value in update.items():
@@ -467,8 +530,8 @@ def _merge(target: dict[str, Any], update: dict[str, Any]) -> None:
             target[key] = value
 
 
-def _new_session(query: dict[str, str]) -> dict[str, Any]:
-    expires = int(time.time()) + 3600
+def _new_session(query: dict[str, str], max_duration: float | None) -> dict[str, Any]:
+    expires = math.ceil(time.time() + (3600 if max_duration is None else max_duration))
     if query.get("intent") == "transcription":
         return {
             "type": "transcription",
@@ -561,7 +624,8 @@ def realtime_routes(config: FakeRealtimeConfig) -> list[BaseRoute]:
             await websocket.send_denial_response(JSONResponse(body, status_code=status))
             return
         await websocket.accept()
-        await _Connection(websocket, config, index, _new_session(query)).run()
+        session = _new_session(query, config.session_max_duration)
+        await _Connection(websocket, config, index, session).run()
 
     return [WebSocketRoute("/v1/realtime", endpoint)]
 
