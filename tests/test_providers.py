@@ -13,6 +13,8 @@ from voice_fsm.providers import (
 )
 from voice_fsm.settings import Settings
 
+from session_harness import StartingTextToSpeech, fake_pipeline
+
 
 def settings(**env: str) -> Settings:
     return Settings(_env_file=None, **env)  # type: ignore[arg-type]
@@ -111,3 +113,10 @@ def test_openai_without_a_key_or_server_is_refused(monkeypatch: pytest.MonkeyPat
         resolve_provider(settings(), "tts")
     monkeypatch.setenv("VOICE_FSM_TTS__BASE_URL", "http://127.0.0.1:9/v1")
     assert resolve_provider(settings(), "tts") == "openai"
+
+
+async def test_start_starts_the_adapters_that_have_something_to_prepare() -> None:
+    tts = StartingTextToSpeech()
+    pipeline = fake_pipeline(tts=tts)  # its speech-to-text and language model have nothing
+    await pipeline.start()
+    assert tts.starts == 1
