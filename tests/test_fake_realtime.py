@@ -280,7 +280,7 @@ async def test_a_session_ends_after_its_maximum_duration(
     config.session_max_duration = 0.2
     async with session(ws_url, "model=gpt-realtime-2.1-mini") as ws:
         created = await receive(ws, "session.created")
-        assert created["session"]["expires_at"] - time.time() <= 1
+        assert created["session"]["expires_at"] - time.time() < 2  # not an hour away
         error = (await receive(ws, "error"))["error"]
         assert (error["type"], error["code"]) == ("invalid_request_error", "session_expired")
         assert error["message"] == "Your session hit the maximum duration of 0.2 seconds."

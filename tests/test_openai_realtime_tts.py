@@ -360,8 +360,8 @@ async def test_a_kept_session_the_server_ends_is_replaced(
     await speak(tts, "Hi.")
     await eventually(lambda: {0, 1} <= set(fake.closed))  # the session and the spare, expired
     assert b"".join(await speak(tts)) == speech_pcm(TEXT)
-    _, second = recorded(fake, "response.create")
-    assert second.connection > 1
+    # Spoken on a new session (on the second try, if it took an ended one before it noticed).
+    assert recorded(fake, "response.create")[-1].connection > 1
 
 
 async def test_a_kept_session_that_hangs_up_is_replaced_for_the_sentence(
@@ -439,7 +439,7 @@ async def test_aclose_closes_every_session(
     fake.tts_chunk_delay = 0.05
     held = tts.synthesize(" ".join([TEXT] * 4))  # a session in use
     await anext(held)
-    assert len(fake.open_connections()) >= 3
+    assert len(fake.open_connections()) >= 2
     await tts.aclose()
     await eventually(lambda: not fake.open_connections())
     with pytest.raises(ProviderError):
