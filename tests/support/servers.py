@@ -33,8 +33,14 @@ def console_script(name: str = "voice-fsm") -> str:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """HOME and PATH only, plus `extra`: nothing else of the caller's environment leaks in."""
+    """HOME and PATH only, plus `extra`: nothing else of the caller's environment leaks in.
+
+    PYTHONPATH is kept, so a server started by the tests runs the tests' code (a worktree's
+    ``src`` with a shared venv) rather than the code the venv was installed from.
+    """
     env = {"HOME": os.environ.get("HOME", "/tmp"), "PATH": os.environ.get("PATH", "/usr/bin")}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     env.update(extra)
     return env
 
