@@ -86,7 +86,6 @@ class RealtimeSessionPool:
         self._idle_timeout = idle_timeout
         self._max_age = MAX_SESSION_AGE_S if max_age is None else max_age
         self._idle: list[PooledSession] = []  # idle longest first
-        self._busy: set[PooledSession] = set()
         self._live: set[AsyncRealtimeConnection] = set()  # every connection not yet closed
         self._opening: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -113,14 +112,12 @@ class RealtimeSessionPool:
         if self._closed:
             await self._close(session)
             self._check_open()
-        self._busy.add(session)
         return session
 
     def give_back(self, session: PooledSession) -> None:
         """The holder is done with `session`: kept if its response completed, else closed."""
         if self._closed:  # aclose has closed its connection
             return
-        self._busy.discard(session)
         if session.reusable and not self._too_old(session):
             session.reusable = False
             self._add_idle(session)
@@ -143,7 +140,6 @@ class RealtimeSessionPool:
         if tasks:
             await asyncio.wait(tasks)
         self._idle.clear()
-        self._busy.clear()
         live, self._live = list(self._live), set()
         await asyncio.gather(*(close_quietly(connection) for connection in live))
 
@@ -191,7 +187,6 @@ class RealtimeSessionPool:
     async def _hand_out(self, session: PooledSession) -> PooledSession:
         """Stop watching `session` (its watcher must not read any more) and lend it out."""
         session.reused = True
-        self._busy.add(session)
         watcher, session.watcher = session.watcher, None
         if watcher is not None:
             watcher.cancel()
