@@ -21,6 +21,7 @@ from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from openai.types.realtime import (
     RealtimeErrorEvent,
     ResponseAudioDeltaEvent,
+    ResponseAudioDoneEvent,
     ResponseCreatedEvent,
     ResponseDoneEvent,
     SessionUpdatedEvent,
@@ -160,12 +161,12 @@ class OpenAIRealtimeTextToSpeech:
         """Ask `session` to speak `text` and yield its audio until ``response.done``.
 
         Raises `_SessionLost` for an ``error`` event about the session rather than this
-        request. Sets ``session.reusable`` when the response completed.
+        request. Sets ``session.reusable`` once the response is over (``response.done``).
         """
         connection, timeout = session.connection, self._settings.timeout
         request_id = f"tts_{uuid.uuid4().hex[:20]}"
         response_id: str | None = None
-        ended = False
+        audio_done = ended = False
         try:
             response = cast(RealtimeResponseCreateParamsParam, self.response(text))
             await connection.response.create(response=response, event_id=request_id)
@@ -180,11 +181,14 @@ class OpenAIRealtimeTextToSpeech:
                     response_id = event.response.id
                     note(Stage.TTS, response_id)
                     self._pool.refill(session.key)  # the next sentence's session
+                elif isinstance(event, ResponseAudioDoneEvent):
+                    audio_done = True
                 elif isinstance(event, ResponseDoneEvent):
                     if response_id in (None, event.response.id):
                         ended = True
-                        self._check_done(event)
-                        session.reusable = True
+                        session.reusable = True  # nothing of the response is left to come
+                        if not audio_done:
+                            self._check_done(event)
                         return
                 elif isinstance(event, RealtimeErrorEvent):
                     ended = True
@@ -238,7 +242,9 @@ class OpenAIRealtimeTextToSpeech:
         return connection
 
     def _check_done(self, event: ResponseDoneEvent) -> None:
-        """``response.done`` before ``response.output_audio.done``: say why there is no audio."""
+        """``response.done`` before ``response.output_audio.done``: say why there is no audio.
+
+        Raises `ProviderError` unless the response completed."""
         response = event.response
         if response.status == "completed":
             return

@@ -7,7 +7,8 @@ of its own and keeps the ones that are done:
 
 - `take` gives out the session idle longest (sessions in turn stay alive), or waits for one
   being opened, or opens one there and then.
-- `give_back` keeps a session whose response completed cleanly, and closes any other.
+- `give_back` keeps a session whose response is over (nothing of it left to come), and
+  closes any other.
 - `refill` opens a spare in the background when none of that key is idle or on its way, so
   the next request finds one ready; it is also the warm-up.
 - While idle, a session is watched: one the server closes or ends (any ``error`` event while
@@ -61,7 +62,8 @@ class PooledSession:
     reused: bool = False
     """Opened before the request that holds it: a spare, or used before."""
     reusable: bool = False
-    """Set by the holder when its response completed cleanly; `give_back` keeps it then."""
+    """Set by the holder when its response is over, nothing of it left to come on the
+    connection; `give_back` keeps it then."""
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -115,7 +117,7 @@ class RealtimeSessionPool:
         return session
 
     def give_back(self, session: PooledSession) -> None:
-        """The holder is done with `session`: kept if its response completed, else closed."""
+        """The holder is done with `session`: kept if it is `reusable`, else closed."""
         if self._closed:  # aclose has closed its connection
             return
         if session.reusable and not self._too_old(session):
