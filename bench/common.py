@@ -29,8 +29,14 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def base_env(**extra: str) -> dict[str, str]:
-    """HOME and PATH only, plus `extra`: none of the caller's settings or keys leak in."""
+    """HOME and PATH only, plus `extra`: none of the caller's settings or keys leak in.
+
+    PYTHONPATH is kept, so the server runs the bench's code (a worktree's ``src`` with a
+    shared venv) rather than the code the venv was installed from.
+    """
     env = {"HOME": os.environ.get("HOME", "/tmp"), "PATH": os.environ.get("PATH", "")}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     env.update(extra)
     return env
 

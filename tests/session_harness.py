@@ -24,6 +24,17 @@ def fake_pipeline(**overrides: Any) -> Pipeline:
     )
 
 
+class StartingTextToSpeech(FakeTextToSpeech):
+    """A fake text-to-speech that has something to prepare (`Startable`): counts `start`s."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.starts = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+
+
 def make_settings(**limits: Any) -> Settings:
     settings = Settings(_env_file=None, openai_api_key=None)  # type: ignore[call-arg]
     if limits:

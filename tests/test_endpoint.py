@@ -11,12 +11,12 @@ import pytest
 import uvicorn
 import websockets
 
-from voice_fsm.adapters.fake import FakeLanguageModel, FakeSpeechToText, FakeTextToSpeech
+from voice_fsm.adapters.fake import FakeLanguageModel, FakeSpeechToText
 from voice_fsm.app import create_app
 from voice_fsm.audio import bytes_for_ms
 from voice_fsm.providers import Pipeline
 
-from session_harness import fake_pipeline, make_settings
+from session_harness import StartingTextToSpeech, fake_pipeline, make_settings
 from support.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -39,7 +39,7 @@ async def server() -> AsyncIterator[RunningServer]:
     pipeline = fake_pipeline(
         stt=FakeSpeechToText(delay=0.05),
         llm=FakeLanguageModel(first_token_delay=0.05, token_delay=0.02),
-        tts=FakeTextToSpeech(first_audio_delay=0.02, chunk_delay=0.1),
+        tts=StartingTextToSpeech(first_audio_delay=0.02, chunk_delay=0.1),
     )
     app = create_app(make_settings(), pipeline=pipeline)
     port = free_port()
@@ -74,6 +74,11 @@ def _session_tasks() -> list[asyncio.Task[Any]]:
         for task in asyncio.all_tasks()
         if "Session." in getattr(task.get_coro(), "__qualname__", "")
     ]
+
+
+async def test_the_pipeline_starts_before_the_first_session(server: RunningServer) -> None:
+    assert isinstance(server.pipeline.tts, StartingTextToSpeech)
+    assert server.pipeline.tts.starts == 1
 
 
 async def test_a_turn_over_a_real_socket(server: RunningServer) -> None:

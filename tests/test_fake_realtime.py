@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosedError, InvalidStatus
+from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
 
 from voice_fsm.testing.fake_openai import speech_pcm, words
 from voice_fsm.testing.fake_realtime import FakeRealtimeConfig
@@ -344,3 +345,84 @@ async def read_until_closed(ws: ClientConnection) -> None:
     async with asyncio.timeout(2):
         while True:
             await ws.recv()
+
+
+def spoken(text: str) -> dict[str, Any]:
+    """A ``response.create``'s ``response`` that speaks `text` out of band."""
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+    return {"conversation": "none", "input": [item]}
+
+
+async def test_responses_run_one_at_a_time_on_a_connection(
+    ws_url: str, config: FakeRealtimeConfig
+) -> None:
+    config.tts_chunk_delay = 0.02
+    async with session(ws_url, "model=gpt-realtime-2.1-mini") as ws:
+        await send(ws, "response.create", response=spoken("First one."))
+        first = (await receive(ws, "response.created"))["response"]["id"]
+        await send(ws, "response.create", response=spoken("Too early."), event_id="early")
+        error = (await receive(ws, "error"))["error"]
+        assert (error["code"], error["event_id"]) == (
+            "conversation_already_has_active_response",
+            "early",
+        )
+        assert first in error["message"]
+        assert (await receive(ws, "response.done"))["response"]["id"] == first
+        await send(ws, "response.create", response=spoken("Second one."))
+        done = await receive(ws, "response.done")
+    assert done["response"]["status"] == "completed"
+    assert len(config.sent("response.created", connection=0)) == 2
+    assert len(config.connections) == 1
+
+
+async def test_a_voice_that_has_spoken_stays(ws_url: str, config: FakeRealtimeConfig) -> None:
+    async with session(ws_url, "model=gpt-realtime-2.1-mini") as ws:
+        marin = {"type": "realtime", "audio": {"output": {"voice": "marin"}}}
+        await send(ws, "session.update", session=marin)
+        await receive(ws, "session.updated")  # no audio yet: the voice may change
+        await send(ws, "response.create", response=spoken("Hi."))
+        await receive(ws, "response.done")
+        cedar = {"type": "realtime", "audio": {"output": {"voice": "cedar"}}}
+        await send(ws, "session.update", session=cedar, event_id="update")
+        assert (await receive(ws, "error"))["error"]["code"] == "cannot_update_voice"
+        other = {**spoken("Hi."), "audio": {"output": {"voice": "cedar"}}}
+        await send(ws, "response.create", response=other, event_id="create")
+        error = (await receive(ws, "error"))["error"]
+        assert (error["code"], error["event_id"]) == ("cannot_update_voice", "create")
+        await send(ws, "session.update", session=marin)  # the same voice is no change
+        assert (await receive(ws, "session.updated"))["session"]["audio"]["output"]["voice"] == (
+            "marin"
+        )
+
+
+async def test_a_session_ends_after_its_maximum_duration(
+    ws_url: str, config: FakeRealtimeConfig
+) -> None:
+    config.session_max_duration = 0.2
+    async with session(ws_url, "model=gpt-realtime-2.1-mini") as ws:
+        created = await receive(ws, "session.created")
+        assert created["session"]["expires_at"] - time.time() < 2  # not an hour away
+        error = (await receive(ws, "error"))["error"]
+        assert (error["type"], error["code"]) == ("invalid_request_error", "session_expired")
+        assert error["message"] == "Your session hit the maximum duration of 0.2 seconds."
+        with pytest.raises(ConnectionClosedOK):
+            await ws.recv()
+    await eventually(lambda: config.closed == [0])
+    assert config.open_connections() == []
+
+
+async def test_hang_ups_close_the_connection_instead_of_answering(
+    ws_url: str, config: FakeRealtimeConfig
+) -> None:
+    config.hang_up_on["response.create"] = 1
+    async with session(ws_url, "model=gpt-realtime-2.1-mini") as ws:
+        await send(ws, "response.create", response=spoken("Hi."))
+        with pytest.raises(ConnectionClosedError) as caught:
+            await receive(ws, "response.created")
+    assert caught.value.rcvd is not None
+    assert caught.value.rcvd.code == 1011
+    async with session(ws_url, "model=gpt-realtime-2.1-mini") as ws:  # only the next one
+        await send(ws, "response.create", response=spoken("Hi."))
+        assert (await receive(ws, "response.done"))["response"]["status"] == "completed"
+    assert config.hang_up_on == {"response.create": 0}
+    assert [c.index for c in config.connections] == [0, 1]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 
 from voice_fsm import provider_requests
 from voice_fsm.adapters.base import TextToSpeech
@@ -17,7 +19,10 @@ from voice_fsm.adapters.openai_realtime_tts import VERBATIM, OpenAIRealtimeTextT
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.settings import Settings, TtsSettings
 from voice_fsm.testing.fake_openai import speech_pcm
-from voice_fsm.testing.fake_realtime import FakeRealtimeConfig
+from voice_fsm.testing.fake_realtime import (
+    FakeRealtimeConfig,
+    RecordedEvent,
+)
 
 from support.servers import eventually, free_port
 
@@ -59,6 +64,21 @@ async def speak(tts: OpenAIRealtimeTextToSpeech, text: str = TEXT, **kw: Any) ->
     return [chunk async for chunk in tts.synthesize(text, **kw)]
 
 
+async def speak_on(stream: AsyncIterator[bytes]) -> list[bytes]:
+    return [chunk async for chunk in stream]
+
+
+def recorded(fake: FakeRealtimeConfig, type_: str) -> list[RecordedEvent]:
+    """The events of `type_` either way, with their connection and time."""
+    return [event for event in list(fake.events) if event.type == type_]
+
+
+async def started(tts: OpenAIRealtimeTextToSpeech, fake: FakeRealtimeConfig) -> None:
+    """`tts.start()`, and wait until its session is configured."""
+    await tts.start()
+    await eventually(lambda: fake.sent("session.updated"))
+
+
 async def test_yields_the_fakes_tone_in_several_chunks(
     make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
 ) -> None:
@@ -87,7 +107,8 @@ async def test_what_it_sends(
     await speak(make_tts(instructions="Cheerful."), voice="marin")
     assert fake.connections[0].query == {"model": "gpt-realtime-2.1-mini"}
     assert fake.connections[0].headers["authorization"] == f"Bearer {KEY}"
-    update, create = fake.received()
+    update, create = fake.received(connection=0)
+    assert create.pop("event_id").startswith("tts_")  # what an error about it would name
     assert update == {
         "type": "session.update",
         "session": {
@@ -139,7 +160,8 @@ async def test_closing_the_generator_cancels_the_response(
     make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
 ) -> None:
     fake.tts_chunk_delay = 0.05
-    async with aclosing(make_tts().synthesize(TEXT)) as stream:
+    tts = make_tts()
+    async with aclosing(tts.synthesize(TEXT)) as stream:
         first = await anext(stream)
     assert first == speech_pcm(TEXT)[: fake.tts_chunk_bytes]
     await eventually(lambda: fake.sent("response.done"))
@@ -147,6 +169,7 @@ async def test_closing_the_generator_cancels_the_response(
     assert cancel["response_id"] == fake.sent("response.created")[0]["response"]["id"]
     assert fake.sent("response.done")[0]["response"]["status"] == "cancelled"
     assert not fake.sent("response.output_audio.done")
+    await tts.aclose()  # the sessions kept for later, and their tasks
     others = asyncio.all_tasks() - {asyncio.current_task()}
     assert not others, others
 
@@ -251,3 +274,167 @@ async def test_no_audio_in_time_is_a_timeout(
         await speak(make_tts(timeout=0.2))
     assert caught.value.code == ErrorCode.PROVIDER_TIMEOUT
     await eventually(lambda: fake.received("response.cancel"))
+
+
+# ------------------------------------------------------------ sessions kept open
+
+
+async def test_sentences_in_a_row_share_one_ready_session(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    fake.session_delay = 0.3  # accept -> session.created, as a slow handshake
+    tts = make_tts()
+    await speak(tts, "First sentence.")
+    asked = time.monotonic()
+    assert b"".join(await speak(tts, "Second sentence.")) == speech_pcm("Second sentence.")
+    first, second = recorded(fake, "response.create")
+    assert first.connection == second.connection
+    # Its session was configured before the second sentence was asked for: no handshake (and
+    # none of the fake's 0.3 s) stood between the request and its audio.
+    (updated,) = [e for e in recorded(fake, "session.updated") if e.connection == first.connection]
+    assert updated.at < asked < second.at
+    # The only other connection is the spare, opened while the first sentence was spoken.
+    await eventually(lambda: len(fake.sent("session.updated")) == 2)
+    assert len(fake.connections) == 2
+    assert len(fake.received("response.create")) == 2
+
+
+async def test_start_opens_the_first_sentences_session(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    fake.session_delay = 0.3
+    tts = make_tts(speed=1.2)
+    await started(tts, fake)
+    assert fake.received("session.update") == [
+        {"type": "session.update", "session": tts.session("alloy")}
+    ]
+    asked = time.monotonic()
+    assert b"".join(await speak(tts)) == speech_pcm(TEXT)
+    (create,) = recorded(fake, "response.create")
+    assert create.connection == 0
+    assert recorded(fake, "session.updated")[0].at < asked < create.at
+
+
+async def test_a_failed_warm_up_is_logged_and_the_sentence_opens_its_own(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    fake.handshake_status = 503
+    with capture_logs() as logs:
+        tts = make_tts()
+        await tts.start()
+        await eventually(lambda: logs)
+    (log,) = logs
+    assert (log["event"], log["log_level"]) == ("realtime.session_open_failed", "warning")
+    assert "refused the WebSocket connection with HTTP 503" in log["error"]
+    fake.handshake_status = None
+    assert b"".join(await speak(tts)) == speech_pcm(TEXT)
+
+
+async def test_concurrent_sentences_each_get_a_session(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    fake.tts_chunk_delay = 0.01
+    tts = make_tts()
+    await started(tts, fake)
+    texts = ["One.", "Two, the second.", "And the third one."]
+    spoken = await asyncio.gather(*(speak(tts, text) for text in texts))
+    assert [b"".join(chunks) for chunks in spoken] == [speech_pcm(text) for text in texts]
+    assert len({event.connection for event in recorded(fake, "response.create")}) == 3
+    assert not fake.sent("error")
+
+
+async def test_a_kept_session_the_server_ends_is_replaced(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    fake.session_max_duration = 0.5
+    tts = make_tts()
+    await speak(tts, "Hi.")
+    await eventually(lambda: {0, 1} <= set(fake.closed))  # the session and the spare, expired
+    assert b"".join(await speak(tts)) == speech_pcm(TEXT)
+    # Spoken on a new session (on the second try, if it took an ended one before it noticed).
+    assert recorded(fake, "response.create")[-1].connection > 1
+
+
+async def test_a_kept_session_that_hangs_up_is_replaced_for_the_sentence(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    tts = make_tts()
+    await started(tts, fake)
+    fake.hang_up_on["response.create"] = 1
+    with capture_logs() as logs:
+        assert b"".join(await speak(tts)) == speech_pcm(TEXT)
+    first, second = recorded(fake, "response.create")
+    assert (first.connection, second.connection) == (0, 1)  # a new one, not another kept one
+    assert len(fake.sent("response.created")) == 1
+    assert [log["event"] for log in logs] == ["tts.session_lost"]
+
+
+async def test_a_refused_request_is_not_asked_again(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    tts = make_tts()
+    await started(tts, fake)
+    fake.errors["response.create"] = {
+        "type": "invalid_request_error",
+        "code": "invalid_value",
+        "message": "The text is too long.",
+    }
+    with pytest.raises(ProviderError, match="The text is too long"):
+        await speak(tts)
+    assert len(fake.received("response.create")) == 1
+
+
+async def test_a_session_that_ends_mid_sentence_is_an_error(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    fake.session_max_duration = 0.5
+    fake.tts_chunk_delay = 0.05
+    tts = make_tts()
+    await started(tts, fake)
+    received: list[bytes] = []
+
+    async def listen() -> None:
+        async for chunk in tts.synthesize(" ".join([TEXT] * 4)):
+            received.append(chunk)
+
+    with pytest.raises(ProviderError) as caught:
+        await listen()
+    assert received  # audio was heard: asking again would repeat it
+    assert caught.value.code == ErrorCode.PROVIDER_UNAVAILABLE
+    assert "maximum duration" in caught.value.message
+    assert len(fake.received("response.create")) == 1
+
+
+async def test_a_cancelled_response_takes_its_session_with_it(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    fake.tts_chunk_delay = 0.05
+    tts = make_tts()
+    async with aclosing(tts.synthesize(TEXT)) as stream:
+        await anext(stream)
+    fake.tts_chunk_delay = 0.0
+    assert b"".join(await speak(tts, "Next.")) == speech_pcm("Next.")
+    (cancel,) = recorded(fake, "response.cancel")
+    first, second = recorded(fake, "response.create")
+    assert first.connection == cancel.connection != second.connection
+    await eventually(lambda: first.connection in fake.closed)
+    assert not fake.sent("error")
+
+
+async def test_aclose_closes_every_session(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    tts = make_tts()
+    await started(tts, fake)
+    await asyncio.gather(speak(tts, "One."), speak(tts, "Two."))
+    fake.tts_chunk_delay = 0.05
+    held = tts.synthesize(" ".join([TEXT] * 4))  # a session in use
+    await anext(held)
+    assert len(fake.open_connections()) >= 2
+    await tts.aclose()
+    await eventually(lambda: not fake.open_connections())
+    with pytest.raises(ProviderError):
+        await speak_on(held)
+    await held.aclose()
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    assert not others, others

@@ -14,6 +14,8 @@ from voice_fsm.providers import (
 )
 from voice_fsm.settings import Settings
 
+from session_harness import StartingTextToSpeech, fake_pipeline
+
 
 def settings(**env: str) -> Settings:
     return Settings(_env_file=None, **env)  # type: ignore[arg-type]
@@ -185,3 +187,10 @@ async def test_the_pipeline_offers_the_detector_chosen(monkeypatch: pytest.Monke
     pipeline = build_pipeline(settings())
     assert (pipeline.vad, pipeline.turns, pipeline.hands_free) == (None, None, False)
     await pipeline.aclose()
+
+
+async def test_start_starts_the_adapters_that_have_something_to_prepare() -> None:
+    tts = StartingTextToSpeech()
+    pipeline = fake_pipeline(tts=tts)  # its speech-to-text and language model have nothing
+    await pipeline.start()
+    assert tts.starts == 1

@@ -40,6 +40,7 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
         # 100 ms and more under load.
         gc.collect()
         gc.freeze()
+        await pipeline.start()
         log.info("server.started", version=__version__, **stages)
         try:
             yield

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from voice_fsm.adapters.base import LanguageModel, SpeechToText, TextToSpeech
+from voice_fsm.adapters.base import LanguageModel, SpeechToText, Startable, TextToSpeech
 from voice_fsm.adapters.local_models import (
     LOCAL_EXTRA_HINT,
     LocalModelMissing,
@@ -52,6 +52,12 @@ class Pipeline:
             name: {"provider": adapter.provider, "model": adapter.model}
             for name, adapter in (("stt", self.stt), ("llm", self.llm), ("tts", self.tts))
         }
+
+    async def start(self) -> None:
+        """Let the adapters prepare in the background, e.g. open a Realtime session."""
+        for adapter in (self.stt, self.llm, self.tts):
+            if isinstance(adapter, Startable):
+                await adapter.start()
 
     async def aclose(self) -> None:
         for adapter in (self.stt, self.llm, self.tts):

@@ -88,6 +88,16 @@ class TextToSpeech(Protocol):
 
 
 @runtime_checkable
+class Startable(Protocol):
+    """An adapter with something to prepare once the event loop runs, before the first
+    request: opening a provider's connection ahead of time, say."""
+
+    async def start(self) -> None:
+        """Begin preparing and return at once; never raises (failures are logged)."""
+        ...
+
+
+@runtime_checkable
 class LiveTranscription(Protocol):
     """One turn's audio, transcribed while it is being recorded."""
 

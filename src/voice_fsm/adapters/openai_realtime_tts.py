@@ -1,17 +1,19 @@
 """Text-to-speech through OpenAI's Realtime API, the Speech API's replacement.
 
-Each `synthesize` call opens a Realtime session (``client.realtime.connect(model=...)``),
-configures it for PCM16 24 kHz audio output in one ``session.update`` and asks for an
-out-of-band response (``"conversation": "none"``) that reads the text aloud. Audio arrives as
-``response.output_audio.delta`` events.
+A Realtime session (``client.realtime.connect(model=...)``) is configured for PCM16 24 kHz
+audio output in one ``session.update``; each `synthesize` call asks a session that is already
+open for an out-of-band response (``"conversation": "none"``) that reads the text aloud.
+Audio arrives as ``response.output_audio.delta`` events. The sessions are kept open between
+sentences by `voice_fsm.adapters.realtime_pool`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import uuid
 from collections.abc import AsyncGenerator
-from contextlib import suppress
+from contextlib import aclosing, suppress
 from typing import Any, cast
 
 from openai import AsyncOpenAI
@@ -22,15 +24,20 @@ from openai.types.realtime import (
     ResponseAudioDoneEvent,
     ResponseCreatedEvent,
     ResponseDoneEvent,
+    SessionUpdatedEvent,
 )
 from openai.types.realtime.realtime_response_create_params_param import (
     RealtimeResponseCreateParamsParam,
 )
 from openai.types.realtime.session_update_event_param import Session
+from openai.types.websocket_connection_options import WebSocketConnectionOptions
+from websockets.exceptions import WebSocketException
 
 from voice_fsm.adapters.openai_client import close_quietly, connection_options
-from voice_fsm.adapters.openai_errors import TRANSLATED, realtime_error, translating
+from voice_fsm.adapters.openai_errors import TRANSLATED, realtime_error, translate, translating
+from voice_fsm.adapters.realtime_pool import PooledSession, RealtimeSessionPool
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
+from voice_fsm.logging_setup import get_logger
 from voice_fsm.provider_requests import note
 from voice_fsm.settings import TtsSettings
 
@@ -52,12 +59,21 @@ def is_speech_api_model(model: str) -> bool:
 
 
 class OpenAIRealtimeTextToSpeech:
-    """`TextToSpeech` over a Realtime session, one WebSocket per `synthesize` call.
+    """`TextToSpeech` over Realtime sessions that are open and configured before they are needed.
 
-    A connection per call costs a handshake (TCP, TLS, WebSocket upgrade and the
-    ``session.created`` event: roughly two to four round trips, 100-300 ms to OpenAI) before
-    the first audio of every sentence. Keeping one warm session per conversation would save
-    that, at the price of reconnect and session-expiry handling; not done yet.
+    Opening a session costs a handshake (TCP, TLS, WebSocket upgrade, ``session.created``:
+    two to four round trips, 100-300 ms to OpenAI). The sessions are kept in a
+    `RealtimeSessionPool` shared by every conversation: a sentence takes an idle session and
+    sends only its ``response.create``; a spare is opened in the background as soon as none
+    is left idle, and `start` opens the first. A session runs one response at a time, so
+    concurrent sentences each get their own. The voice is set in the session (OpenAI does not
+    let a session change it once it has spoken), so sessions are kept per voice; everything
+    else of a sentence travels in its ``response.create``.
+
+    A kept session that fails before any audio (the server closed it or ended the session)
+    is replaced by a new one and the sentence asked again, once. A response that is cancelled
+    takes its session with it: the session is closed, not kept, since the cancelled
+    response's last events would still be on their way; the spare serves the next sentence.
     """
 
     provider = "openai-realtime"
@@ -69,11 +85,18 @@ class OpenAIRealtimeTextToSpeech:
         self._settings = settings
         self._client = client
         self._secrets = secrets
+        self._pool = RealtimeSessionPool(self._open, name="tts")
+        self._closed = False
+        self._log = get_logger(stage="tts")
         # The SDK imports a resource's modules on first use: pay it at start-up.
         _ = client.realtime
 
+    async def start(self) -> None:
+        """Open the first session in the background; a failure is logged, not raised."""
+        self._pool.refill(self._settings.voice)
+
     def session(self, voice: str) -> dict[str, Any]:
-        """The ``session`` of the ``session.update`` sent before each response."""
+        """The ``session`` of the ``session.update`` that configures a session for `voice`."""
         output: dict[str, Any] = {"format": PCM_FORMAT, "voice": voice}
         speed = min(self._settings.speed, MAX_SPEED)
         if speed != 1.0:
@@ -108,57 +131,120 @@ class OpenAIRealtimeTextToSpeech:
         """Yield PCM16 24 kHz mono chunks as the response's audio deltas arrive.
 
         Closing the generator (or cancelling its task) before the audio is done sends
-        ``response.cancel`` and closes the connection.
+        ``response.cancel`` and closes the session.
         """
         if not text.strip():
             return
+        voice = voice or self._settings.voice
+        retry = True
+        with translating(Stage.TTS, self._secrets):
+            while True:
+                session = await self._pool.take(voice, fresh=not retry)
+                spoken = False
+                try:
+                    async with aclosing(self._respond(session, text)) as chunks:
+                        async for chunk in chunks:
+                            spoken = True
+                            yield chunk
+                    return
+                except Exception as err:
+                    if not (retry and session.reused and not spoken and _lost(err)):
+                        if isinstance(err, _SessionLost):
+                            raise err.error from None
+                        raise
+                    retry = False
+                    self._log.info("tts.session_lost", reason=_reason(err, self._secrets))
+                finally:
+                    self._pool.give_back(session)
+
+    async def _respond(self, session: PooledSession, text: str) -> AsyncGenerator[bytes, None]:
+        """Ask `session` to speak `text` and yield its audio until ``response.done``.
+
+        Raises `_SessionLost` for an ``error`` event about the session rather than this
+        request. Sets ``session.reusable`` once the response is over (``response.done``).
+        """
+        connection, timeout = session.connection, self._settings.timeout
+        request_id = f"tts_{uuid.uuid4().hex[:20]}"
+        response_id: str | None = None
+        audio_done = ended = False
+        try:
+            response = cast(RealtimeResponseCreateParamsParam, self.response(text))
+            await connection.response.create(response=response, event_id=request_id)
+            while True:
+                async with asyncio.timeout(timeout):
+                    event = await connection.recv()
+                # Unknown event types come as the union's first member: isinstance is safe.
+                if isinstance(event, ResponseAudioDeltaEvent):
+                    if event.delta and response_id in (None, event.response_id):
+                        yield base64.b64decode(event.delta)
+                elif isinstance(event, ResponseCreatedEvent):
+                    response_id = event.response.id
+                    note(Stage.TTS, response_id)
+                    self._pool.refill(session.key)  # the next sentence's session
+                elif isinstance(event, ResponseAudioDoneEvent):
+                    audio_done = True
+                elif isinstance(event, ResponseDoneEvent):
+                    if response_id in (None, event.response.id):
+                        ended = True
+                        session.reusable = True  # nothing of the response is left to come
+                        if not audio_done:
+                            self._check_done(event)
+                        return
+                elif isinstance(event, RealtimeErrorEvent):
+                    ended = True
+                    error = event.error
+                    failure = realtime_error(
+                        Stage.TTS,
+                        kind=error.type,
+                        code=error.code,
+                        message=error.message,
+                        secrets=self._secrets,
+                    )
+                    if error.event_id == request_id:
+                        raise failure
+                    raise _SessionLost(failure)
+        finally:
+            if not ended:
+                await _cancel(connection, response_id)
+
+    async def _open(self, voice: str, confirmed: bool) -> AsyncRealtimeConnection:
+        """Connect and configure a session for `voice` (the pool's opener).
+
+        `confirmed`: return once the server answered ``session.updated``; else at once, with
+        the ``session.update`` sent (the request that follows is answered after it).
+        """
         timeout = self._settings.timeout
         with translating(Stage.TTS, self._secrets):
             async with asyncio.timeout(timeout):
                 connection = await self._client.realtime.connect(
-                    model=self.model, websocket_connection_options=connection_options()
+                    model=self.model, websocket_connection_options=_connection_options()
                 ).enter()
-            response_id: str | None = None
-            done = False
             try:
-                session = self.session(voice or self._settings.voice)
-                await connection.session.update(session=cast(Session, session))
-                response = cast(RealtimeResponseCreateParamsParam, self.response(text))
-                await connection.response.create(response=response)
-                while True:
-                    async with asyncio.timeout(timeout):
+                async with asyncio.timeout(timeout):
+                    session = cast(Session, self.session(voice))
+                    await connection.session.update(session=session)
+                    while confirmed:
                         event = await connection.recv()
-                    # Unknown event types come as the union's first member: isinstance is safe.
-                    if isinstance(event, ResponseAudioDeltaEvent):
-                        if event.delta:
-                            yield base64.b64decode(event.delta)
-                    elif isinstance(event, ResponseCreatedEvent):
-                        response_id = event.response.id
-                        note(Stage.TTS, response_id)
-                    elif isinstance(event, ResponseAudioDoneEvent):
-                        done = True
-                        return
-                    elif isinstance(event, ResponseDoneEvent):
-                        done = True
-                        self._check_done(event)
-                        return
-                    elif isinstance(event, RealtimeErrorEvent):
-                        done = True
-                        error = event.error
-                        raise realtime_error(
-                            Stage.TTS,
-                            kind=error.type,
-                            code=error.code,
-                            message=error.message,
-                            secrets=self._secrets,
-                        )
-            finally:
-                if not done:
-                    await _cancel(connection, response_id)
+                        if isinstance(event, SessionUpdatedEvent):
+                            break
+                        if isinstance(event, RealtimeErrorEvent):
+                            error = event.error
+                            raise realtime_error(
+                                Stage.TTS,
+                                kind=error.type,
+                                code=error.code,
+                                message=error.message,
+                                secrets=self._secrets,
+                            )
+            except BaseException:
                 await close_quietly(connection)
+                raise
+        return connection
 
     def _check_done(self, event: ResponseDoneEvent) -> None:
-        """``response.done`` before ``response.output_audio.done``: say why there is no audio."""
+        """``response.done`` before ``response.output_audio.done``: say why there is no audio.
+
+        Raises `ProviderError` unless the response completed."""
         response = event.response
         if response.status == "completed":
             return
@@ -177,7 +263,44 @@ class OpenAIRealtimeTextToSpeech:
         )
 
     async def aclose(self) -> None:
+        """Close every session, idle or in use, and the client."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._pool.aclose()
         await self._client.close()
+
+
+def _connection_options() -> WebSocketConnectionOptions:
+    # No flow control on what the server sends. With websockets' default (16 frames), a
+    # session closed with its response's audio unread (a cancelled sentence) stops reading,
+    # never sees the server's close frame and closes only after its close timeout. What one
+    # response sends is small enough to buffer.
+    return {**connection_options(), "max_queue": None}
+
+
+class _SessionLost(Exception):
+    """An ``error`` event about the session, not about the request (e.g. it has ended)."""
+
+    def __init__(self, error: ProviderError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _lost(err: BaseException) -> bool:
+    """Whether `err` says the session is gone (worth a new one), not that the request failed.
+
+    A timeout is not: a slow provider would make the user wait twice.
+    """
+    if isinstance(err, _SessionLost):
+        return True
+    return isinstance(err, WebSocketException | OSError) and not isinstance(err, TimeoutError)
+
+
+def _reason(err: BaseException, secrets: tuple[str, ...]) -> str:
+    if isinstance(err, _SessionLost):
+        return err.error.message
+    return translate(err, Stage.TTS, secrets).message
 
 
 async def _cancel(connection: AsyncRealtimeConnection, response_id: str | None) -> None:

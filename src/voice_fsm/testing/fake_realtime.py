@@ -9,10 +9,15 @@ appended (one per ``delta_every_ms`` of audio), ``input_audio_buffer.committed``
 by itself. ``?model=...`` opens a realtime session whose ``response.create`` speaks
 the input text as `voice_fsm.testing.fake_openai.speech_pcm`'s tone in
 ``response.output_audio.delta`` chunks. Every event both ways is recorded in
-`FakeRealtimeConfig.events`.
+`FakeRealtimeConfig.events`, and every connection in ``.connections`` (and in ``.closed``
+once it has ended).
 
-Stricter than OpenAI in one way: audio appended before the first ``session.update`` is an
-``error``, so a client that forgets to configure its session is caught.
+As OpenAI does, a session runs one response at a time (a second ``response.create`` while
+one is active is an ``error``, ``conversation_already_has_active_response``), keeps its voice
+once it has spoken (``cannot_update_voice``), and ends after `session_max_duration` with a
+``session_expired`` error. Stricter than OpenAI in one way: audio appended before the first
+``session.update`` is an ``error``, so a client that forgets to configure its session is
+caught.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncio
 import base64
 import binascii
 import json
+import math
 import time
 import uuid
 from collections.abc import Coroutine, Iterator
@@ -104,6 +110,12 @@ class FakeRealtimeConfig:
     tts_chunk_bytes: int = 4800  # 100 ms of PCM16 at 24 kHz
     errors: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Client event type -> the ``error`` object answered instead of handling the event."""
+    hang_up_on: dict[str, int] = field(default_factory=dict)
+    """Client event type -> how many of the next ones the server answers by closing the
+    connection (code 1011) instead: a server that fails, or a session that just ended."""
+    session_max_duration: float | None = None
+    """End every session this long after its connection was accepted: a ``session_expired``
+    error, then the server closes the connection (OpenAI's limit is 60 minutes)."""
     events: list[RecordedEvent] = field(default_factory=list)
     connections: list[RecordedConnection] = field(default_factory=list)
     closed: list[int] = field(default_factory=list)
@@ -122,6 +134,11 @@ class FakeRealtimeConfig:
 
     def sent(self, type_: str | None = None, connection: int | None = None) -> list[dict[str, Any]]:
         return self._select("server", type_, connection)
+
+    def open_connections(self) -> list[int]:
+        """Indexes of the accepted connections that have not ended."""
+        ended = set(self.closed)
+        return [c.index for c in self.connections if c.refused is None and c.index not in ended]
 
     def appended_audio(self, connection: int | None = None) -> bytes:
         """Every ``input_audio_buffer.append``'s audio, decoded and joined."""
@@ -172,6 +189,7 @@ class _Connection:
         self.silence_ms = 0
         self.previous_item: str | None = None
         self.response: tuple[str, asyncio.Task[None]] | None = None
+        self.spoke = False  # the session has sent audio: its voice is fixed
 
     async def send(self, kind: str, **fields: Any) -> None:
         event = {"type": kind, "event_id": _id("event"), **fields}
@@ -193,19 +211,31 @@ class _Connection:
         task.add_done_callback(self.tasks.discard)
         return task
 
-    async def drop(self) -> None:
-        """Close the connection from the server's side, as a failing server would."""
+    async def hang_up(self, code: int = 1011) -> None:
+        """Close the connection from the server's side: a failing server (1011), or a session
+        that has ended (1000). What the client sends afterwards is read and ignored."""
         async with self.lock:
             self.dropped = True
             if self.gone:
                 return
             self.gone = True
             with suppress(WebSocketDisconnect, RuntimeError, OSError):
-                await self.ws.close(code=1011, reason="The server had an error.")
+                await self.ws.close(code)
+
+    async def expire(self, after: float) -> None:
+        await asyncio.sleep(after)
+        limit = self.config.session_max_duration or 0
+        message = f"Your session hit the maximum duration of {_duration(limit)}."
+        await self.send("error", error={**_error("session_expired", message), "event_id": None})
+        await self.hang_up(1000)
 
     async def run(self) -> None:
+        accepted = time.monotonic()
         await asyncio.sleep(self.config.session_delay)
         await self.send("session.created", session=self.session)
+        if self.config.session_max_duration is not None:
+            ends = accepted + self.config.session_max_duration
+            self.spawn(self.expire(max(0.0, ends - time.monotonic())))
         try:
             # The ASGI messages themselves: Starlette's receive_text() stops after a failed send.
             while (message := await self.ws.receive())["type"] == "websocket.receive":
@@ -224,7 +254,11 @@ class _Connection:
 
     async def handle(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
-        if kind in self.config.errors:
+        hang_ups = self.config.hang_up_on
+        if isinstance(kind, str) and hang_ups.get(kind, 0) > 0:
+            hang_ups[kind] -= 1
+            await self.hang_up(1011)
+        elif kind in self.config.errors:
             await self.error(self.config.errors[kind], event)
         elif kind == "session.update":
             await self.update(event)
@@ -268,11 +302,22 @@ class _Connection:
             message = f"Invalid value: '{voice}'. Supported values are: {REALTIME_VOICES}."
             await self.error(_error("invalid_value", message, "session.audio.output.voice"), event)
             return
+        if not await self.voice_may_change(voice, event):
+            return
         _merge(self.session, update)
         if "turn_detection" in (audio.get("input") or {}):  # replaced as a whole, not merged
             self.session["audio"]["input"]["turn_detection"] = audio["input"]["turn_detection"]
         self.configured = True
         await self.send("session.updated", session=self.session)
+
+    async def voice_may_change(self, voice: Any, event: dict[str, Any]) -> bool:
+        """False (and an ``error`` sent) when `voice` would change a voice that has spoken."""
+        current = self.session.get("audio", {}).get("output", {}).get("voice")
+        if voice is None or not self.spoke or voice == current:
+            return True
+        message = "Cannot update a conversation's voice if assistant audio is present."
+        await self.error(_error("cannot_update_voice", message), event)
+        return False
 
     # ------------------------------------------------------------ transcription sessions
 
@@ -310,7 +355,7 @@ class _Connection:
             await self.live_deltas()
         drop_ms = self.config.drop_after_ms
         if drop_ms is not None and self.samples * 1000 // SAMPLE_RATE >= drop_ms:
-            await self.drop()
+            await self.hang_up(1011)
 
     def new_item(self) -> str:
         made, transcripts = self.items_made, self.config.transcripts
@@ -445,10 +490,10 @@ class _Connection:
             message = "The fake speaks the input_text parts of response.input; none were given."
             await self.error(_error("missing_required_parameter", message, "response.input"), event)
             return
-        output = {
-            **self.session["audio"]["output"],
-            **(params.get("audio") or {}).get("output", {}),
-        }
+        asked = (params.get("audio") or {}).get("output", {})
+        if not await self.voice_may_change(asked.get("voice"), event):
+            return
+        output = {**self.session["audio"]["output"], **asked}
         response_id = _id("resp")
         self.response = (response_id, self.spawn(self.speak(response_id, " ".join(texts), output)))
 
@@ -472,6 +517,7 @@ class _Connection:
             if index:
                 await asyncio.sleep(config.tts_chunk_delay)
             delta = base64.b64encode(audio[start : start + size]).decode()
+            self.spoke = True
             await self.send("response.output_audio.delta", **where, delta=delta)
         await self.send("response.output_audio.done", **where)
         await self.send("response.output_audio_transcript.done", **where, transcript=text)
@@ -561,6 +607,12 @@ def _turn_detection_problem(value: Any) -> tuple[str, str, str] | None:
     return None
 
 
+def _duration(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds // 60:.0f} minutes"
+    return f"{seconds:g} seconds"
+
+
 def _merge(target: dict[str, Any], update: dict[str, Any]) -> None:
     """Deep-merge `update` into `target`, as ``session.update`` does (``null`` replaces)."""
     for key, value in update.items():
@@ -570,8 +622,8 @@ def _merge(target: dict[str, Any], update: dict[str, Any]) -> None:
             target[key] = value
 
 
-def _new_session(query: dict[str, str]) -> dict[str, Any]:
-    expires = int(time.time()) + 3600
+def _new_session(query: dict[str, str], max_duration: float | None) -> dict[str, Any]:
+    expires = math.ceil(time.time() + (3600 if max_duration is None else max_duration))
     if query.get("intent") == "transcription":
         return {
             "type": "transcription",
@@ -665,8 +717,9 @@ def realtime_routes(config: FakeRealtimeConfig) -> list[BaseRoute]:
             return
         await websocket.accept()
         closed = config.closed  # this connection's record, even after a reset
+        session = _new_session(query, config.session_max_duration)
         try:
-            await _Connection(websocket, config, index, _new_session(query)).run()
+            await _Connection(websocket, config, index, session).run()
         finally:
             closed.append(index)
 

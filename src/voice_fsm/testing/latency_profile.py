@@ -51,8 +51,9 @@ class LatencyProfile:
     """After the first audio, speech arrives this many times faster than it plays."""
     realtime_connect_s: float = 0.0
     """A new Realtime session: from the WebSocket's accept to ``session.created``. Against
-    OpenAI a new connection costs 0.1-0.3 s; not part of the critical path, since a session
-    can be opened ahead of time."""
+    OpenAI a new connection costs 0.1-0.3 s; not part of the critical path, since sessions
+    are opened ahead of time (speech's kept open between sentences, live transcription's as
+    the recording starts)."""
 
     @property
     def llm_token_interval_s(self) -> float:
