@@ -3,17 +3,19 @@ design, with one session or many.
 
 Starts fake OpenAI-compatible providers (the HTTP API and the Realtime WebSocket on one port,
 in a process of their own) whose latencies follow a `LatencyProfile`, and `voice-fsm serve`
-pointed at them, transcribing live through Realtime. Each of `--sessions` clients, started a
-little apart, speaks `--turns` questions at the pace of speech (push-to-talk) and, after each
-one, runs the same turn the sequential way straight against the same fakes with the openai
-SDK: upload the completed recording, wait for the whole reply, then ask for its speech.
-Voice-to-voice is the time from the end of the user's audio to the first reply audio at the
-client. Reports p50, p95 and p99 of both designs and the server's overhead beyond the
-providers' critical path, and writes artifacts/bench-<sessions>.json and .png.
+pointed at them as at OpenAI's API: transcribing live and speaking through Realtime sessions
+(each new one takes the profile's `realtime_connect_s` to open). Each of `--sessions`
+clients, started a little apart, speaks `--turns` questions at the pace of speech
+(push-to-talk) and, after each one, runs the same turn the sequential way straight against
+the same fakes with the openai SDK: upload the completed recording, wait for the whole reply,
+then ask for its speech. Voice-to-voice is the time from the end of the user's audio to the
+first reply audio at the client. Reports p50, p95 and p99 of both designs and the server's
+overhead beyond the providers' critical path, and writes artifacts/bench-<sessions>.json
+and .png.
 
     make bench                          # or: .venv/bin/python bench/voice_latency.py
     make bench ARGS="--sessions 50"
-    make bench ARGS="--tts realtime --profile realtime_connect_s=0.15"
+    make bench ARGS="--tts speech --profile realtime_connect_s=0.3"
 """
 
 from __future__ import annotations
@@ -833,8 +835,9 @@ def main() -> None:
         help="change a latency of the profile, e.g. llm_tokens_per_s=50",
     )  # fmt: skip
     parser.add_argument(
-        "--tts", choices=("speech", "realtime"), default="speech",
-        help="the server's text-to-speech: the Speech API (HTTP) or a Realtime session",
+        "--tts", choices=("speech", "realtime"), default="realtime",
+        help="the server's text-to-speech: a Realtime session (its default with OpenAI's "
+        "API) or the Speech API (HTTP, as for compatible servers)",
     )  # fmt: skip
     parser.add_argument("--port", type=int, default=0, help="the server's port; 0: a free one")
     parser.add_argument("--out-dir", default="artifacts")

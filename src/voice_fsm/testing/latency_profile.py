@@ -49,7 +49,7 @@ class LatencyProfile:
     tts_first_audio_s: float = 0.6
     tts_realtime_factor: float = 4.0
     """After the first audio, speech arrives this many times faster than it plays."""
-    realtime_connect_s: float = 0.0
+    realtime_connect_s: float = 0.15
     """A new Realtime session: from the WebSocket's accept to ``session.created``. Against
     OpenAI a new connection costs 0.1-0.3 s; not part of the critical path, since sessions
     are opened ahead of time (speech's kept open between sentences, live transcription's as
