@@ -545,6 +545,26 @@ async def test_barge_in_keeps_only_what_the_user_heard_in_the_history(
 # ---------------------------------------------------------------- live transcription
 
 
+async def test_each_turn_lets_the_providers_get_ready_while_the_user_talks(
+    connect: ClientFactory,
+) -> None:
+    calls: list[str] = []
+
+    class Preparing(FakeLanguageModel):
+        def prepare(self) -> None:
+            calls.append("prepare")
+
+        async def reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+            calls.append("reply")
+            async for delta in super().reply(messages):
+                yield delta
+
+    client = await connect(fake_pipeline(llm=Preparing()))
+    await full_turn(client)
+    await full_turn(client)
+    assert calls == ["prepare", "reply", "prepare", "reply"]
+
+
 async def test_live_transcript_deltas_arrive_while_the_user_talks(connect: ClientFactory) -> None:
     stt = FakeLiveSpeechToText(ms_per_word=80, final_delay=0.01)
     client = await connect(fake_pipeline(stt=stt))

@@ -8,7 +8,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from voice_fsm.adapters.base import LanguageModel, SpeechToText, Startable, TextToSpeech
+from voice_fsm.adapters.base import (
+    LanguageModel,
+    Preparable,
+    SpeechToText,
+    Startable,
+    TextToSpeech,
+)
 from voice_fsm.adapters.local_models import (
     LOCAL_EXTRA_HINT,
     LocalModelMissing,
@@ -58,6 +64,13 @@ class Pipeline:
         for adapter in (self.stt, self.llm, self.tts):
             if isinstance(adapter, Startable):
                 await adapter.start()
+
+    def prepare(self) -> None:
+        """A turn begins: let the adapters get ready while the user talks (open a
+        connection that the pool may have let go, say)."""
+        for adapter in (self.stt, self.llm, self.tts):
+            if isinstance(adapter, Preparable):
+                adapter.prepare()
 
     async def aclose(self) -> None:
         for adapter in (self.stt, self.llm, self.tts):

@@ -185,6 +185,7 @@ class Session:
             await self._close_interrupted_reply(played_ms)
             self._finish_turn("interrupted")
         self._begin_turn()
+        self.pipeline.prepare()  # while the user talks
         await self._fire("barge_in" if barge_in else "start")
         stt = self.pipeline.stt
         live = transcriber or (stt if isinstance(stt, LiveSpeechToText) else None)

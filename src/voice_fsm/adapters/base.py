@@ -98,6 +98,16 @@ class Startable(Protocol):
 
 
 @runtime_checkable
+class Preparable(Protocol):
+    """An adapter that can get ready while the user is still talking: a turn has begun and
+    will need it in a moment."""
+
+    def prepare(self) -> None:
+        """Begin getting ready in the background and return at once; never raises."""
+        ...
+
+
+@runtime_checkable
 class LiveTranscription(Protocol):
     """One turn's audio, transcribed while it is being recorded."""
 

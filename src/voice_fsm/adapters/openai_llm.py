@@ -9,6 +9,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from voice_fsm.adapters.base import ChatMessage
 from voice_fsm.adapters.openai_errors import translating
+from voice_fsm.adapters.warm_connection import WarmConnection
 from voice_fsm.errors import Stage
 from voice_fsm.provider_requests import note
 from voice_fsm.settings import LlmSettings
@@ -27,11 +28,19 @@ class OpenAILanguageModel:
         # not in the first user's turn.
         _ = client.chat.completions
         self._secrets = secrets
+        self._warm = WarmConnection(client, stage="llm")
+
+    async def start(self) -> None:
+        self._warm.prepare()
+
+    def prepare(self) -> None:
+        self._warm.prepare()
 
     async def reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
         """Stream the reply's text deltas; the closing usage chunk (no choices) is skipped."""
         settings = self._settings
         effort = settings.reasoning_effort
+        self._warm.used()
         with translating(Stage.LLM, self._secrets):
             stream = await self._client.chat.completions.create(
                 model=self.model,
@@ -55,6 +64,7 @@ class OpenAILanguageModel:
                 await stream.close()
 
     async def aclose(self) -> None:
+        await self._warm.aclose()
         await self._client.close()
 
 

@@ -15,6 +15,7 @@ from voice_fsm.adapters.base import (
     TranscriptEvent,
 )
 from voice_fsm.adapters.openai_errors import translating
+from voice_fsm.adapters.warm_connection import WarmConnection
 from voice_fsm.audio import pcm_to_wav
 from voice_fsm.errors import Stage
 from voice_fsm.provider_requests import note
@@ -37,6 +38,13 @@ class OpenAISpeechToText:
         # not in the first user's turn.
         _ = client.audio.transcriptions
         self._secrets = secrets
+        self._warm = WarmConnection(client, stage="stt")
+
+    async def start(self) -> None:
+        self._warm.prepare()
+
+    def prepare(self) -> None:
+        self._warm.prepare()
 
     async def transcribe(
         self, pcm: bytes, *, language: str | None = None
@@ -49,6 +57,7 @@ class OpenAISpeechToText:
         """
         file = (FILENAME, pcm_to_wav(pcm, PCM_SAMPLE_RATE), "audio/wav")
         language = language or self._settings.language
+        self._warm.used()
         with translating(Stage.STT, self._secrets):
             stream = await self._client.audio.transcriptions.create(
                 model=self.model, file=file, stream=True, language=language or omit
@@ -83,6 +92,7 @@ class OpenAISpeechToText:
             yield TranscriptDone(result.text)
 
     async def aclose(self) -> None:
+        await self._warm.aclose()
         await self._client.close()
 
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator
 from openai import AsyncOpenAI, omit
 
 from voice_fsm.adapters.openai_errors import translating
+from voice_fsm.adapters.warm_connection import WarmConnection
 from voice_fsm.errors import Stage
 from voice_fsm.provider_requests import note
 from voice_fsm.settings import TtsSettings
@@ -29,12 +30,20 @@ class OpenAITextToSpeech:
         # not in the first user's turn.
         _ = client.audio.speech
         self._secrets = secrets
+        self._warm = WarmConnection(client, stage="tts")
+
+    async def start(self) -> None:
+        self._warm.prepare()
+
+    def prepare(self) -> None:
+        self._warm.prepare()
 
     async def synthesize(
         self, text: str, *, voice: str | None = None
     ) -> AsyncGenerator[bytes, None]:
         """Yield raw PCM16 24 kHz mono chunks as the server sends them, never the whole file."""
         settings = self._settings
+        self._warm.used()
         with translating(Stage.TTS, self._secrets):
             async with self._client.audio.speech.with_streaming_response.create(
                 model=self.model,
@@ -50,4 +59,5 @@ class OpenAITextToSpeech:
                         yield chunk
 
     async def aclose(self) -> None:
+        await self._warm.aclose()
         await self._client.close()
