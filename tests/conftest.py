@@ -13,16 +13,47 @@ import pytest
 from pydantic import SecretStr
 
 from voice_fsm.adapters.openai_client import make_openai_client
+from voice_fsm.adapters.openai_llm import OpenAILanguageModel
 from voice_fsm.adapters.openai_realtime_stt import OpenAIRealtimeSpeechToText
 from voice_fsm.providers import Pipeline
 from voice_fsm.session import Session
-from voice_fsm.settings import Settings, SttSettings
+from voice_fsm.settings import LlmSettings, Settings, SttSettings
+from voice_fsm.testing.fake_openai import FakeOpenAIConfig, running_fake_openai
 from voice_fsm.testing.fake_realtime import FakeRealtimeConfig, running_fake_realtime
 
 from session_harness import Client, fake_pipeline, make_settings
 
 ClientFactory = Callable[..., Any]
 REALTIME_KEY = "sk-proj-live0123456789abcdef"
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[tuple[FakeOpenAIConfig, str]]:
+    """A fake OpenAI HTTP API on a loopback port, answering at once: config and base URL."""
+    config = FakeOpenAIConfig(llm_first_token_delay=0.0, llm_token_delay=0.0)
+    with running_fake_openai(config) as base_url:
+        yield config, base_url
+
+
+@pytest.fixture
+async def make_openai_llm() -> AsyncIterator[Callable[[str], OpenAILanguageModel]]:
+    """Makes `OpenAILanguageModel` adapters (no retries) for a base URL; closed after the test."""
+    made: list[OpenAILanguageModel] = []
+
+    def make(base_url: str) -> OpenAILanguageModel:
+        settings = Settings(
+            _env_file=None,
+            openai_api_key=SecretStr("sk-test-0123456789"),
+            openai_base_url=base_url,
+            llm=LlmSettings(max_retries=0),
+        )
+        llm = OpenAILanguageModel(settings.llm, make_openai_client(settings, settings.llm))
+        made.append(llm)
+        return llm
+
+    yield make
+    for llm in made:
+        await llm.aclose()
 
 
 @pytest.fixture(scope="session")

@@ -3,68 +3,42 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 
 import httpx
-import pytest
-from pydantic import SecretStr
 
 from voice_fsm.adapters.base import ChatMessage
 from voice_fsm.adapters.connection_reuse import ConnectionReuseTransport
-from voice_fsm.adapters.openai_client import make_openai_client
 from voice_fsm.adapters.openai_llm import OpenAILanguageModel
-from voice_fsm.settings import LlmSettings, Settings
-from voice_fsm.testing import FakeOpenAIConfig, running_fake_openai
+from voice_fsm.testing import FakeOpenAIConfig
 
 QUESTION = [ChatMessage("user", "What is the capital of France?")]
-
-
-@pytest.fixture
-def fake() -> Iterator[tuple[FakeOpenAIConfig, str]]:
-    config = FakeOpenAIConfig(llm_first_token_delay=0.0, llm_token_delay=0.0)
-    with running_fake_openai(config) as base_url:
-        yield config, base_url
-
-
-def make_llm(base_url: str) -> OpenAILanguageModel:
-    settings = Settings(
-        _env_file=None,
-        openai_api_key=SecretStr("sk-test-reuse"),
-        openai_base_url=base_url,
-        llm=LlmSettings(max_retries=0),
-    )
-    return OpenAILanguageModel(settings.llm, make_openai_client(settings, settings.llm))
+MakeLlm = Callable[[str], OpenAILanguageModel]
 
 
 async def test_replies_one_after_another_share_one_connection(
-    fake: tuple[FakeOpenAIConfig, str],
+    fake_openai: tuple[FakeOpenAIConfig, str], make_openai_llm: MakeLlm
 ) -> None:
-    config, base_url = fake
-    llm = make_llm(base_url)
-    try:
-        for _ in range(3):
-            assert "".join([delta async for delta in llm.reply(QUESTION)]) == config.reply
-    finally:
-        await llm.aclose()
+    config, base_url = fake_openai
+    llm = make_openai_llm(base_url)
+    for _ in range(3):
+        assert "".join([delta async for delta in llm.reply(QUESTION)]) == config.reply
     ports = {request.client_port for request in config.received("chat")}
     assert len(ports) == 1
 
 
 async def test_a_reply_cut_short_drops_its_connection_at_once(
-    fake: tuple[FakeOpenAIConfig, str],
+    fake_openai: tuple[FakeOpenAIConfig, str], make_openai_llm: MakeLlm
 ) -> None:
-    config, base_url = fake
+    config, base_url = fake_openai
     config.llm_token_delay = 60.0  # the rest of the reply would take minutes
-    llm = make_llm(base_url)
-    try:
-        async with asyncio.timeout(5):  # not waiting for the rest of the reply
-            async with aclosing(llm.reply(QUESTION)) as deltas:
-                assert await anext(deltas)
-        config.llm_token_delay = 0.0
-        assert "".join([delta async for delta in llm.reply(QUESTION)]) == config.reply
-    finally:
-        await llm.aclose()
+    llm = make_openai_llm(base_url)
+    async with asyncio.timeout(5):  # not waiting for the rest of the reply
+        async with aclosing(llm.reply(QUESTION)) as deltas:
+            assert await anext(deltas)
+    config.llm_token_delay = 0.0
+    assert "".join([delta async for delta in llm.reply(QUESTION)]) == config.reply
     first, second = config.received("chat")
     assert first.client_port != second.client_port
 

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from voice_fsm.adapters import warm_connection
 from voice_fsm.adapters.base import ChatMessage, Preparable, Startable
-from voice_fsm.adapters.openai_client import make_openai_client
 from voice_fsm.adapters.openai_llm import OpenAILanguageModel
-from voice_fsm.settings import LlmSettings, Settings
-from voice_fsm.testing import FakeOpenAIConfig, running_fake_openai
+from voice_fsm.testing import FakeOpenAIConfig
 
 from support.servers import eventually, free_port
 
@@ -22,42 +19,15 @@ QUESTION = [ChatMessage("user", "What is the capital of France?")]
 MakeLlm = Callable[[str], OpenAILanguageModel]
 
 
-@pytest.fixture
-def fake() -> Iterator[tuple[FakeOpenAIConfig, str]]:
-    config = FakeOpenAIConfig(llm_first_token_delay=0.0, llm_token_delay=0.0)
-    with running_fake_openai(config) as base_url:
-        yield config, base_url
-
-
-@pytest.fixture
-async def make_llm() -> AsyncIterator[MakeLlm]:
-    made: list[OpenAILanguageModel] = []
-
-    def make(base_url: str) -> OpenAILanguageModel:
-        settings = Settings(
-            _env_file=None,
-            openai_api_key=SecretStr("sk-test-warm"),
-            openai_base_url=base_url,
-            llm=LlmSettings(max_retries=0),
-        )
-        llm = OpenAILanguageModel(settings.llm, make_openai_client(settings, settings.llm))
-        made.append(llm)
-        return llm
-
-    yield make
-    for llm in made:
-        await llm.aclose()
-
-
 async def reply(llm: OpenAILanguageModel) -> str:
     return "".join([delta async for delta in llm.reply(QUESTION)])
 
 
 async def test_the_first_reply_finds_the_connection_open(
-    fake: tuple[FakeOpenAIConfig, str], make_llm: MakeLlm
+    fake_openai: tuple[FakeOpenAIConfig, str], make_openai_llm: MakeLlm
 ) -> None:
-    config, base_url = fake
-    llm = make_llm(base_url)
+    config, base_url = fake_openai
+    llm = make_openai_llm(base_url)
     assert isinstance(llm, Startable)
     await llm.start()  # at the server's start-up
     await eventually(lambda: config.received("models"))
@@ -69,12 +39,12 @@ async def test_the_first_reply_finds_the_connection_open(
 
 
 async def test_a_turn_warms_the_connection_only_when_it_may_have_gone(
-    fake: tuple[FakeOpenAIConfig, str],
-    make_llm: MakeLlm,
+    fake_openai: tuple[FakeOpenAIConfig, str],
+    make_openai_llm: MakeLlm,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    config, base_url = fake
-    llm = make_llm(base_url)
+    config, base_url = fake_openai
+    llm = make_openai_llm(base_url)
     assert isinstance(llm, Preparable)
     await reply(llm)
     llm.prepare()  # a turn right after the last one: its connection is still in the pool
@@ -90,9 +60,9 @@ async def test_a_turn_warms_the_connection_only_when_it_may_have_gone(
 
 
 async def test_a_provider_out_of_reach_is_only_logged(
-    make_llm: MakeLlm,
+    make_openai_llm: MakeLlm,
 ) -> None:
-    llm = make_llm(f"http://127.0.0.1:{free_port()}/v1")
+    llm = make_openai_llm(f"http://127.0.0.1:{free_port()}/v1")
     with capture_logs() as logs:
         await llm.start()
         await eventually(lambda: any(e["event"] == "connection.warm_failed" for e in logs))
