@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import openai
 import pytest
+import respx
+from openai import AsyncOpenAI
+from pydantic import SecretStr
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosedError, InvalidStatus, InvalidURI
 from websockets.frames import Close
 from websockets.http11 import Response as WsResponse
 
+from voice_fsm.adapters.base import ChatMessage
+from voice_fsm.adapters.openai_client import make_openai_client
 from voice_fsm.adapters.openai_errors import translate, translating
+from voice_fsm.adapters.openai_llm import OpenAILanguageModel
+from voice_fsm.adapters.openai_stt import OpenAISpeechToText
+from voice_fsm.adapters.openai_tts import OpenAITextToSpeech
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
+from voice_fsm.settings import LlmSettings, Settings, SttSettings, TtsSettings
+
+from support.openai_wire import BASE_URL as OPENAI_URL
+from support.openai_wire import KEY, REQUEST_ID, error_response
 
 URL = "https://api.openai.com/v1/chat/completions"
 REQUEST = httpx.Request("POST", URL)
@@ -213,3 +227,152 @@ async def test_translating_never_touches_cancellation() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert task.cancelled()
+
+
+# ---------------------------------------------------------------- through each HTTP adapter
+
+
+@dataclass(frozen=True)
+class HttpAdapter:
+    """One OpenAI HTTP adapter: how to make it, its endpoint, one call, how errors name it."""
+
+    stage: Stage
+    path: str
+    name: str  # in the error messages
+    make: Callable[[Settings, AsyncOpenAI], Any]
+    call: Callable[[Any], Coroutine[Any, Any, Any]]
+
+
+async def _drain(stream: AsyncIterator[Any]) -> None:
+    async for _ in stream:
+        pass
+
+
+HTTP_ADAPTERS = [
+    HttpAdapter(
+        Stage.STT,
+        "/audio/transcriptions",
+        "speech-to-text",
+        lambda s, c: OpenAISpeechToText(s.stt, c, s.secrets()),
+        lambda stt: _drain(stt.transcribe(b"\x00\x01" * 2400)),
+    ),
+    HttpAdapter(
+        Stage.LLM,
+        "/chat/completions",
+        "language model",
+        lambda s, c: OpenAILanguageModel(s.llm, c, s.secrets()),
+        lambda llm: _drain(llm.reply([ChatMessage("user", "Hello?")])),
+    ),
+    HttpAdapter(
+        Stage.TTS,
+        "/audio/speech",
+        "text-to-speech",
+        lambda s, c: OpenAITextToSpeech(s.tts, c, s.secrets()),
+        lambda tts: _drain(tts.synthesize("Hello.")),
+    ),
+]
+ERROR_STATUSES = [
+    (
+        error_response(
+            401,
+            f"Incorrect API key provided: {KEY}. You can find your API key at "
+            "https://platform.openai.com/account/api-keys.",
+            "invalid_request_error",
+            "invalid_api_key",
+        ),
+        ErrorCode.PROVIDER_AUTH,
+        False,
+    ),
+    (
+        error_response(
+            429,
+            "Rate limit reached for requests per min (RPM): Limit 500.",
+            "requests",
+            "rate_limit_exceeded",
+        ),
+        ErrorCode.PROVIDER_RATE_LIMITED,
+        True,
+    ),
+    (
+        error_response(
+            500, "The server had an error while processing your request.", "server_error", None
+        ),
+        ErrorCode.PROVIDER_UNAVAILABLE,
+        True,
+    ),
+    (
+        error_response(
+            400,
+            "We could not parse the JSON body of your request.",
+            "invalid_request_error",
+            None,
+        ),
+        ErrorCode.PROVIDER_ERROR,
+        False,
+    ),
+    (
+        error_response(
+            404,
+            "The model `tts-2` does not exist or you do not have access to it.",
+            "invalid_request_error",
+            "model_not_found",
+        ),
+        ErrorCode.PROVIDER_ERROR,
+        False,
+    ),
+]
+
+
+def _adapter(adapter: HttpAdapter) -> Any:
+    settings = Settings(
+        _env_file=None,
+        openai_api_key=SecretStr(KEY),
+        stt=SttSettings(max_retries=0),
+        llm=LlmSettings(max_retries=0),
+        tts=TtsSettings(max_retries=0),
+    )
+    return adapter.make(settings, make_openai_client(settings, getattr(settings, adapter.stage)))
+
+
+@pytest.mark.parametrize("adapter", HTTP_ADAPTERS, ids=lambda a: a.stage.value)
+@pytest.mark.parametrize(
+    ("response", "code", "retryable"), ERROR_STATUSES, ids=["401", "429", "500", "400", "404"]
+)
+async def test_each_http_adapter_turns_error_statuses_into_typed_errors(
+    adapter: HttpAdapter, response: httpx.Response, code: ErrorCode, retryable: bool
+) -> None:
+    made = _adapter(adapter)
+    with respx.mock(base_url=OPENAI_URL) as router:
+        route = router.post(adapter.path).mock(return_value=response)
+        with pytest.raises(ProviderError) as caught:
+            await adapter.call(made)
+    await made.aclose()
+
+    err = caught.value
+    assert route.call_count == 1
+    assert (err.code, err.stage, err.retryable) == (code, adapter.stage, retryable)
+    vendor_message = response.json()["error"]["message"].replace(KEY, "[redacted]")
+    assert err.message == (
+        f"OpenAI {adapter.name} returned {response.status_code}: {vendor_message} "
+        f"(request id {REQUEST_ID})"
+    )
+    assert KEY not in err.message
+
+
+@pytest.mark.parametrize("adapter", HTTP_ADAPTERS, ids=lambda a: a.stage.value)
+async def test_each_http_adapter_reports_a_provider_out_of_reach(adapter: HttpAdapter) -> None:
+    made = _adapter(adapter)
+    with respx.mock(base_url=OPENAI_URL) as router:
+        router.post(adapter.path).mock(side_effect=httpx.ConnectError("Connection refused"))
+        with pytest.raises(ProviderError) as caught:
+            await adapter.call(made)
+    await made.aclose()
+
+    err = caught.value
+    assert (err.code, err.stage, err.retryable) == (
+        ErrorCode.PROVIDER_UNAVAILABLE,
+        adapter.stage,
+        True,
+    )
+    assert err.message == f"Could not reach OpenAI {adapter.name}: Connection refused"
+    assert isinstance(err.__cause__, Exception)
