@@ -7,10 +7,15 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 
 import httpx
+from pydantic import SecretStr
 
-from voice_fsm.adapters.base import ChatMessage
+from voice_fsm.adapters.base import ChatMessage, TranscriptDone
 from voice_fsm.adapters.connection_reuse import ConnectionReuseTransport
+from voice_fsm.adapters.fake import tone
+from voice_fsm.adapters.openai_client import make_openai_client
 from voice_fsm.adapters.openai_llm import OpenAILanguageModel
+from voice_fsm.adapters.openai_stt import OpenAISpeechToText
+from voice_fsm.settings import Settings, SttSettings
 from voice_fsm.testing import FakeOpenAIConfig
 
 QUESTION = [ChatMessage("user", "What is the capital of France?")]
@@ -26,6 +31,28 @@ async def test_replies_one_after_another_share_one_connection(
         assert "".join([delta async for delta in llm.reply(QUESTION)]) == config.reply
     ports = {request.client_port for request in config.received("chat")}
     assert len(ports) == 1
+
+
+async def test_transcriptions_one_after_another_share_one_connection(
+    fake_openai: tuple[FakeOpenAIConfig, str],
+) -> None:
+    config, base_url = fake_openai
+    settings = Settings(
+        _env_file=None,
+        openai_api_key=SecretStr("sk-test-0123456789"),
+        openai_base_url=base_url,
+        stt=SttSettings(max_retries=0),
+    )
+    stt = OpenAISpeechToText(settings.stt, make_openai_client(settings, settings.stt))
+    try:
+        for _ in range(3):
+            events = [event async for event in stt.transcribe(tone(500))]
+            assert events[-1] == TranscriptDone(config.transcript)
+    finally:
+        await stt.aclose()
+    requests = config.received("transcriptions")
+    assert [request.fields["stream"] for request in requests] == ["true"] * 3
+    assert len({request.client_port for request in requests}) == 1
 
 
 async def test_a_reply_cut_short_drops_its_connection_at_once(
