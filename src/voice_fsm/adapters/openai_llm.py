@@ -9,38 +9,26 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from voice_fsm.adapters.base import ChatMessage
 from voice_fsm.adapters.openai_errors import translating
-from voice_fsm.adapters.warm_connection import WarmConnection
+from voice_fsm.adapters.openai_http import OpenAIHttpAdapter
 from voice_fsm.errors import Stage
 from voice_fsm.provider_requests import note
 from voice_fsm.settings import LlmSettings
 
 
-class OpenAILanguageModel:
-    provider = "openai"
-
+class OpenAILanguageModel(OpenAIHttpAdapter[LlmSettings]):
     def __init__(
         self, settings: LlmSettings, client: AsyncOpenAI, secrets: tuple[str, ...] = ()
     ) -> None:
-        self.model = settings.model
-        self._settings = settings
-        self._client = client
+        super().__init__(settings, client, secrets, stage=Stage.LLM)
         # The SDK imports a resource's modules on first use (about 0.2 s): pay it at start-up,
         # not in the first user's turn.
         _ = client.chat.completions
-        self._secrets = secrets
-        self._warm = WarmConnection(client, stage="llm")
-
-    async def start(self) -> None:
-        self._warm.prepare()
-
-    def prepare(self) -> None:
-        self._warm.prepare()
 
     async def reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
         """Stream the reply's text deltas; the closing usage chunk (no choices) is skipped."""
         settings = self._settings
         effort = settings.reasoning_effort
-        self._warm.used()
+        self._request_starts()
         with translating(Stage.LLM, self._secrets):
             stream = await self._client.chat.completions.create(
                 model=self.model,
@@ -62,10 +50,6 @@ class OpenAILanguageModel:
                         yield content
             finally:
                 await stream.close()
-
-    async def aclose(self) -> None:
-        await self._warm.aclose()
-        await self._client.close()
 
 
 def _message_param(message: ChatMessage) -> ChatCompletionMessageParam:

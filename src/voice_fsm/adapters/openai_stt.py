@@ -15,7 +15,7 @@ from voice_fsm.adapters.base import (
     TranscriptEvent,
 )
 from voice_fsm.adapters.openai_errors import translating
-from voice_fsm.adapters.warm_connection import WarmConnection
+from voice_fsm.adapters.openai_http import OpenAIHttpAdapter
 from voice_fsm.audio import pcm_to_wav
 from voice_fsm.errors import Stage
 from voice_fsm.provider_requests import note
@@ -25,26 +25,14 @@ FILENAME = "turn.wav"
 """The API infers the audio format from the file name; raw bytes are rejected."""
 
 
-class OpenAISpeechToText:
-    provider = "openai"
-
+class OpenAISpeechToText(OpenAIHttpAdapter[SttSettings]):
     def __init__(
         self, settings: SttSettings, client: AsyncOpenAI, secrets: tuple[str, ...] = ()
     ) -> None:
-        self.model = settings.model
-        self._settings = settings
-        self._client = client
+        super().__init__(settings, client, secrets, stage=Stage.STT)
         # The SDK imports a resource's modules on first use (about 0.2 s): pay it at start-up,
         # not in the first user's turn.
         _ = client.audio.transcriptions
-        self._secrets = secrets
-        self._warm = WarmConnection(client, stage="stt")
-
-    async def start(self) -> None:
-        self._warm.prepare()
-
-    def prepare(self) -> None:
-        self._warm.prepare()
 
     async def transcribe(
         self, pcm: bytes, *, language: str | None = None
@@ -57,7 +45,7 @@ class OpenAISpeechToText:
         """
         file = (FILENAME, pcm_to_wav(pcm, PCM_SAMPLE_RATE), "audio/wav")
         language = language or self._settings.language
-        self._warm.used()
+        self._request_starts()
         with translating(Stage.STT, self._secrets):
             stream = await self._client.audio.transcriptions.create(
                 model=self.model, file=file, stream=True, language=language or omit
@@ -90,10 +78,6 @@ class OpenAISpeechToText:
             )
             note(Stage.STT, result._request_id)
             yield TranscriptDone(result.text)
-
-    async def aclose(self) -> None:
-        await self._warm.aclose()
-        await self._client.close()
 
 
 def _is_json(stream: AsyncStream[TranscriptionStreamEvent]) -> bool:

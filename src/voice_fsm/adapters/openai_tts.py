@@ -11,39 +11,27 @@ from collections.abc import AsyncGenerator
 from openai import AsyncOpenAI, omit
 
 from voice_fsm.adapters.openai_errors import translating
-from voice_fsm.adapters.warm_connection import WarmConnection
+from voice_fsm.adapters.openai_http import OpenAIHttpAdapter
 from voice_fsm.errors import Stage
 from voice_fsm.provider_requests import note
 from voice_fsm.settings import TtsSettings
 
 
-class OpenAITextToSpeech:
-    provider = "openai"
-
+class OpenAITextToSpeech(OpenAIHttpAdapter[TtsSettings]):
     def __init__(
         self, settings: TtsSettings, client: AsyncOpenAI, secrets: tuple[str, ...] = ()
     ) -> None:
-        self.model = settings.model
-        self._settings = settings
-        self._client = client
+        super().__init__(settings, client, secrets, stage=Stage.TTS)
         # The SDK imports a resource's modules on first use (about 0.2 s): pay it at start-up,
         # not in the first user's turn.
         _ = client.audio.speech
-        self._secrets = secrets
-        self._warm = WarmConnection(client, stage="tts")
-
-    async def start(self) -> None:
-        self._warm.prepare()
-
-    def prepare(self) -> None:
-        self._warm.prepare()
 
     async def synthesize(
         self, text: str, *, voice: str | None = None
     ) -> AsyncGenerator[bytes, None]:
         """Yield raw PCM16 24 kHz mono chunks as the server sends them, never the whole file."""
         settings = self._settings
-        self._warm.used()
+        self._request_starts()
         with translating(Stage.TTS, self._secrets):
             async with self._client.audio.speech.with_streaming_response.create(
                 model=self.model,
@@ -57,7 +45,3 @@ class OpenAITextToSpeech:
                 async for chunk in response.iter_bytes():
                     if chunk:
                         yield chunk
-
-    async def aclose(self) -> None:
-        await self._warm.aclose()
-        await self._client.close()
