@@ -10,18 +10,18 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from voice_fsm.adapters.openai_client import make_openai_client
 from voice_fsm.adapters.openai_llm import OpenAILanguageModel
 from voice_fsm.adapters.openai_realtime_stt import OpenAIRealtimeSpeechToText
 from voice_fsm.providers import Pipeline
 from voice_fsm.session import Session
-from voice_fsm.settings import LlmSettings, Settings, SttSettings
+from voice_fsm.settings import Settings
 from voice_fsm.testing.fake_openai import FakeOpenAIConfig, running_fake_openai
 from voice_fsm.testing.fake_realtime import FakeRealtimeConfig, running_fake_realtime
 
 from session_harness import Client, fake_pipeline, make_settings
+from support.openai_wire import openai_settings
 
 ClientFactory = Callable[..., Any]
 REALTIME_KEY = "sk-proj-live0123456789abcdef"
@@ -41,12 +41,7 @@ async def make_openai_llm() -> AsyncIterator[Callable[[str], OpenAILanguageModel
     made: list[OpenAILanguageModel] = []
 
     def make(base_url: str) -> OpenAILanguageModel:
-        settings = Settings(
-            _env_file=None,
-            openai_api_key=SecretStr("sk-test-0123456789"),
-            openai_base_url=base_url,
-            llm=LlmSettings(max_retries=0),
-        )
+        settings = openai_settings("llm", base_url=base_url)
         llm = OpenAILanguageModel(settings.llm, make_openai_client(settings, settings.llm))
         made.append(llm)
         return llm
@@ -84,11 +79,8 @@ async def make_realtime_stt(
     def make(
         base_url: str | None = None, key: str = REALTIME_KEY, timeout: float = 2.0, **options: Any
     ) -> OpenAIRealtimeSpeechToText:
-        settings = Settings(
-            _env_file=None,
-            openai_api_key=SecretStr(key),
-            openai_base_url=base_url or realtime_server[1],
-            stt=SttSettings(timeout=timeout, max_retries=0, language="en"),
+        settings = openai_settings(
+            "stt", base_url=base_url or realtime_server[1], key=key, timeout=timeout, language="en"
         )
         client = make_openai_client(settings, settings.stt)
         stt = OpenAIRealtimeSpeechToText(settings.stt, client, settings.secrets(), **options)

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 
 import httpx
-from pydantic import SecretStr
 
 from voice_fsm.adapters.base import ChatMessage, TranscriptDone
 from voice_fsm.adapters.connection_reuse import ConnectionReuseTransport
@@ -15,8 +14,9 @@ from voice_fsm.adapters.fake import tone
 from voice_fsm.adapters.openai_client import make_openai_client
 from voice_fsm.adapters.openai_llm import OpenAILanguageModel
 from voice_fsm.adapters.openai_stt import OpenAISpeechToText
-from voice_fsm.settings import Settings, SttSettings
 from voice_fsm.testing import FakeOpenAIConfig
+
+from support.openai_wire import openai_settings
 
 QUESTION = [ChatMessage("user", "What is the capital of France?")]
 MakeLlm = Callable[[str], OpenAILanguageModel]
@@ -37,12 +37,7 @@ async def test_transcriptions_one_after_another_share_one_connection(
     fake_openai: tuple[FakeOpenAIConfig, str],
 ) -> None:
     config, base_url = fake_openai
-    settings = Settings(
-        _env_file=None,
-        openai_api_key=SecretStr("sk-test-0123456789"),
-        openai_base_url=base_url,
-        stt=SttSettings(max_retries=0),
-    )
+    settings = openai_settings("stt", base_url=base_url)
     stt = OpenAISpeechToText(settings.stt, make_openai_client(settings, settings.stt))
     try:
         for _ in range(3):

@@ -12,7 +12,6 @@ import openai
 import pytest
 import respx
 from openai import AsyncOpenAI
-from pydantic import SecretStr
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosedError, InvalidStatus, InvalidURI
 from websockets.frames import Close
@@ -25,10 +24,10 @@ from voice_fsm.adapters.openai_llm import OpenAILanguageModel
 from voice_fsm.adapters.openai_stt import OpenAISpeechToText
 from voice_fsm.adapters.openai_tts import OpenAITextToSpeech
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
-from voice_fsm.settings import LlmSettings, Settings, SttSettings, TtsSettings
+from voice_fsm.settings import Settings
 
 from support.openai_wire import BASE_URL as OPENAI_URL
-from support.openai_wire import KEY, REQUEST_ID, error_response
+from support.openai_wire import KEY, REQUEST_ID, error_response, openai_settings
 
 URL = "https://api.openai.com/v1/chat/completions"
 REQUEST = httpx.Request("POST", URL)
@@ -324,13 +323,7 @@ ERROR_STATUSES = [
 
 
 def _adapter(adapter: HttpAdapter) -> Any:
-    settings = Settings(
-        _env_file=None,
-        openai_api_key=SecretStr(KEY),
-        stt=SttSettings(max_retries=0),
-        llm=LlmSettings(max_retries=0),
-        tts=TtsSettings(max_retries=0),
-    )
+    settings = openai_settings(adapter.stage.value)
     return adapter.make(settings, make_openai_client(settings, getattr(settings, adapter.stage)))
 
 

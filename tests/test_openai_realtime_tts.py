@@ -9,7 +9,6 @@ from contextlib import aclosing
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from voice_fsm import provider_requests
@@ -17,13 +16,13 @@ from voice_fsm.adapters.base import TextToSpeech
 from voice_fsm.adapters.openai_client import make_openai_client
 from voice_fsm.adapters.openai_realtime_tts import VERBATIM, OpenAIRealtimeTextToSpeech
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
-from voice_fsm.settings import Settings, TtsSettings
 from voice_fsm.testing.fake_openai import speech_pcm
 from voice_fsm.testing.fake_realtime import (
     FakeRealtimeConfig,
     RecordedEvent,
 )
 
+from support.openai_wire import openai_settings
 from support.servers import eventually, free_port
 
 KEY = "sk-proj-speak0123456789abcdef"
@@ -44,12 +43,7 @@ async def make_tts(
 
     def make(base_url: str | None = None, key: str = KEY, **tts: Any) -> OpenAIRealtimeTextToSpeech:
         tts.setdefault("timeout", 2.0)
-        settings = Settings(
-            _env_file=None,
-            openai_api_key=SecretStr(key),
-            openai_base_url=base_url or realtime_server[1],
-            tts=TtsSettings(max_retries=0, **tts),
-        )
+        settings = openai_settings("tts", base_url=base_url or realtime_server[1], key=key, **tts)
         client = make_openai_client(settings, settings.tts)
         adapter = OpenAIRealtimeTextToSpeech(settings.tts, client, settings.secrets())
         made.append(adapter)

@@ -3,15 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import SecretStr
+
+from voice_fsm.settings import LlmSettings, Settings, SttSettings, TtsSettings
 
 BASE_URL = "https://api.openai.com/v1"
 KEY = "sk-proj-abc123DEF456ghi789"
 REQUEST_ID = "req_5b1e"
 
 T = TypeVar("T")
+STAGE_SETTINGS = {"stt": SttSettings, "llm": LlmSettings, "tts": TtsSettings}
+
+
+def openai_settings(
+    stage: str, *, base_url: str | None = None, key: str = KEY, **options: Any
+) -> Settings:
+    """Settings with OpenAI (at `base_url`, else its own) for `stage`, whose settings are
+    `options`, without retries unless they say: what the adapter tests build adapters from."""
+    options.setdefault("max_retries", 0)
+    return Settings(
+        _env_file=None,
+        openai_api_key=SecretStr(key),
+        openai_base_url=base_url,
+        **{stage: STAGE_SETTINGS[stage](**options)},
+    )
 
 
 def error_response(
