@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import openai
 import pytest
 import respx
-from openai import AsyncOpenAI
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosedError, InvalidStatus, InvalidURI
 from websockets.frames import Close
 from websockets.http11 import Response as WsResponse
 
-from voice_fsm.adapters.base import ChatMessage
-from voice_fsm.adapters.openai_client import make_openai_client
 from voice_fsm.adapters.openai_errors import translate, translating
-from voice_fsm.adapters.openai_llm import OpenAILanguageModel
-from voice_fsm.adapters.openai_stt import OpenAISpeechToText
-from voice_fsm.adapters.openai_tts import OpenAITextToSpeech
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
-from voice_fsm.settings import Settings
 
 from support.openai_wire import BASE_URL as OPENAI_URL
-from support.openai_wire import KEY, REQUEST_ID, error_response, openai_settings
+from support.openai_wire import HTTP_ADAPTERS, KEY, REQUEST_ID, HttpAdapter, drain, error_response
 
 URL = "https://api.openai.com/v1/chat/completions"
 REQUEST = httpx.Request("POST", URL)
@@ -231,45 +222,6 @@ async def test_translating_never_touches_cancellation() -> None:
 # ---------------------------------------------------------------- through each HTTP adapter
 
 
-@dataclass(frozen=True)
-class HttpAdapter:
-    """One OpenAI HTTP adapter: how to make it, its endpoint, one call, how errors name it."""
-
-    stage: Stage
-    path: str
-    name: str  # in the error messages
-    make: Callable[[Settings, AsyncOpenAI], Any]
-    call: Callable[[Any], Coroutine[Any, Any, Any]]
-
-
-async def _drain(stream: AsyncIterator[Any]) -> None:
-    async for _ in stream:
-        pass
-
-
-HTTP_ADAPTERS = [
-    HttpAdapter(
-        Stage.STT,
-        "/audio/transcriptions",
-        "speech-to-text",
-        lambda s, c: OpenAISpeechToText(s.stt, c, s.secrets()),
-        lambda stt: _drain(stt.transcribe(b"\x00\x01" * 2400)),
-    ),
-    HttpAdapter(
-        Stage.LLM,
-        "/chat/completions",
-        "language model",
-        lambda s, c: OpenAILanguageModel(s.llm, c, s.secrets()),
-        lambda llm: _drain(llm.reply([ChatMessage("user", "Hello?")])),
-    ),
-    HttpAdapter(
-        Stage.TTS,
-        "/audio/speech",
-        "text-to-speech",
-        lambda s, c: OpenAITextToSpeech(s.tts, c, s.secrets()),
-        lambda tts: _drain(tts.synthesize("Hello.")),
-    ),
-]
 ERROR_STATUSES = [
     (
         error_response(
@@ -322,11 +274,6 @@ ERROR_STATUSES = [
 ]
 
 
-def _adapter(adapter: HttpAdapter) -> Any:
-    settings = openai_settings(adapter.stage.value)
-    return adapter.make(settings, make_openai_client(settings, getattr(settings, adapter.stage)))
-
-
 @pytest.mark.parametrize("adapter", HTTP_ADAPTERS, ids=lambda a: a.stage.value)
 @pytest.mark.parametrize(
     ("response", "code", "retryable"), ERROR_STATUSES, ids=["401", "429", "500", "400", "404"]
@@ -334,11 +281,11 @@ def _adapter(adapter: HttpAdapter) -> Any:
 async def test_each_http_adapter_turns_error_statuses_into_typed_errors(
     adapter: HttpAdapter, response: httpx.Response, code: ErrorCode, retryable: bool
 ) -> None:
-    made = _adapter(adapter)
+    made = adapter.build()
     with respx.mock(base_url=OPENAI_URL) as router:
         route = router.post(adapter.path).mock(return_value=response)
         with pytest.raises(ProviderError) as caught:
-            await adapter.call(made)
+            await drain(adapter.open(made), [])
     await made.aclose()
 
     err = caught.value
@@ -354,11 +301,11 @@ async def test_each_http_adapter_turns_error_statuses_into_typed_errors(
 
 @pytest.mark.parametrize("adapter", HTTP_ADAPTERS, ids=lambda a: a.stage.value)
 async def test_each_http_adapter_reports_a_provider_out_of_reach(adapter: HttpAdapter) -> None:
-    made = _adapter(adapter)
+    made = adapter.build()
     with respx.mock(base_url=OPENAI_URL) as router:
         router.post(adapter.path).mock(side_effect=httpx.ConnectError("Connection refused"))
         with pytest.raises(ProviderError) as caught:
-            await adapter.call(made)
+            await drain(adapter.open(made), [])
     await made.aclose()
 
     err = caught.value

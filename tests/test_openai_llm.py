@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable
-from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -284,67 +282,6 @@ async def test_server_error_then_success_is_retried() -> None:
 
     assert route.call_count == 2
     assert route.calls[1].request.headers["x-stainless-retry-count"] == "1"
-
-
-class HangingStream(httpx.AsyncByteStream):
-    """Sends `chunks`, then waits forever; records whether the client closed it."""
-
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks = chunks
-        self.closed = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for piece in self.chunks:
-            yield piece
-        await asyncio.Event().wait()
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-
-async def test_cancelled_consumer_closes_the_stream() -> None:
-    llm = make_llm()
-    stream = HangingStream(
-        [sse([chunk({"role": "assistant", "content": ""}), chunk({"content": "Rome"})])]
-    )
-    first = asyncio.Event()
-
-    async def consume() -> None:
-        async for _ in llm.reply(MESSAGES):
-            first.set()
-
-    with respx.mock(base_url=BASE_URL) as router:
-        router.post("/chat/completions").mock(
-            return_value=httpx.Response(
-                200, stream=stream, headers={"content-type": "text/event-stream"}
-            )
-        )
-        task = asyncio.create_task(consume())
-        async with asyncio.timeout(2):
-            await first.wait()
-        assert not stream.closed
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-    await llm.aclose()
-
-    assert stream.closed
-
-
-async def test_closing_the_generator_closes_the_stream() -> None:
-    llm = make_llm()
-    stream = HangingStream([sse([chunk({"content": "Rome"})])])
-    with respx.mock(base_url=BASE_URL) as router:
-        router.post("/chat/completions").mock(
-            return_value=httpx.Response(
-                200, stream=stream, headers={"content-type": "text/event-stream"}
-            )
-        )
-        async with aclosing(llm.reply(MESSAGES)) as deltas:
-            async with asyncio.timeout(2):
-                assert await anext(deltas) == "Rome"
-        assert stream.closed
-    await llm.aclose()
 
 
 async def test_aclose_closes_the_client() -> None:

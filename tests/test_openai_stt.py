@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import wave
-from collections.abc import AsyncIterator
-from contextlib import aclosing
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesParser
@@ -236,64 +233,6 @@ async def test_server_error_then_success_is_retried_with_the_file_again() -> Non
     assert events == [TranscriptDelta("Hi."), TranscriptDone("Hi.")]
     assert route.call_count == 2
     assert_wav_of_pcm(form(route.calls[1].request)["file"].data)
-
-
-class HangingStream(httpx.AsyncByteStream):
-    """Sends `body`, then waits forever; records whether the client closed it."""
-
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.closed = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        yield self.body
-        await asyncio.Event().wait()
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-
-async def test_closing_the_generator_closes_the_stream() -> None:
-    stt = make_stt()
-    stream = HangingStream(f"data: {json.dumps(delta('Hel'))}\n\n".encode())
-    with respx.mock(base_url=BASE_URL) as router:
-        router.post("/audio/transcriptions").mock(
-            return_value=httpx.Response(
-                200, stream=stream, headers={"content-type": "text/event-stream"}
-            )
-        )
-        async with aclosing(stt.transcribe(PCM)) as events:
-            async with asyncio.timeout(2):
-                assert await anext(events) == TranscriptDelta("Hel")
-            assert not stream.closed
-        assert stream.closed
-    await stt.aclose()
-
-
-async def test_cancelled_consumer_closes_the_stream() -> None:
-    stt = make_stt()
-    stream = HangingStream(f"data: {json.dumps(delta('Hel'))}\n\n".encode())
-    first = asyncio.Event()
-
-    async def consume() -> None:
-        async for _ in stt.transcribe(PCM):
-            first.set()
-
-    with respx.mock(base_url=BASE_URL) as router:
-        router.post("/audio/transcriptions").mock(
-            return_value=httpx.Response(
-                200, stream=stream, headers={"content-type": "text/event-stream"}
-            )
-        )
-        task = asyncio.create_task(consume())
-        async with asyncio.timeout(2):
-            await first.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-    await stt.aclose()
-
-    assert stream.closed
 
 
 async def test_aclose_closes_the_client() -> None:

@@ -152,41 +152,6 @@ async def test_connection_cut_mid_audio_is_unavailable() -> None:
     )
 
 
-async def test_cancelled_consumer_closes_the_stream() -> None:
-    tts = make_tts()
-    stream = ChunkedStream(CHUNKS[:1], hang=True)
-    first = asyncio.Event()
-
-    async def consume() -> None:
-        async for _ in tts.synthesize("A long answer."):
-            first.set()
-
-    with respx.mock(base_url=BASE_URL) as router:
-        router.post("/audio/speech").mock(return_value=pcm_response(stream))
-        task = asyncio.create_task(consume())
-        async with asyncio.timeout(2):
-            await first.wait()
-        assert not stream.closed
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-    await tts.aclose()
-
-    assert stream.closed
-
-
-async def test_closing_the_generator_closes_the_stream() -> None:
-    tts = make_tts()
-    stream = ChunkedStream(CHUNKS[:2], hang=True)
-    with respx.mock(base_url=BASE_URL) as router:
-        router.post("/audio/speech").mock(return_value=pcm_response(stream))
-        async with aclosing(tts.synthesize("A long answer.")) as chunks:
-            async with asyncio.timeout(2):
-                assert await anext(chunks) == CHUNKS[0]
-        assert stream.closed
-    await tts.aclose()
-
-
 async def test_aclose_closes_the_client() -> None:
     tts = make_tts()
     await tts.aclose()
