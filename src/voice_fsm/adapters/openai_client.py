@@ -3,16 +3,19 @@ every Realtime connection shares."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import suppress
 from typing import cast
 
 import httpx
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
+from openai.types.realtime import RealtimeServerEvent
 from openai.types.websocket_connection_options import WebSocketConnectionOptions
 
 from voice_fsm.adapters.connection_reuse import ConnectionReuseTransport
-from voice_fsm.adapters.openai_errors import TRANSLATED
+from voice_fsm.adapters.openai_errors import TRANSLATED, translating
+from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.settings import Settings, StageSettings
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -67,3 +70,19 @@ async def close_quietly(connection: AsyncRealtimeConnection) -> None:
     """Close `connection`; a connection that is already broken is closed enough."""
     with suppress(*TRANSLATED):
         await connection.close()
+
+
+async def read_events(
+    connection: AsyncRealtimeConnection,
+    handle: Callable[[RealtimeServerEvent], None],
+    *,
+    stage: Stage,
+    secrets: tuple[str, ...],
+    closed: str,
+) -> None:
+    """Hand each of the server's events to `handle` until the connection ends. Raises
+    `ProviderError`: the connection failing, or the server closing it (message `closed`)."""
+    with translating(stage, secrets):
+        async for event in connection:
+            handle(event)
+    raise ProviderError(ErrorCode.PROVIDER_UNAVAILABLE, closed, stage=stage)

@@ -43,7 +43,7 @@ from openai.types.realtime import (
 from openai.types.realtime.session_update_event_param import Session
 
 from voice_fsm.adapters.base import SpeechToText, TranscriptDelta, TranscriptDone, TranscriptEvent
-from voice_fsm.adapters.openai_client import close_quietly, connection_options
+from voice_fsm.adapters.openai_client import close_quietly, connection_options, read_events
 from voice_fsm.adapters.openai_errors import realtime_error, translating
 from voice_fsm.adapters.openai_realtime_turns import RealtimeTurnDetector
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
@@ -232,15 +232,13 @@ class RealtimeTranscription:
 
     async def _read(self) -> None:
         try:
-            with translating(Stage.STT, self._secrets):
-                async for event in self._connection:
-                    self._handle(event)
-            self._fail(
-                ProviderError(
-                    ErrorCode.PROVIDER_UNAVAILABLE,
-                    "OpenAI speech-to-text closed the connection before the transcript was done.",
-                    stage=Stage.STT,
-                )
+            await read_events(
+                self._connection,
+                self._handle,
+                stage=Stage.STT,
+                secrets=self._secrets,
+                closed="OpenAI speech-to-text closed the connection before the transcript "
+                "was done.",
             )
         except Exception as err:  # kept for finish(), which raises it
             self._fail(err)

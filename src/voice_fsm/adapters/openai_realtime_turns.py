@@ -35,7 +35,7 @@ from openai.types.realtime import (
 )
 
 from voice_fsm.adapters.base import TranscriptDelta
-from voice_fsm.adapters.openai_client import close_quietly
+from voice_fsm.adapters.openai_client import close_quietly, read_events
 from voice_fsm.adapters.openai_errors import realtime_error, translating
 from voice_fsm.errors import ErrorCode, ProviderError, ServerError, Stage, VoiceError
 from voice_fsm.provider_requests import note
@@ -203,15 +203,12 @@ class RealtimeTurnDetector:
 
     async def _read(self) -> None:
         try:
-            with translating(Stage.STT, self._secrets):
-                async for event in self._connection:
-                    self._handle(event)
-            self._fail(
-                ProviderError(
-                    ErrorCode.PROVIDER_UNAVAILABLE,
-                    "OpenAI speech-to-text closed the connection of hands-free mode.",
-                    stage=Stage.STT,
-                )
+            await read_events(
+                self._connection,
+                self._handle,
+                stage=Stage.STT,
+                secrets=self._secrets,
+                closed="OpenAI speech-to-text closed the connection of hands-free mode.",
             )
         except ProviderError as err:
             self._fail(err)
