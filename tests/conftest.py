@@ -6,7 +6,9 @@ pytest puts this folder on sys.path, so tests import session_harness and support
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
@@ -21,9 +23,11 @@ from voice_fsm.testing.fake_openai import FakeOpenAIConfig, running_fake_openai
 from voice_fsm.testing.fake_realtime import FakeRealtimeConfig, running_fake_realtime
 
 from session_harness import Client, fake_pipeline, make_settings
+from support.browser import BrowserPage, find_chromium, import_playwright, launched_page
 from support.openai_wire import openai_settings
 
 ClientFactory = Callable[..., Any]
+NewPage = Callable[..., AbstractContextManager[BrowserPage]]
 REALTIME_KEY = "sk-proj-live0123456789abcdef"
 
 
@@ -116,3 +120,26 @@ async def connect() -> AsyncIterator[ClientFactory]:
         assert client.task is not None
         client.task.cancel()
         await asyncio.gather(client.task, return_exceptions=True)
+
+
+# ---------------------------------------------------------------- real Chromium
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    return find_chromium()
+
+
+@pytest.fixture(scope="module")
+def pw(chromium: str) -> Iterator[Any]:
+    """Playwright's sync API, one per browser test module: while it is alive the main thread
+    has an asyncio loop marked as running, which other modules' async tests must not meet."""
+    sync_api = import_playwright()
+    with sync_api.sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture
+def new_page(pw: Any, chromium: str, request: pytest.FixtureRequest) -> NewPage:
+    """`new_page(url, microphone_wav, ...)`: a fresh Chromium on the page (see launched_page)."""
+    return functools.partial(launched_page, pw, chromium=chromium, name=request.node.name)

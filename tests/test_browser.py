@@ -10,10 +10,7 @@ Chromium or Playwright missing: the tests skip, except under CI=true, where they
 
 from __future__ import annotations
 
-import functools
 import re
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +19,11 @@ import pytest
 
 from voice_fsm.testing import running_fake_openai
 
+from conftest import NewPage
 from support.browser import (
     BrowserPage,
     Server,
-    find_chromium,
-    import_playwright,
     is_subsequence,
-    launched_page,
     openai_env,
     quick_fake,
     serving,
@@ -57,32 +52,6 @@ TURN_OVER = f"""
         && voiceFsm.lastMetrics.turn === arg
         && voiceFsm.playedSamples === voiceFsm.scheduledSamples && voiceFsm.scheduledSamples > 0)
 """
-
-# ---------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    return find_chromium()
-
-
-@pytest.fixture(scope="module")
-def pw(chromium: str) -> Iterator[Any]:
-    """Playwright's sync API, for this module only: while it is alive the main thread has an
-    asyncio loop marked as running, which other modules' async tests must not meet."""
-    sync_api = import_playwright()
-    with sync_api.sync_playwright() as driver:
-        yield driver
-
-
-NewPage = Callable[..., AbstractContextManager[BrowserPage]]
-
-
-@pytest.fixture
-def new_page(pw: Any, chromium: str, request: pytest.FixtureRequest) -> NewPage:
-    """`new_page(url, microphone_wav, ...)`: a fresh Chromium on the page (see launched_page)."""
-    return functools.partial(launched_page, pw, chromium=chromium, name=request.node.name)
-
 
 # ---------------------------------------------------------------- shared checks
 

@@ -22,11 +22,8 @@ the tests skip, except under CI=true, where they fail.
 
 from __future__ import annotations
 
-import functools
 import re
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +32,12 @@ import pytest
 from voice_fsm.testing import running_fake_openai
 from voice_fsm.testing.fake_realtime import FakeRealtimeConfig
 
+from conftest import NewPage
 from support.browser import (
     ARTIFACTS,
     KEY,
     BrowserPage,
     Server,
-    find_chromium,
-    import_playwright,
-    launched_page,
     openai_env,
     quick_fake,
     serving,
@@ -134,30 +129,6 @@ INSTRUMENT = """() => {
         log.clickAt = now();
     }, {capture: true});
 }"""
-
-# ---------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    return find_chromium()
-
-
-@pytest.fixture(scope="module")
-def pw(chromium: str) -> Iterator[Any]:
-    """Playwright's sync API, for this module only (see test_browser.py)."""
-    sync_api = import_playwright()
-    with sync_api.sync_playwright() as driver:
-        yield driver
-
-
-NewPage = Callable[..., AbstractContextManager[BrowserPage]]
-
-
-@pytest.fixture
-def new_page(pw: Any, chromium: str, request: pytest.FixtureRequest) -> NewPage:
-    """`new_page(url, microphone_wav, ...)`: a fresh Chromium on the page (see launched_page)."""
-    return functools.partial(launched_page, pw, chromium=chromium, name=request.node.name)
 
 
 @pytest.fixture(scope="module")
