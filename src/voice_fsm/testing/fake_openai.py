@@ -167,6 +167,18 @@ class OpenAIError(Exception):
         return JSONResponse({"error": error}, status_code=self.status, headers=_headers())
 
 
+def transcription_usage(seconds: float, text: str) -> dict[str, Any]:
+    """The token usage a transcription model reports for `seconds` of audio heard as `text`."""
+    audio_tokens, output_tokens = max(1, round(seconds * 10)), len(words(text)) + 1
+    return {
+        "type": "tokens",
+        "input_tokens": audio_tokens,
+        "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens},
+        "output_tokens": output_tokens,
+        "total_tokens": audio_tokens + output_tokens,
+    }
+
+
 def _headers(recorded: RecordedRequest | None = None) -> dict[str, str]:
     return {"x-request-id": recorded.request_id if recorded else "req_" + uuid.uuid4().hex}
 
@@ -295,14 +307,7 @@ async def transcriptions(request: Request) -> Response:
     if model == "whisper-1":
         usage: dict[str, Any] = {"type": "duration", "seconds": math.ceil(seconds)}
     else:
-        audio_tokens, output_tokens = max(1, round(seconds * 10)), len(words(text)) + 1
-        usage = {
-            "type": "tokens",
-            "input_tokens": audio_tokens,
-            "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens},
-            "output_tokens": output_tokens,
-            "total_tokens": audio_tokens + output_tokens,
-        }
+        usage = transcription_usage(seconds, text)
     if form.get("stream") == "true" and model != "whisper-1":  # whisper-1 ignores stream
 
         async def events() -> AsyncIterator[str]:

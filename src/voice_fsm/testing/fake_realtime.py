@@ -40,7 +40,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from voice_fsm.testing.fake_openai import SAMPLE_RATE, speech_pcm, words
+from voice_fsm.testing.fake_openai import SAMPLE_RATE, speech_pcm, transcription_usage, words
 from voice_fsm.testing.threaded_server import serving_in_thread
 
 REALTIME_VOICES = (
@@ -455,15 +455,7 @@ class _Connection:
             return
         for piece in words(transcript)[sent:]:
             await self.delta(item, piece)
-        audio_tokens = max(1, round(samples / SAMPLE_RATE * 10))
-        text_tokens = len(words(transcript)) + 1
-        usage = {
-            "type": "tokens",
-            "input_tokens": audio_tokens,
-            "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens},
-            "output_tokens": text_tokens,
-            "total_tokens": audio_tokens + text_tokens,
-        }
+        usage = transcription_usage(samples / SAMPLE_RATE, transcript)
         await self.send(
             f"{kind}.completed", item_id=item, content_index=0, transcript=transcript, usage=usage
         )
