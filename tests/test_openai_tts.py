@@ -38,17 +38,12 @@ def make_tts(**overrides: Any) -> OpenAITextToSpeech:
 
 
 class ChunkedStream(httpx.AsyncByteStream):
-    """Sends `chunks` one by one; after the first, waits for `release` (if given).
+    """Sends `chunks` one by one; after the first, waits for `release` (if given). Records
+    whether the client closed it."""
 
-    With `hang=True` it never finishes. Records whether the client closed it.
-    """
-
-    def __init__(
-        self, chunks: list[bytes], release: asyncio.Event | None = None, hang: bool = False
-    ) -> None:
+    def __init__(self, chunks: list[bytes], release: asyncio.Event | None = None) -> None:
         self.chunks = chunks
         self.release = release
-        self.hang = hang
         self.closed = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -56,8 +51,6 @@ class ChunkedStream(httpx.AsyncByteStream):
             if index == 1 and self.release is not None:
                 await self.release.wait()
             yield piece
-        if self.hang:
-            await asyncio.Event().wait()
 
     async def aclose(self) -> None:
         self.closed = True
