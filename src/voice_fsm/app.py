@@ -1,4 +1,8 @@
-"""The Starlette application: the page, the WebSocket and a health check."""
+"""The Starlette application: the page, the WebSocket, client tokens and the health checks.
+
+`/healthz` is liveness (the process answers); `/readyz` is readiness: 503 once the server is
+draining or full, so a load balancer sends new sessions elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from voice_fsm import PROTOCOL_VERSION, __version__
+from voice_fsm.access import AccessGuard, AccessPolicy
+from voice_fsm.client_tokens import ClientTokens
 from voice_fsm.endpoint import SessionEndpoint
 from voice_fsm.logging_setup import get_logger
 from voice_fsm.model_lifecycle import warn_scheduled_shutdowns
@@ -32,6 +40,8 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
         pipeline = build_pipeline(settings)
     endpoint = SessionEndpoint(pipeline, settings)
     stages = pipeline.describe()
+    tokens = ClientTokens(settings.auth.secret_values(), ttl_s=settings.auth.token_ttl_s)
+    policy = AccessPolicy(settings, tokens)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -62,16 +72,66 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
             }
         )
 
+    async def ready(_request: Request) -> Response:
+        slots = endpoint.slots
+        if endpoint.draining:
+            status = "draining"
+        elif slots.in_use >= slots.max_sessions:
+            status = "full"
+        else:
+            status = "ready"
+        return JSONResponse(
+            {"status": status, "sessions": len(endpoint.sessions)},
+            status_code=200 if status == "ready" else 503,
+        )
+
+    async def client_token(_request: Request) -> Response:
+        """Mint a client token; the API key was checked by the access guard."""
+        if not policy.auth_required:
+            return JSONResponse(
+                {"error": "auth-off", "detail": "VOICE_FSM_AUTH__API_KEYS is not set"},
+                status_code=404,
+            )
+        minted = tokens.mint()
+        return JSONResponse(
+            {"token": minted.token, "expires_at": minted.expires_at},
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def page_token(_request: Request) -> Response:
+        """A token for the page this server served: 204 when none is needed; refused (by the
+        guard) unless the operator allows it with VOICE_FSM_AUTH__PAGE_TOKENS."""
+        if not policy.auth_required:
+            return Response(status_code=204)
+        minted = tokens.mint()
+        return JSONResponse(
+            {"token": minted.token, "expires_at": minted.expires_at},
+            headers={"Cache-Control": "no-store"},
+        )
+
     app = Starlette(
         routes=[
             Route("/", page),
             Route("/client", page),
             Route("/healthz", health),
+            Route("/readyz", ready),
+            Route("/v1/client_tokens", client_token, methods=["POST"]),
+            Route("/v1/page_token", page_token, methods=["POST"]),
             WebSocketRoute("/ws", endpoint.handle),
             Mount("/static", StaticFiles(directory=WEB_DIR, check_dir=False), name="static"),
         ],
         lifespan=lifespan,
+        middleware=[
+            *(
+                # uvicorn's own handling of X-Forwarded-For and -Proto, for trusted proxies only
+                [Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.server.trusted_proxies)]
+                if settings.server.trusted_proxies
+                else []
+            ),
+            Middleware(AccessGuard, policy=policy),
+        ],
     )
     app.state.endpoint = endpoint
     app.state.pipeline = pipeline
+    app.state.tokens = tokens
     return app

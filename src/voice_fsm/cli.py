@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="interface to listen on (default: VOICE_FSM_HOST)")
     serve.add_argument("--port", type=_port, help="port to listen on (default: VOICE_FSM_PORT)")
+    serve.add_argument("--ssl-certfile", help="serve https and wss with this certificate (PEM)")
+    serve.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="listen on a non-loopback address without VOICE_FSM_AUTH__API_KEYS",
+    )
 
     talk = commands.add_parser(
         "talk",
@@ -104,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument("--realtime", action="store_true", help="send audio at speaking pace")
     talk.add_argument("--json", action="store_true", help="print one JSON object")
     talk.add_argument(
+        "--api-key",
+        help="the server's API key (default: the first of VOICE_FSM_AUTH__API_KEYS, if set)",
+    )
+    talk.add_argument("--cafile", help="trust this CA certificate for wss:// (PEM)")
+    talk.add_argument(
         "--timeout",
         type=_positive,
         default=30.0,
@@ -115,7 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        return serve(host=args.host, port=args.port)
+        if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+            return _fail("--ssl-certfile and --ssl-keyfile go together")
+        return serve(
+            host=args.host,
+            port=args.port,
+            ssl_certfile=args.ssl_certfile,
+            ssl_keyfile=args.ssl_keyfile,
+            insecure_no_auth=args.insecure_no_auth,
+        )
     return talk(
         wav=args.wav,
         out=args.out,
@@ -123,7 +143,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         realtime=args.realtime,
         as_json=args.json,
         timeout=args.timeout,
+        api_key=args.api_key or _first_api_key(),
+        cafile=args.cafile,
     )
+
+
+def _first_api_key() -> str | None:
+    from voice_fsm.settings import AuthSettings
+
+    value = os.environ.get("VOICE_FSM_AUTH__API_KEYS")
+    if not value:
+        return None
+    try:
+        keys = AuthSettings(api_keys=value).secret_values()  # type: ignore[arg-type]
+    except ValidationError:
+        return None
+    return keys[0] if keys else None
+
+
+def is_loopback_host(host: str) -> bool:
+    from voice_fsm.access import LOOPBACK_NAMES
+
+    return host.strip("[]").lower() in LOOPBACK_NAMES or host.startswith("127.")
 
 
 def _fail(message: str) -> int:
@@ -143,12 +184,18 @@ def _dotenv_names(path: Path) -> list[str]:
     return names
 
 
-def serve(*, host: str | None = None, port: int | None = None) -> int:
-    import uvicorn
-
+def serve(
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    insecure_no_auth: bool = False,
+) -> int:
     from voice_fsm.app import create_app
     from voice_fsm.logging_setup import configure_logging, get_logger
     from voice_fsm.providers import ConfigError
+    from voice_fsm.server import DrainingServer, raise_file_limit, uvicorn_config
     from voice_fsm.settings import Settings, unknown_setting_names
 
     overrides: dict[str, Any] = {}
@@ -161,7 +208,22 @@ def serve(*, host: str | None = None, port: int | None = None) -> int:
     except (ValidationError, SettingsError) as err:
         return _fail(format_settings_error(err))
 
+    exposed = not settings.auth.api_keys and not is_loopback_host(settings.host)
+    if exposed and not insecure_no_auth:
+        return _fail(
+            f"refusing to listen on {settings.host} without authentication: anyone who "
+            "reaches it could use your providers. Set VOICE_FSM_AUTH__API_KEYS to one or "
+            'more secrets (e.g. VOICE_FSM_AUTH__API_KEYS=$(python3 -c "import secrets; '
+            'print(secrets.token_urlsafe(32))")), or pass --insecure-no-auth'
+        )
     configure_logging(settings.log)
+    log = get_logger()
+    if exposed:
+        log.warning(
+            "server.insecure",
+            host=settings.host,
+            hint="no authentication on a non-loopback address (--insecure-no-auth)",
+        )
     unknown = unknown_setting_names([*os.environ, *_dotenv_names(Path(".env"))])
     if unknown:
         get_logger().warning(
@@ -172,19 +234,14 @@ def serve(*, host: str | None = None, port: int | None = None) -> int:
     except ConfigError as err:
         return _fail(str(err))
 
-    get_logger().info("server.starting", url=f"ws://{settings.host}:{settings.port}/ws")
-    # uvicorn stops gracefully on Ctrl-C, then re-raises the signal: that is a normal stop.
-    with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.run(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_config=None,  # logging_setup owns the output
-            access_log=False,
-            # uvicorn deprecates its legacy "websockets" protocol; this is its replacement.
-            ws="websockets-sansio",
-        )
-    return 0
+    raise_file_limit(settings)
+    scheme = "wss" if ssl_certfile else "ws"
+    log.info("server.starting", url=f"{scheme}://{settings.host}:{settings.port}/ws")
+    config = uvicorn_config(app, settings, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
+    server = DrainingServer(config, drain=lambda: app.state.endpoint.drain(settings.server.drain_s))
+    with contextlib.suppress(KeyboardInterrupt, SystemExit):  # uvicorn exits if it cannot listen
+        server.run()
+    return 0 if server.started else 3
 
 
 def talk(
@@ -195,13 +252,20 @@ def talk(
     realtime: bool,
     as_json: bool,
     timeout: float,
+    api_key: str | None = None,
+    cafile: str | None = None,
 ) -> int:
+    import ssl
+
     from voice_fsm.talk import TalkError, load_wav, save_wav, summary_lines
     from voice_fsm.talk import talk as run_turn
 
     try:
         pcm = load_wav(wav)
-        result = asyncio.run(run_turn(url, pcm, realtime=realtime, time_limit=timeout))
+        context = ssl.create_default_context(cafile=cafile) if cafile else None
+        result = asyncio.run(
+            run_turn(url, pcm, realtime=realtime, time_limit=timeout, api_key=api_key, ssl=context)
+        )
         if out is not None and (result.audio or result.error is None):
             save_wav(out, result.audio)
     except TalkError as err:

@@ -24,6 +24,9 @@ def configure_logging(settings: LogSettings, *, stream: Any = None) -> None:
     # transitions logs every exception in a callback, cancellations included; the session
     # reports real failures itself, as typed errors.
     logging.getLogger("transitions").setLevel(logging.CRITICAL)
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _DenialNoise) for f in uvicorn_errors.filters):
+        uvicorn_errors.addFilter(_DenialNoise())
     level = logging.getLevelNamesMapping()[settings.level.upper()]
     structlog.configure(
         processors=[
@@ -40,4 +43,13 @@ def configure_logging(settings: LogSettings, *, stream: Any = None) -> None:
 
 
 def get_logger(**bindings: Any) -> Any:
-    return structlog.get_logger("voice_fsm").bind(**bindings)
+    # A lazy proxy: a module-level logger made before configure_logging still follows it.
+    return structlog.get_logger("voice_fsm", **bindings)
+
+
+class _DenialNoise(logging.Filter):
+    """uvicorn's WebSocket protocol logs an error after every upgrade the app refuses with an
+    HTTP answer (403, 401, 503), which is the normal way to refuse one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing handshake."

@@ -62,10 +62,12 @@ from voice_fsm.events import (
     VadSpeechStopped,
 )
 from voice_fsm.hands_free import Detected, HandsFree
+from voice_fsm.inbox import ByteBoundedQueue
 from voice_fsm.live import LiveTurn
 from voice_fsm.logging_setup import get_logger
 from voice_fsm.machine import REPLY_STATES, State, build_machine
 from voice_fsm.providers import Pipeline
+from voice_fsm.rate_limit import TokenBucket
 from voice_fsm.reply import speak_while_writing
 from voice_fsm.settings import Settings
 from voice_fsm.turn import Turn
@@ -103,7 +105,14 @@ class Session:
         self.conversation = Conversation(max_turns=settings.llm.max_history_turns)
         self.turn = Turn(0)
         self.log = get_logger(session_id=self.id, turn=0)
-        self._inbox: asyncio.Queue[Submission] = asyncio.Queue(maxsize=256)
+        limits = settings.limits
+        self._inbox: ByteBoundedQueue[Submission] = ByteBoundedQueue(limits.inbox_bytes)
+        # A client sending bad messages in a loop hears of a few each second, not of each.
+        self._error_budget = TokenBucket(limits.errors_per_s, burst=max(1.0, limits.errors_per_s))
+        self._errors_dropped = 0
+        self._state_changed = asyncio.Event()
+        self.end_outcome = "disconnected"
+        """The outcome of a turn still in flight when the session ends."""
         self._stage_task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self.hands_free: HandsFree | None = None
@@ -133,16 +142,35 @@ class Session:
                 try:
                     await self._handle(item)
                 except VoiceError as err:
-                    await self._report(err)
+                    await self._report_input(err)
         finally:
+            self._inbox.clear()
             await self._stop_stage()
             await self._close_live(self.turn)
             self._close_hands_free()
             if self._closing:
                 await asyncio.wait(self._closing)
             if self.state != State.IDLE:
-                self._finish_turn("disconnected")
+                self._finish_turn(self.end_outcome)
+            self._log_dropped_errors()
             self.log.info("session.closed", turns=self.turn.number)
+
+    @property
+    def at_rest(self) -> bool:
+        """Idle, with the last turn's events all sent."""
+        task = self._stage_task
+        return self.state == State.IDLE and (task is None or task.done())
+
+    @property
+    def busy(self) -> bool:
+        """The server is working on a turn: transcribing, thinking or speaking."""
+        return self.state not in (State.IDLE, State.RECORDING)
+
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        """Return once `condition()` holds, checking it at each change of state."""
+        while not condition():
+            changed = self._state_changed
+            await changed.wait()
 
     # ------------------------------------------------------------------ commands
 
@@ -152,7 +180,7 @@ class Session:
             case bytes():
                 await self._on_audio(item)
             case VoiceError():
-                await self._report(item)
+                await self._report_input(item)
             case InputAudioStart():
                 await self._on_start(item.played_ms)
             case InputAudioStop():
@@ -252,11 +280,9 @@ class Session:
 
     async def _record(self, audio: bytes) -> None:
         turn = self.turn
-        turn.audio += audio
-        if turn.live is not None:
-            turn.live.audio_arrived()
         limit = self.settings.limits.max_audio_seconds
-        if turn.audio_in_ms > limit * 1000:
+        # Checked before the audio is kept: a turn never holds more than the limit.
+        if duration_ms(len(turn.audio) + len(audio)) > limit * 1000:
             self._discard_audio = True
             await self._fail(
                 InputError(
@@ -264,6 +290,10 @@ class Session:
                     f"The recording passed the limit of {limit:g} s and was discarded.",
                 )
             )
+            return
+        turn.audio += audio
+        if turn.live is not None:
+            turn.live.audio_arrived()
 
     async def _on_hands_free_audio(self, frame: bytes) -> None:
         """The microphone streams all the time; speech starts and ends the turns."""
@@ -388,6 +418,13 @@ class Session:
         async with self._machine_lock:
             pass
         try:
+            await self._run_stage(work)
+        finally:
+            # Let whoever waits for the session to be at rest look again: this task is done.
+            asyncio.get_running_loop().call_soon(self._notify_change)
+
+    async def _run_stage(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        try:
             await work()
         except VoiceError as err:
             await self._fail(err)
@@ -414,7 +451,12 @@ class Session:
         if self.state == State.IDLE and task is not None and not task.done():
             await asyncio.wait({task})
 
+    def _notify_change(self) -> None:
+        changed, self._state_changed = self._state_changed, asyncio.Event()
+        changed.set()
+
     async def _announce_state(self, event: Any) -> None:
+        self._notify_change()
         await self._send(
             StateChanged(
                 state=cast(StateName, self.state),
@@ -444,6 +486,19 @@ class Session:
         await self._report(err)
         self._finish_turn("error", code=err.code.value)
         await self._fire("fail")
+
+    async def _report_input(self, err: VoiceError) -> None:
+        """Report an error in a message (not a turn's failure), within the error budget."""
+        if not self._error_budget.take():
+            self._errors_dropped += 1
+            return
+        self._log_dropped_errors()
+        await self._report(err)
+
+    def _log_dropped_errors(self) -> None:
+        if self._errors_dropped:
+            self.log.warning("input.errors_dropped", count=self._errors_dropped)
+            self._errors_dropped = 0
 
     async def _report(self, err: VoiceError) -> None:
         self.log.warning(
@@ -512,6 +567,7 @@ class Session:
             return
         turn.outcome = outcome
         timings = turn.metrics().model_dump(exclude={"type", "turn"})
+        turn.release_audio()
         self.log.info(
             "turn.completed",
             outcome=outcome,

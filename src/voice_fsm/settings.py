@@ -7,11 +7,20 @@ stage's key and base_url.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Provider = Literal["auto", "openai", "openai-realtime", "local", "fake"]
 ResolvedProvider = Literal["openai", "openai-realtime", "local", "fake"]
@@ -151,10 +160,101 @@ class VadSettings(_Group):
         return 30 if provider == "local" else 300
 
 
+def _split_list(value: object) -> object:
+    """A list setting from the environment: JSON (`["a","b"]`) or comma-separated (`a,b`)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
+SecretList = Annotated[list[SecretStr], NoDecode, BeforeValidator(_split_list)]
+
+
+class ServerSettings(_Group):
+    """Who may reach the server, and how it stops."""
+
+    allowed_origins: StrList = Field(
+        default_factory=list,
+        description="browser origins allowed besides the server's own and loopback "
+        "(https://app.example.com); * allows any",
+    )
+    allowed_hosts: StrList = Field(
+        default_factory=list,
+        description="Host names allowed besides loopback and the bound address; * allows any",
+    )
+    trusted_proxies: StrList = Field(
+        default_factory=list,
+        description="addresses or networks of proxies whose X-Forwarded-For is believed",
+    )
+    drain_s: float = Field(
+        default=10.0, ge=0, description="on SIGTERM, how long turns in flight may run on"
+    )
+
+
+class AuthSettings(_Group):
+    """Credentials for /ws and the HTTP routes (health checks excepted)."""
+
+    api_keys: SecretList = Field(
+        default_factory=list, description="secrets a program sends as Authorization: Bearer"
+    )
+    token_ttl_s: float = Field(
+        default=60.0, gt=0, le=3600, description="lifetime of a minted client token"
+    )
+    page_tokens: bool = Field(
+        default=False,
+        description="the page served here may get a client token without a key "
+        "(for a server behind your own sign-in)",
+    )
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_long_enough(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for key in keys:
+            if len(key.get_secret_value()) < 16:
+                raise ValueError("each key must be at least 16 characters")
+        return keys
+
+    def secret_values(self) -> list[str]:
+        return [key.get_secret_value() for key in self.api_keys]
+
+
 class LimitSettings(_Group):
     min_audio_ms: int = Field(default=100, ge=0)
     max_audio_seconds: float = Field(default=60.0, gt=0)
-    max_message_bytes: int = Field(default=64 * 1024, gt=0, description="largest JSON text frame")
+    max_message_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="largest WebSocket message; a larger one closes the connection (1009)",
+    )
+    max_text_bytes: int = Field(
+        default=64 * 1024, gt=0, description="largest JSON text message (invalid-message)"
+    )
+    max_sessions: int = Field(default=1000, gt=0, description="sessions at once, in all")
+    max_sessions_per_client: int = Field(
+        default=50, gt=0, description="sessions at once from one client address"
+    )
+    inbox_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=64 * 1024,
+        description="a session's unhandled messages, in bytes, before its socket is not read",
+    )
+    messages_per_s: float = Field(
+        default=400.0, gt=0, description="messages a connection may send per second"
+    )
+    errors_per_s: float = Field(
+        default=5.0, gt=0, description="error events per second for bad messages; more dropped"
+    )
+    idle_timeout_s: float = Field(
+        default=300.0, gt=0, description="a session with no message this long is closed"
+    )
+    max_session_s: float = Field(default=3600.0, gt=0, description="longest session")
+    send_timeout_s: float = Field(
+        default=10.0, gt=0, description="a send that cannot complete this soon aborts"
+    )
 
 
 class FakeSettings(_Group):
@@ -196,6 +296,8 @@ class Settings(BaseSettings):
     tts: TtsSettings = TtsSettings()
     local: LocalSettings = LocalSettings()
     vad: VadSettings = VadSettings()
+    server: ServerSettings = ServerSettings()
+    auth: AuthSettings = AuthSettings()
     limits: LimitSettings = LimitSettings()
     fake: FakeSettings = FakeSettings()
     log: LogSettings = LogSettings()
@@ -220,6 +322,7 @@ class Settings(BaseSettings):
     def secrets(self) -> tuple[str, ...]:
         """Every configured key, so error messages and logs can be scrubbed of them."""
         keys = [self.openai_api_key, self.stt.api_key, self.llm.api_key, self.tts.api_key]
+        keys += self.auth.api_keys
         return tuple(k.get_secret_value() for k in keys if k is not None and k.get_secret_value())
 
 

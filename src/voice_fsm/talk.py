@@ -117,6 +117,13 @@ def iter_frames(pcm: bytes, frame_ms: int = FRAME_MS) -> Iterator[bytes]:
 # ---------------------------------------------------------------- the turn
 
 
+REFUSAL_HINTS = {
+    401: " (a key is needed: --api-key, or VOICE_FSM_AUTH__API_KEYS)",
+    403: " (this Host or Origin is not allowed)",
+    503: " (the server is full or shutting down; try again shortly)",
+}
+
+
 async def talk(
     url: str,
     pcm: bytes,
@@ -124,6 +131,8 @@ async def talk(
     realtime: bool = False,
     time_limit: float = 30.0,
     frame_ms: int = FRAME_MS,
+    api_key: str | None = None,
+    ssl: Any = None,
 ) -> TalkResult:
     """Run one push-to-talk turn: send `pcm` (PCM16 24 kHz mono), collect the reply.
 
@@ -137,7 +146,10 @@ async def talk(
     waiting_for = "the connection"
     try:
         async with asyncio.timeout(time_limit):
-            async with connect(url, open_timeout=None, max_size=None) as ws:
+            headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+            async with connect(
+                url, open_timeout=None, max_size=None, additional_headers=headers, ssl=ssl
+            ) as ws:
                 waiting_for = "session.created"
                 first = await _next_event(ws, None)
                 if not isinstance(first, SessionCreated):
@@ -169,7 +181,8 @@ async def talk(
         raise TalkError(f"invalid WebSocket URL {url!r}: {err}") from err
     except InvalidStatus as err:
         status = err.response.status_code
-        raise TalkError(f"{url} refused the WebSocket connection: HTTP {status}") from err
+        hint = REFUSAL_HINTS.get(status, "")
+        raise TalkError(f"{url} refused the WebSocket connection: HTTP {status}{hint}") from err
     except InvalidHandshake as err:
         raise TalkError(f"{url} refused the WebSocket connection: {err}") from err
     except ConnectionClosed as err:

@@ -19,6 +19,7 @@ class Turn:
     def __init__(self, number: int) -> None:
         self.number = number
         self.audio = bytearray()
+        self._audio_released = 0
         self.transcript = ""
         self.reply = ""
         self.audio_sent = 0
@@ -31,7 +32,12 @@ class Turn:
 
     @property
     def audio_in_ms(self) -> int:
-        return duration_ms(len(self.audio))
+        return duration_ms(len(self.audio) or self._audio_released)
+
+    def release_audio(self) -> None:
+        """Let the turn's audio go once the turn has ended; its length is still reported."""
+        self._audio_released = len(self.audio) or self._audio_released
+        self.audio = bytearray()
 
     def played_bytes(self, played_ms: int | None) -> int:
         """How much of the reply's audio the user heard: what the client says it played, or
