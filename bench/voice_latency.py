@@ -87,6 +87,8 @@ def server_env(base_url: str, *, realtime: bool, tts: str) -> dict[str, str]:
         VOICE_FSM_LLM__PROVIDER="openai",
         VOICE_FSM_TTS__PROVIDER="openai-realtime" if tts == "realtime" else "openai",
         VOICE_FSM_LOG__FORMAT="json",
+        # Every simulated user comes from 127.0.0.1: the per-address cap must not apply.
+        VOICE_FSM_LIMITS__MAX_SESSIONS_PER_CLIENT="100000",
     )
 
 
