@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
@@ -122,6 +123,30 @@ REFUSAL_HINTS = {
     403: " (this Host or Origin is not allowed)",
     503: " (the server is full or shutting down; try again shortly)",
 }
+TOKEN_REFUSED_HINT = " (the token is wrong, expired or already used: mint a new one)"
+
+
+def shown_url(url: str) -> str:
+    """`url` for a message: a client token in its query is a credential, never printed."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if not parts.query:
+        return url
+    query = [
+        (name, "***" if name == "token" else value)
+        for name, value in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
+
+
+def _has_token(url: str) -> bool:
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return False
+    return any(name == "token" for name, _ in parse_qsl(query))
 
 
 async def talk(
@@ -144,11 +169,17 @@ async def talk(
     if realtime:
         time_limit += len(pcm) / (BYTES_PER_SAMPLE * SAMPLE_RATE)
     waiting_for = "the connection"
+    shown = shown_url(url)
+    options: dict[str, Any] = {}
+    if ssl is not None:
+        if not url.lower().startswith("wss://"):
+            raise TalkError(f"a CA certificate is for wss:// URLs, not {shown}")
+        options["ssl"] = ssl  # wss:// without one: the system's trusted CAs
     try:
         async with asyncio.timeout(time_limit):
             headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
             async with connect(
-                url, open_timeout=None, max_size=None, additional_headers=headers, ssl=ssl
+                url, open_timeout=None, max_size=None, additional_headers=headers, **options
             ) as ws:
                 waiting_for = "session.created"
                 first = await _next_event(ws, None)
@@ -178,19 +209,21 @@ async def talk(
     except TimeoutError as err:
         raise TalkError(f"timed out after {time_limit:.3g} s waiting for {waiting_for}") from err
     except InvalidURI as err:
-        raise TalkError(f"invalid WebSocket URL {url!r}: {err}") from err
+        raise TalkError(f"invalid WebSocket URL {shown!r}: {err.msg}") from err
     except InvalidStatus as err:
         status = err.response.status_code
         hint = REFUSAL_HINTS.get(status, "")
-        raise TalkError(f"{url} refused the WebSocket connection: HTTP {status}{hint}") from err
+        if status == 401 and _has_token(url) and api_key is None:
+            hint = TOKEN_REFUSED_HINT
+        raise TalkError(f"{shown} refused the WebSocket connection: HTTP {status}{hint}") from err
     except InvalidHandshake as err:
-        raise TalkError(f"{url} refused the WebSocket connection: {err}") from err
+        raise TalkError(f"{shown} refused the WebSocket connection: {err}") from err
     except ConnectionClosed as err:
         why = f" ({err.rcvd.code} {err.rcvd.reason})".rstrip() if err.rcvd else ""
-        message = f"{url} closed the connection{why} while waiting for {waiting_for}"
+        message = f"{shown} closed the connection{why} while waiting for {waiting_for}"
         raise TalkError(message) from err
     except OSError as err:
-        raise TalkError(f"cannot connect to {url}: {err.strerror or err}") from err
+        raise TalkError(f"cannot connect to {shown}: {err.strerror or err}") from err
 
 
 async def _send_audio(ws: ClientConnection, pcm: bytes, *, realtime: bool, frame_ms: int) -> None:
