@@ -17,7 +17,7 @@ import hmac
 import ipaddress
 from collections.abc import Sequence
 from typing import Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, Response
@@ -135,6 +135,17 @@ def query_token(scope: Scope) -> str | None:
     return None
 
 
+def take_query_token(scope: Scope) -> str | None:
+    """The `token` query parameter, removed from the scope: uvicorn writes the path and query
+    of every upgrade it accepts or refuses to its log, which must never hold a credential."""
+    token = query_token(scope)
+    if token is not None:
+        query: str = scope.get("query_string", b"").decode("latin-1")
+        kept = [pair for pair in parse_qsl(query, keep_blank_values=True) if pair[0] != "token"]
+        scope["query_string"] = urlencode(kept).encode("latin-1")
+    return token
+
+
 class AccessGuard:
     """ASGI middleware applying `AccessPolicy` to every HTTP request and WebSocket."""
 
@@ -147,7 +158,8 @@ class AccessGuard:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        refusal = self.refusal(scope)
+        token = take_query_token(scope) if scope["type"] == "websocket" else None
+        refusal = self.refusal(scope, token)
         if refusal is not None:
             await deny(scope, receive, send, refusal)
             return
@@ -159,7 +171,9 @@ class AccessGuard:
                 scope[TRANSPORT_KEY] = transport
         await self.app(scope, receive, send)
 
-    def refusal(self, scope: Scope) -> Response | None:
+    def refusal(self, scope: Scope, token: str | None = None) -> Response | None:
+        """Why `scope` may not go on, as the answer to give; `token` is the client token of a
+        WebSocket's query, if any."""
         policy = self.policy
         headers = Headers(scope=scope)
         server = scope.get("server")
@@ -183,7 +197,6 @@ class AccessGuard:
         if key is not None and policy.key_valid(key):
             scope.setdefault("state", {})["credential"] = "api-key"
             return None
-        token = query_token(scope) if scope["type"] == "websocket" else None
         if key is None and token is not None and policy.tokens.redeem(token):
             scope.setdefault("state", {})["credential"] = "token"
             return None
