@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from starlette.datastructures import Headers
 
-from voice_fsm.access import AccessPolicy, bearer, host_name, query_token
+from voice_fsm.access import AccessPolicy, bearer, host_name, query_token, take_query_token
 from voice_fsm.client_tokens import ClientTokens
 from voice_fsm.settings import AuthSettings, ServerSettings
 
@@ -275,3 +275,13 @@ def test_no_authorization_header_is_no_bearer() -> None:
 )
 def test_query_token(query: bytes, token: str | None) -> None:
     assert query_token({"type": "websocket", "query_string": query}) == token
+
+
+def test_take_query_token_removes_it_from_the_scope() -> None:
+    scope = {"type": "websocket", "query_string": b"a=1&token=vft_secret&b=x%20y"}
+    assert take_query_token(scope) == "vft_secret"
+    assert scope["query_string"] == b"a=1&b=x+y"
+    assert b"vft_secret" not in scope["query_string"]
+    untouched = {"type": "websocket", "query_string": b"a=1"}
+    assert take_query_token(untouched) is None
+    assert untouched["query_string"] == b"a=1"
