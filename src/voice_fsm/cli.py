@@ -162,9 +162,17 @@ def _first_api_key() -> str | None:
 
 
 def is_loopback_host(host: str) -> bool:
-    from voice_fsm.access import LOOPBACK_NAMES
+    """Whether listening on `host` keeps the server to this machine: a loopback address or
+    `localhost` (a name like `127.example.com` is not one, whatever it starts with)."""
+    import ipaddress
 
-    return host.strip("[]").lower() in LOOPBACK_NAMES or host.startswith("127.")
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _fail(message: str) -> int:
