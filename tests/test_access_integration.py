@@ -65,13 +65,11 @@ class Served:
         )
 
 
-def settings_with(*, keys: tuple[str, ...] = (), **server: Any) -> Settings:
-    return make_settings().model_copy(
-        update={
-            "server": ServerSettings(**server),
-            "auth": AuthSettings(api_keys=list(keys)),  # type: ignore[arg-type]
-        }
-    )
+def settings_with(
+    *, keys: tuple[str, ...] = (), page_tokens: bool = False, **server: Any
+) -> Settings:
+    auth = AuthSettings(api_keys=list(keys), page_tokens=page_tokens)  # type: ignore[arg-type]
+    return make_settings().model_copy(update={"server": ServerSettings(**server), "auth": auth})
 
 
 @asynccontextmanager
@@ -276,10 +274,10 @@ async def test_without_a_credential_the_websocket_gets_401(
 async def test_a_wrong_key_gets_401(keyed_server: Served, headers: dict[str, str]) -> None:
     response = await refused(keyed_server.ws(), additional_headers=headers)
     assert_unauthorized(response)
-    assert events_free(keyed_server)
+    assert holds_no_session(keyed_server)
 
 
-def events_free(served: Served) -> bool:
+def holds_no_session(served: Served) -> bool:
     return served.endpoint.sessions == set() and served.endpoint.slots.in_use == 0
 
 
@@ -388,6 +386,37 @@ async def test_without_keys_there_is_nothing_to_mint(open_server: Served) -> Non
     async with open_server.http() as http:
         assert (await http.post("/v1/client_tokens")).status_code == 404
         assert (await http.post("/v1/page_token")).status_code == 204
+
+
+async def test_page_tokens_let_the_served_page_in_and_no_other(logs: list[dict[str, Any]]) -> None:
+    async with serving(settings_with(keys=(KEY,), page_tokens=True)) as served:
+        own = f"http://127.0.0.1:{served.port}"
+        async with served.http() as http:
+            for path in ("/", "/client", "/static/app.js"):
+                assert (await http.get(path)).status_code == 200, path
+            assert_unauthorized(await http.post("/v1/client_tokens"))
+            given = await http.post("/v1/page_token", headers={"Origin": own})
+            no_origin = await http.post("/v1/page_token")
+            foreign = await http.post("/v1/page_token", headers={"Origin": "https://evil.example"})
+            rebound = await http.post(
+                "/v1/page_token",
+                headers={
+                    "Origin": "http://rebind.attacker.example",
+                    "Host": "rebind.attacker.example",
+                },
+            )
+        assert given.status_code == 200
+        assert given.headers["Cache-Control"] == "no-store"
+        token = given.json()["token"]
+        assert (no_origin.status_code, no_origin.json()) == (403, {"error": "origin-required"})
+        assert (foreign.status_code, foreign.json()) == (403, {"error": "origin-not-allowed"})
+        assert (rebound.status_code, rebound.json()) == (403, {"error": "host-not-allowed"})
+
+        assert_unauthorized(await refused(served.ws(), origin=own))  # /ws still needs one
+        url = served.ws(query=f"?token={token}")
+        await session_created(served, url, origin=own)
+        assert_unauthorized(await refused(url, origin=own))
+    assert len(events(logs, "session.started")) == 1
 
 
 # ---------------------------------------------------------------- the process: secrets, bind
