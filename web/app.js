@@ -4,7 +4,7 @@
 // diagram (machine.js), the conversation (conversation.js), latency (latency.js), errors (errors.js).
 import { Capture } from './capture.js';
 import { Conversation } from './conversation.js';
-import { describeError, micErrorText, shortError } from './errors.js';
+import { accessErrorText, describeError, micErrorText, shortError } from './errors.js';
 import { V2vChart, renderWaterfall } from './latency.js';
 import { MachineDiagram } from './machine.js';
 import { Player } from './player.js';
@@ -59,6 +59,7 @@ const app = {
   audioMs: new Map(), // turn -> duration_ms of its reply audio (audio.done)
   retryAt: 0, // when the next reconnect attempt starts (Date.now() ms)
   retryTimer: null,
+  closeReason: '', // the reason the server gave when it last closed the socket
   sessionUpdate: sessionFromQuery(),
 };
 
@@ -103,6 +104,7 @@ const hooks = {
   events: [], // the type of every server event received, in order
   connection: 'connecting',
   reconnects: 0, // sessions created after the first one
+  refused: null, // {status, error} while the server refuses this page a token (401/403)
   sessionId: null,
   turn: 0,
   // Per session (reset by session.created):
@@ -550,12 +552,15 @@ function onAudio(data) {
   if (!player.enqueue(data)) hooks.droppedAudioBytes += data.byteLength;
 }
 
-function onStatus(status, { retryInMs } = {}) {
+function onStatus(status, { retryInMs, refused, closed } = {}) {
   app.connection = status;
   hooks.connection = status;
   clearInterval(app.retryTimer);
   app.retryTimer = null;
   if (status === 'closed') {
+    hooks.refused = refused || null;
+    app.closeReason = (closed && closed.reason) || '';
+    if (refused) showError(accessErrorText(refused), 'not-allowed');
     // Whatever was in flight belonged to the old session.
     app.holders.clear();
     if (app.recording) capture.stop(false);
@@ -569,6 +574,8 @@ function onStatus(status, { retryInMs } = {}) {
     app.retryTimer = setInterval(showCountdown, 250);
   } else if (status === 'open') {
     ui.connection.textContent = 'Connected';
+    hooks.refused = null;
+    if (ui.error.dataset.code === 'not-allowed') clearError();
   } else {
     ui.connection.textContent = app.sessions > 0 ? 'Reconnecting…' : 'Connecting…';
   }
@@ -578,7 +585,8 @@ function onStatus(status, { retryInMs } = {}) {
 
 function showCountdown() {
   const seconds = Math.max(1, Math.ceil((app.retryAt - Date.now()) / 1000));
-  ui.connection.textContent = `Disconnected. Reconnecting in ${seconds} s…`;
+  const why = hooks.refused ? 'Not allowed to connect' : `Disconnected${app.closeReason ? ` (${app.closeReason})` : ''}`;
+  ui.connection.textContent = `${why}. Reconnecting in ${seconds} s…`;
 }
 
 // ------------------------------------------------------------------ display

@@ -55,6 +55,26 @@ export function shortError({ code, stage }) {
   return where ? `${where[0].toUpperCase()}${where.slice(1)} ${lead}` : lead;
 }
 
+/**
+ * Plain words for a server that will not let this page connect: its answer to
+ * POST /v1/page_token was 401 (it needs a key and gives none to the page) or 403 (this page's
+ * address or origin is not allowed).
+ */
+export function accessErrorText({ status, error }) {
+  if (status === 401) {
+    return (
+      'This server needs a key, and does not give one to this page (HTTP 401). Open the page from ' +
+      'an app that passes a token, or ask its operator to allow the page (VOICE_FSM_AUTH__PAGE_TOKENS).'
+    );
+  }
+  const why = {
+    'host-not-allowed': "this page's address is not one of its allowed hosts",
+    'origin-not-allowed': "this page's origin is not one of its allowed origins",
+    'origin-required': 'the browser sent no Origin',
+  }[error];
+  return `This server does not let this page connect${why ? `: ${why}` : ''} (HTTP ${status}).`;
+}
+
 /** Plain words for a getUserMedia / audio graph failure. */
 export function micErrorText(err) {
   switch (err && err.name) {
