@@ -39,9 +39,13 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 QUESTION = "What is the capital of France?"
 TURN_STATES = ["idle", "recording", "transcribing", "thinking", "speaking", "idle"]
 BYTES_PER_SECOND = 24_000 * 2  # PCM16 mono at 24 kHz, both ways
-# Chromium logs a refused WebSocket connection as a console error; only the reconnect test,
-# which stops the server on purpose, tolerates it.
-REFUSED_SOCKET = r"WebSocket connection to 'ws://127\.0\.0\.1:\d+/ws' failed"
+# Chromium logs a refused connection as a console error: the page's token request
+# (POST /v1/page_token, before each attempt) or its WebSocket. Only the reconnect test, which
+# stops the server on purpose, tolerates it.
+REFUSED_SOCKET = (
+    r"WebSocket connection to 'ws://127\.0\.0\.1:\d+/ws' failed"
+    r"|Failed to load resource: net::ERR_CONNECTION_REFUSED"
+)
 
 # A page is done with a turn `arg` when it is idle and has played all the audio the server
 # sent, or when the turn failed (`lastError` keeps the last error of the session: check its turn).
