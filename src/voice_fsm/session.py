@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
@@ -79,6 +80,9 @@ Submission = Command | bytes | VoiceError | Detected
 
 PROVIDER_VAD_KEEP_MS = 3000
 """Hands-free audio kept for a provider's detector, whose events come a network trip late."""
+DROPPED_ERRORS_LOG_EVERY_S = 10.0
+"""How often a session flooding bad messages may log how many error events it was spared;
+the rest is counted and logged when the session ends."""
 
 
 class Session:
@@ -110,6 +114,7 @@ class Session:
         # A client sending bad messages in a loop hears of a few each second, not of each.
         self._error_budget = TokenBucket(limits.errors_per_s, burst=max(1.0, limits.errors_per_s))
         self._errors_dropped = 0
+        self._errors_dropped_logged_at = float("-inf")
         self._state_changed = asyncio.Event()
         self.end_outcome = "disconnected"
         """The outcome of a turn still in flight when the session ends."""
@@ -152,7 +157,7 @@ class Session:
                 await asyncio.wait(self._closing)
             if self.state != State.IDLE:
                 self._finish_turn(self.end_outcome)
-            self._log_dropped_errors()
+            self._log_dropped_errors(final=True)
             self.log.info("session.closed", turns=self.turn.number)
 
     @property
@@ -495,10 +500,17 @@ class Session:
         self._log_dropped_errors()
         await self._report(err)
 
-    def _log_dropped_errors(self) -> None:
-        if self._errors_dropped:
-            self.log.warning("input.errors_dropped", count=self._errors_dropped)
-            self._errors_dropped = 0
+    def _log_dropped_errors(self, *, final: bool = False) -> None:
+        """One summary line for the error events dropped so far: at most one line each
+        `DROPPED_ERRORS_LOG_EVERY_S` while a flood goes on, and the rest at the end."""
+        now = time.monotonic()
+        if not self._errors_dropped or (
+            not final and now - self._errors_dropped_logged_at < DROPPED_ERRORS_LOG_EVERY_S
+        ):
+            return
+        self.log.warning("input.errors_dropped", count=self._errors_dropped)
+        self._errors_dropped = 0
+        self._errors_dropped_logged_at = now
 
     async def _report(self, err: VoiceError) -> None:
         self.log.warning(
