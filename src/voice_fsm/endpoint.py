@@ -167,7 +167,11 @@ class SessionEndpoint:
                 now = time.monotonic()
                 idle_at = connection.last_message_at + limits.idle_timeout_s
                 if now >= ends_at or now >= idle_at:
-                    await session.wait_until(lambda: not session.busy)
+                    # Not `not session.busy`: that is true as soon as the machine is idle,
+                    # while the turn's last events (turn.metrics) may still be on their way.
+                    await session.wait_until(
+                        lambda: session.at_rest or session.state == State.RECORDING
+                    )
                     if time.monotonic() >= ends_at:
                         return CLOSE_TOO_LONG
                     if time.monotonic() >= connection.last_message_at + limits.idle_timeout_s:
