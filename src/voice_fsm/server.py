@@ -9,6 +9,7 @@ every session is closed with 1001 and uvicorn stops. A second signal stops at on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import resource
 import signal
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,8 @@ from voice_fsm.settings import Settings
 
 SHUTDOWN_GRACE_S = 1.0
 """What uvicorn may still wait for after the drain (connections it must cut itself)."""
+FORCED_APP_SHUTDOWN_S = 0.5
+"""On a forced exit (a second signal), how long the app's own shutdown may still take."""
 FDS_PER_SESSION = 3
 """A session's socket and its provider connections, roughly, for the file limit."""
 
@@ -78,6 +81,16 @@ class DrainingServer(uvicorn.Server):
     def begin_drain(self) -> None:
         if self._draining is None:
             self._draining = asyncio.get_running_loop().create_task(self._drain_then_exit())
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        await super().shutdown(sockets)
+        if self.force_exit:
+            # uvicorn skips the app's shutdown on a forced exit; asyncio.run then cancels the
+            # app's lifespan mid-wait, which Starlette reports as a failed shutdown with a
+            # traceback. Run it instead (it closes the providers' clients), briefly.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FORCED_APP_SHUTDOWN_S):
+                    await self.lifespan.shutdown()
 
     async def _drain_then_exit(self) -> None:
         try:
