@@ -244,6 +244,7 @@ class BareClient:
     close frame. The frames themselves come from websockets' sans-I/O protocol."""
 
     def __init__(self, server: Server, *, receive_buffer: int = 4096) -> None:
+        self.server_port = server.port
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         # Before connect, so the window the server sees is small from the start.
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
@@ -284,6 +285,26 @@ class BareClient:
         buffer = bytearray(4)
         fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, buffer)
         return int.from_bytes(buffer, "little")
+
+    def server_send_queue(self) -> int:
+        """Bytes the server's kernel holds for this client, unacknowledged (/proc/net/tcp)."""
+        local = f":{self.server_port:04X}"
+        remote = f":{self.sock.getsockname()[1]:04X}"
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(local) and fields[2].endswith(remote):
+                return int(fields[4].split(":")[0], 16)
+        raise LookupError("no such connection")
+
+    async def until_server_blocked(self, seconds: float = TIMEOUT) -> int:
+        """Wait until the server's send queue toward this client stops growing: the server
+        has given the kernel all it takes, and the rest waits in the server. Its size."""
+        async with asyncio.timeout(seconds):
+            last = -1
+            while (queued := self.server_send_queue()) != last or not queued:
+                last = queued
+                await asyncio.sleep(0.3)
+        return queued
 
     def was_reset(self, seconds: float) -> bool:
         """Whether the server dropped the connection: its data discarded, then a reset or EOF
