@@ -272,6 +272,24 @@ class BareClient:
         self.protocol.send_binary(data)
         self._flush()
 
+    def flood(self, frame: bytes, *, limit: int, stalled_s: float = 0.5) -> int:
+        """Send `frame` (one binary message, encoded once) again and again until `limit` bytes
+        went out or the server stopped taking them for `stalled_s`; how many bytes went out."""
+        self.protocol.send_binary(frame)
+        data = b"".join(self.protocol.data_to_send())
+        self.sock.settimeout(stalled_s)
+        sent = 0
+        try:
+            while sent < limit:
+                view = memoryview(data)
+                while view:
+                    count = self.sock.send(view)
+                    sent += count
+                    view = view[count:]
+        except (TimeoutError, ConnectionError):  # stalled, or dropped meanwhile
+            pass
+        return sent
+
     def start_turn(self, ms: int = 300) -> None:
         self.send_text(json.dumps({"type": "input_audio.start"}))
         self.send_bytes(b"\x10\x00" * (SECOND_OF_AUDIO * ms // 2000))
@@ -407,7 +425,7 @@ async def test_200_sessions_past_their_audio_limit_hold_under_50_mib(tmp_path: P
             errors = [e for e in await until(ws, "error") if isinstance(e, dict)]
             assert errors[-1]["code"] == "audio-too-long", errors[-1]
 
-        async with many(server, 10) as _:  # warm up, then let them go
+        async with many(server, 10):  # warm up, then let them go
             pass
         await server.wait_for_sessions(0)
         before, fds_before = server.rss_mib(), server.fds()
@@ -556,6 +574,48 @@ async def test_a_client_that_never_reads_is_aborted_and_others_do_not_notice(
         median_before = sorted(before)[len(before) // 2]
         median_held = sorted(while_held)[len(while_held) // 2]
         assert median_held <= 2 * median_before + 0.1, figures
+        assert_clean_log(server)
+
+
+async def test_a_client_that_sends_without_reading_is_held_back_by_tcp(tmp_path: Path) -> None:
+    """While its session waits on it (a send that cannot complete), whatever the client sends
+    waits in the kernel: the inbox stops at its bytes and the socket is no longer read."""
+    inbox = 2 * MIB
+    with fake_server(
+        tmp_path,
+        LIMITS__SEND_TIMEOUT_S="3",
+        LIMITS__INBOX_BYTES=str(inbox),
+        FAKE__REPLY=LONG_REPLY,
+        FAKE__LLM_TOKEN_DELAY="0",
+        FAKE__TTS_FIRST_AUDIO_DELAY="0",
+        FAKE__TTS_CHUNK_DELAY="0",
+    ) as server:
+        stuck = BareClient(server)
+        stuck.start_turn()
+        await stuck.until_server_blocked()
+        before = server.rss_mib()
+        server.reset_peak()
+        # Stray audio in 2 s frames (the session is speaking): the first one's error event
+        # cannot go out, which holds the session's driver.
+        sent = await asyncio.to_thread(stuck.flood, b"\x10\x00" * 48_000, limit=256 * MIB)
+        peak = server.peak_mib()
+        held = server.rss_mib()
+        await server.wait_for_sessions(0)
+        stuck.close()
+        [aborted] = server.events("connection.aborted")
+        figures = report(
+            "a client sending without reading",
+            client_sent_mib=round(sent / MIB, 1),
+            rss_before_mib=round(before, 1),
+            rss_held_mib=round(held, 1),
+            peak_mib=round(peak, 1),
+            aborted=aborted["reason"],
+        )
+        assert sent < 256 * MIB, figures  # the server stopped taking it
+        # The inbox, plus what is on its way in: a frame waiting for room, the chunk the
+        # WebSocket parser holds, and the allocator's slack.
+        assert peak - before <= inbox / MIB + 2, figures
+        assert aborted["reason"] == "send-timeout", figures
         assert_clean_log(server)
 
 
