@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 # Extra arguments for pytest, e.g. make test ARGS="-k session -x"
 ARGS ?=
 
-.PHONY: install run test check format docs clean bench-local bench
+.PHONY: install run test check format docs clean bench-local bench soak
 
 install: $(STAMP)
 
@@ -59,3 +59,9 @@ bench-local: install
 bench: install
 	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q -e ".[bench]"
 	$(PY) bench/voice_latency.py $(ARGS)
+
+# The server under abuse, against fake providers: abrupt disconnects, oversized and flooding
+# clients, slow readers and a SIGTERM under load, with its RSS, open files, threads and live
+# sessions. make soak ARGS="--rounds 2 --disconnects 300". Writes artifacts/soak.json.
+soak: install
+	$(PY) bench/soak.py $(ARGS)
