@@ -10,6 +10,9 @@ closing it politely would wait for the same client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
 import time
 from typing import Any
 
@@ -20,6 +23,8 @@ from voice_fsm.events import ServerEvent
 
 CLOSE_TIMEOUT_S = 1.0
 """How long a close frame may take to go out before the connection is dropped instead."""
+RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+"""SO_LINGER on, with no time to linger: closing the socket resets the connection."""
 
 
 class ClientConnection:
@@ -77,5 +82,12 @@ class ClientConnection:
         self.log.warning("connection.aborted", reason=reason, **details)
         self.lost(reason)
         if self._transport is not None:
+            # A plain close would leave the kernel trying to deliver what it already holds
+            # for this client (megabytes, to a client that does not read) long after we let
+            # go: a reset makes it drop that too.
+            sock = self._transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
             self._transport.abort()  # also when closing: close() waits for the buffer to drain
         # Under another ASGI server, the endpoint's own close is all there is.
