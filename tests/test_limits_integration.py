@@ -304,22 +304,23 @@ class BareClient:
         fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, buffer)
         return int.from_bytes(buffer, "little")
 
-    def server_send_queue(self) -> int:
-        """Bytes the server's kernel holds for this client, unacknowledged (/proc/net/tcp)."""
+    def server_send_queue(self) -> int | None:
+        """Bytes the server's kernel holds for this client, unacknowledged (/proc/net/tcp);
+        None once the server's end of the connection is gone."""
         local = f":{self.server_port:04X}"
         remote = f":{self.sock.getsockname()[1]:04X}"
         for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
             fields = line.split()
             if fields[1].endswith(local) and fields[2].endswith(remote):
                 return int(fields[4].split(":")[0], 16)
-        raise LookupError("no such connection")
+        return None
 
     async def until_server_blocked(self, seconds: float = TIMEOUT) -> int:
         """Wait until the server's send queue toward this client stops growing: the server
         has given the kernel all it takes, and the rest waits in the server. Its size."""
         async with asyncio.timeout(seconds):
             last = -1
-            while (queued := self.server_send_queue()) != last or not queued:
+            while (queued := self.server_send_queue() or 0) != last or not queued:
                 last = queued
                 await asyncio.sleep(0.3)
         return queued
@@ -538,6 +539,7 @@ async def test_a_client_that_never_reads_is_aborted_and_others_do_not_notice(
                 if await server.sessions() == 1:
                     gone_at = time.time()
         unread = stuck.unread()
+        kernel_still_holds = stuck.server_send_queue()
         reset = stuck.was_reset(2)
         stuck.close()
 
@@ -558,6 +560,7 @@ async def test_a_client_that_never_reads_is_aborted_and_others_do_not_notice(
             aborted_after_stop_s=round(log_time(aborted) - stopped_at, 2),
             session_gone_after_abort_s=round(gone_at - log_time(aborted), 2),
             unread_bytes_at_client=unread,
+            server_kernel_still_holds=kernel_still_holds,
             reset_seen=reset,
             stuck_turn_outcome=stuck_turn["outcome"],
             first_audio_before_ms=[round(x * 1000) for x in before],
@@ -567,6 +570,8 @@ async def test_a_client_that_never_reads_is_aborted_and_others_do_not_notice(
         assert aborted["reason"] == "send-timeout", figures
         assert 2.0 <= aborted["blocked_s"] <= 2.0 + 1.0, figures
         assert gone_at - log_time(aborted) <= 1.0, figures
+        # Dropped, not closed: the server's kernel does not go on trying to deliver to it.
+        assert kernel_still_holds is None, figures
         assert reset, figures
         assert stuck_turn["outcome"] == "disconnected", figures
         assert while_held, figures  # at least one turn ran while the stuck one was held
