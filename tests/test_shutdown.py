@@ -20,7 +20,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
-from test_limits_integration import (
+from support.live_server import (
     TIMEOUT,
     BareClient,
     Server,

@@ -14,6 +14,7 @@ import contextlib
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
@@ -28,10 +29,13 @@ RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 class ClientConnection:
-    def __init__(self, websocket: WebSocket, *, send_timeout: float, log: Any) -> None:
+    def __init__(
+        self, websocket: WebSocket, *, send_timeout: float, log: Callable[[], Any]
+    ) -> None:
         self.websocket = websocket
         self.send_timeout = send_timeout
         self.log = log
+        """The logger to use now: the session's, bound to its turn of the moment."""
         self.gone = asyncio.Event()
         self.gone_reason: str | None = None
         self.last_message_at = time.monotonic()
@@ -79,7 +83,7 @@ class ClientConnection:
         """Drop the connection at once, without sending what is still buffered."""
         if self.gone.is_set():
             return
-        self.log.warning("connection.aborted", reason=reason, **details)
+        self.log().warning("connection.aborted", reason=reason, **details)
         self.lost(reason)
         if self._transport is not None:
             # A plain close would leave the kernel trying to deliver what it already holds

@@ -106,9 +106,10 @@ class SessionEndpoint:
 
     async def _serve(self, websocket: WebSocket) -> None:
         limits = self.settings.limits
-        connection = ClientConnection(websocket, send_timeout=limits.send_timeout_s, log=log)
+        connection = ClientConnection(
+            websocket, send_timeout=limits.send_timeout_s, log=lambda: session.log
+        )
         session = Session(self.pipeline, self.settings, connection.send)
-        connection.log = session.log
         self.sessions.add(session)
         driver = asyncio.create_task(session.run(), name=f"session-{session.id}")
         receiver = asyncio.create_task(self._receive(websocket, connection, session))
@@ -167,8 +168,8 @@ class SessionEndpoint:
                 now = time.monotonic()
                 idle_at = connection.last_message_at + limits.idle_timeout_s
                 if now >= ends_at or now >= idle_at:
-                    # Not `not session.busy`: that is true as soon as the machine is idle,
-                    # while the turn's last events (turn.metrics) may still be on their way.
+                    # Not merely idle: the turn's last events (turn.metrics) may still be on
+                    # their way.
                     await session.wait_until(
                         lambda: session.at_rest or session.state == State.RECORDING
                     )

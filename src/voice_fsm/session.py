@@ -166,11 +166,6 @@ class Session:
         task = self._stage_task
         return self.state == State.IDLE and (task is None or task.done())
 
-    @property
-    def busy(self) -> bool:
-        """The server is working on a turn: transcribing, thinking or speaking."""
-        return self.state not in (State.IDLE, State.RECORDING)
-
     async def wait_until(self, condition: Callable[[], bool]) -> None:
         """Return once `condition()` holds, checking it at each change of state."""
         while not condition():
