@@ -121,7 +121,10 @@ async def test_whisper_transcribes_live_and_skips_the_final_decode_after_silence
     original = live._decode
     live._decode = lambda pcm: (decodes.append(len(pcm)), original(pcm))[1]  # type: ignore[method-assign]
 
-    pcm = spoken("What is the capital of France?", lead_s=0.2) + silence(0.5)
+    # The pause must outlast the decodes still due when the speech ends: on a slow CPU a
+    # decode of these 2 s of audio takes about 1 s, and the one that covers the end of the
+    # speech may have to wait for the one before it.
+    pcm = spoken("What is the capital of France?", lead_s=0.2) + silence(3.0)
     deltas: list[TranscriptDelta] = []
 
     async def read() -> None:
