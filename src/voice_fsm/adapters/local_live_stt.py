@@ -63,6 +63,7 @@ class IncrementalTranscription:
         self._said = ""  # the text already sent as deltas
         self._deltas: asyncio.Queue[TranscriptDelta | None] = asyncio.Queue()
         self._closed = False
+        self._finishing = False
 
     async def append(self, pcm: bytes) -> None:
         self._audio += pcm
@@ -84,6 +85,9 @@ class IncrementalTranscription:
             raise ProviderError(
                 ErrorCode.PROVIDER_ERROR, "The transcription is closed.", stage=Stage.STT
             )
+        # No step decode after this one: the user is done, and a decode of the silence that
+        # followed their speech would only delay the transcript.
+        self._finishing = True
         if self._decoding is not None:
             await self._wait_decode()
         if self._decoded_upto == 0 or self._decoded_upto < self._speech_end:
@@ -124,7 +128,7 @@ class IncrementalTranscription:
         previous, self._hypothesis = self._hypothesis, task.result()
         self._decoded_upto = upto
         self._say(stable_prefix(previous, self._hypothesis))
-        if not self._closed:
+        if not (self._closed or self._finishing):
             self._maybe_decode()
 
     async def _wait_decode(self) -> None:
