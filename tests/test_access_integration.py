@@ -14,7 +14,6 @@ import json
 import logging
 import subprocess
 import time
-import wave
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import uvicorn
 import websockets
@@ -37,7 +35,14 @@ from voice_fsm.server import uvicorn_config
 from voice_fsm.settings import AuthSettings, ServerSettings, Settings
 
 from session_harness import fake_pipeline, make_settings
-from support.servers import clean_env, console_script, free_port, running_server, stop_process
+from support.servers import (
+    clean_env,
+    console_script,
+    free_port,
+    run_talk,
+    running_server,
+    stop_process,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -433,30 +438,6 @@ def fake_env(**extra: str) -> dict[str, str]:
         VOICE_FSM_FAKE__TTS_FIRST_AUDIO_DELAY="0.01",
         VOICE_FSM_LOG__FORMAT="json",
         **extra,
-    )
-
-
-def write_question(path: Path) -> None:
-    """0.5 s of a tone: the fake speech-to-text transcribes anything to its transcript."""
-    t = np.arange(8_000) / 16_000
-    samples = (0.3 * np.sin(2 * np.pi * 300 * t) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(16_000)
-        wav.writeframes(samples.tobytes())
-
-
-def run_talk(workdir: Path, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    question = workdir / "question.wav"
-    write_question(question)
-    return subprocess.run(
-        [console_script(), "talk", "--wav", str(question), "--url", url, "--json", *extra],
-        env=clean_env(),
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
 
 

@@ -7,18 +7,16 @@ client run as the console scripts a user would type, with a clean environment an
 from __future__ import annotations
 
 import json
-import subprocess
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from voice_fsm.testing import FakeOpenAIConfig, running_fake_openai, speech_pcm
 
-from support.servers import clean_env, console_script, free_port, running_server
+from support.servers import clean_env, console_script, free_port, run_talk, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -65,34 +63,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         assert "Traceback" not in log.read_text()
 
 
-def write_question(path: Path) -> None:
-    """1.5 s of a 300 Hz tone at 16 kHz: the fake transcribes anything to its transcript."""
-    t = np.arange(24_000) / 16_000
-    samples = (0.3 * np.sin(2 * np.pi * 300 * t) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(16_000)
-        wav.writeframes(samples.tobytes())
-
-
-def run_talk(stack: Stack, workdir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    question = workdir / "question.wav"
-    write_question(question)
-    return subprocess.run(
-        [console_script(), "talk", "--wav", str(question), "--url", stack.url, "--json", *extra],
-        env=clean_env(),
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_one_turn_through_the_real_server(stack: Stack, tmp_path: Path) -> None:
     stack.fake.requests.clear()
     out = tmp_path / "reply.wav"
-    done = run_talk(stack, tmp_path, "--out", str(out))
+    done = run_talk(tmp_path, stack.url, "--out", str(out), seconds=1.5)
     assert done.returncode == 0, (done.stderr, stack.log.read_text()[-3000:])
     summary = json.loads(done.stdout)
     assert summary["error"] is None
@@ -149,7 +123,7 @@ def test_a_rejected_key_is_an_error_event(stack: Stack, tmp_path: Path) -> None:
     stack.fake.requests.clear()
     stack.fake.api_key = "sk-some-other-key-9999"
     try:
-        done = run_talk(stack, tmp_path)
+        done = run_talk(tmp_path, stack.url, seconds=1.5)
     finally:
         stack.fake.api_key = KEY
     assert done.returncode == 1, (done.stderr, stack.log.read_text()[-3000:])

@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import trustme
 import websockets
 
 from voice_fsm.audio import bytes_for_ms
 
-from support.servers import clean_env, console_script, free_port, stop_process
+from support.servers import clean_env, console_script, free_port, run_talk, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -122,33 +121,10 @@ def test_the_port_speaks_tls_only_and_needs_the_ca(server: TlsServer) -> None:
         httpx.get(server.url("https", "/healthz"), trust_env=False, timeout=5)
 
 
-def write_question(path: Path) -> None:
-    t = np.arange(8_000) / 16_000
-    samples = (0.3 * np.sin(2 * np.pi * 300 * t) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(16_000)
-        wav.writeframes(samples.tobytes())
-
-
-def run_talk(server: TlsServer, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    question = tmp_path / "question.wav"
-    write_question(question)
-    return subprocess.run(
-        [console_script(), "talk", "--wav", str(question), "--json", *extra],
-        env=clean_env(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_a_turn_over_wss_with_voice_fsm_talk(server: TlsServer, tmp_path: Path) -> None:
     out = tmp_path / "reply.wav"
     url = server.url("wss", "/ws")
-    done = run_talk(server, tmp_path, "--cafile", str(server.ca), "--url", url, "--out", str(out))
+    done = run_talk(tmp_path, url, "--cafile", str(server.ca), "--out", str(out))
     assert done.returncode == 0, (done.stderr, server.log.read_text()[-3000:])
     summary = json.loads(done.stdout)
     assert summary["error"] is None
@@ -161,14 +137,14 @@ def test_a_turn_over_wss_with_voice_fsm_talk(server: TlsServer, tmp_path: Path) 
 
 
 def test_talk_without_the_ca_refuses_the_certificate(server: TlsServer, tmp_path: Path) -> None:
-    done = run_talk(server, tmp_path, "--url", server.url("wss", "/ws"))
+    done = run_talk(tmp_path, server.url("wss", "/ws"))
     assert done.returncode == 2
     assert "certificate verify failed" in done.stderr.lower()
     assert "Traceback" not in done.stderr
 
 
 def test_talk_with_a_ca_on_plain_ws_is_a_usage_error(server: TlsServer, tmp_path: Path) -> None:
-    done = run_talk(server, tmp_path, "--cafile", str(server.ca), "--url", server.url("ws", "/ws"))
+    done = run_talk(tmp_path, server.url("ws", "/ws"), "--cafile", str(server.ca))
     assert done.returncode == 2
     assert "wss://" in done.stderr
     assert "Traceback" not in done.stderr

@@ -9,11 +9,13 @@ import socket
 import subprocess
 import sys
 import time
+import wave
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 SCRIPTS = Path(sys.executable).parent
 
@@ -118,3 +120,30 @@ def running_server(
         yield process
     finally:
         stop_process(process)
+
+
+def write_question(path: Path, seconds: float = 0.5) -> None:
+    """A 300 Hz tone at 16 kHz: the fake speech-to-text transcribes anything to its transcript."""
+    t = np.arange(round(seconds * 16_000)) / 16_000
+    samples = (0.3 * np.sin(2 * np.pi * 300 * t) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16_000)
+        wav.writeframes(samples.tobytes())
+
+
+def run_talk(
+    workdir: Path, url: str, *extra: str, seconds: float = 0.5
+) -> subprocess.CompletedProcess[str]:
+    """`voice-fsm talk --json` with a question of `seconds`, as a user would run it."""
+    question = workdir / "question.wav"
+    write_question(question, seconds)
+    return subprocess.run(
+        [console_script(), "talk", "--wav", str(question), "--url", url, "--json", *extra],
+        env=clean_env(),
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
