@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -101,13 +101,19 @@ async def connect() -> AsyncIterator[ClientFactory]:
     """Opens sessions as a WebSocket client would: `await connect(pipeline, settings)`."""
     clients: list[Client] = []
 
-    async def make(pipeline: Pipeline | None = None, settings: Settings | None = None) -> Client:
+    async def make(
+        pipeline: Pipeline | None = None,
+        settings: Settings | None = None,
+        observers: Sequence[Any] = (),
+    ) -> Client:
         holder: list[Client] = []
 
         async def send(event: Any) -> None:
             await holder[0].receive(event)
 
-        session = Session(pipeline or fake_pipeline(), settings or make_settings(), send)
+        session = Session(
+            pipeline or fake_pipeline(), settings or make_settings(), send, observers=observers
+        )
         client = Client(session)
         holder.append(client)
         client.task = asyncio.create_task(session.run())

@@ -27,6 +27,7 @@ from voice_fsm.events import (
 )
 from voice_fsm.providers import Pipeline
 from voice_fsm.session import Session
+from voice_fsm.turn_record import TurnRecord
 
 from conftest import ClientFactory
 from session_harness import Client, Received, fake_pipeline, kinds, make_settings
@@ -456,8 +457,14 @@ async def test_cancelling_the_driver_stops_the_turn_and_its_streams() -> None:
 async def test_every_turn_logs_one_turn_completed_line(connect: ClientFactory) -> None:
     from structlog.testing import capture_logs
 
+    records: list[TurnRecord] = []
+
+    class Recorder:
+        def turn_ended(self, record: TurnRecord) -> None:
+            records.append(record)
+
     with capture_logs() as logs:
-        client = await connect(_slow_pipeline())
+        client = await connect(_slow_pipeline(), observers=[Recorder()])
         await full_turn(client)  # 1: ok
         await _reach(client, "transcribing")  # 2: interrupted by the barge-in of 3
         await client.send(START)
@@ -472,6 +479,25 @@ async def test_every_turn_logs_one_turn_completed_line(connect: ClientFactory) -
     ok = next(e for e in logs if e["event"] == "turn.completed")
     assert ok["session_id"] == client.session.id
     assert ok["voice_to_voice_ms"] > 0
+    assert ok["mode"] == "push_to_talk"
+    assert ok["providers"] == {"stt": "fake", "llm": "fake", "tts": "fake"}
+    # The observers get the record the line was written from, field for field.
+    assert [(r.turn, r.outcome) for r in records] == lines
+    completed = [e for e in logs if e["event"] == "turn.completed"]
+    for record, line in zip(records, completed, strict=True):
+        assert {k: line[k] for k in record.log_fields()} == record.log_fields()
+    assert records[0].marks["stop"] < records[0].marks["llm.first_token"]
+
+
+async def test_a_failing_observer_costs_no_turn(connect: ClientFactory) -> None:
+    class Broken:
+        def turn_ended(self, record: TurnRecord) -> None:
+            raise RuntimeError("bug in an observer")
+
+    client = await connect(observers=[Broken()])
+    await full_turn(client)
+    items = await full_turn(client)
+    assert "response.done" in [i.kind for i in items]
 
 
 # ---------------------------------------------------------------- speech pipelined with the reply

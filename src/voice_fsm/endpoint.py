@@ -28,6 +28,7 @@ from voice_fsm.providers import Pipeline
 from voice_fsm.rate_limit import TokenBucket
 from voice_fsm.session import Session, Submission
 from voice_fsm.settings import Settings
+from voice_fsm.turn_record import TurnObserver
 
 log = get_logger()
 
@@ -74,6 +75,8 @@ class SessionEndpoint:
         self._draining = asyncio.Event()
         self._cut = asyncio.Event()
         self.ended: dict[str, int] = {"drained": 0, "cut": 0}
+        self.observers: list[TurnObserver] = []
+        """Told of every finished turn (metrics, the dashboard, traces)."""
 
     @property
     def draining(self) -> bool:
@@ -109,7 +112,7 @@ class SessionEndpoint:
         connection = ClientConnection(
             websocket, send_timeout=limits.send_timeout_s, log=lambda: session.log
         )
-        session = Session(self.pipeline, self.settings, connection.send)
+        session = Session(self.pipeline, self.settings, connection.send, observers=self.observers)
         self.sessions.add(session)
         driver = asyncio.create_task(session.run(), name=f"session-{session.id}")
         receiver = asyncio.create_task(self._receive(websocket, connection, session))

@@ -16,7 +16,7 @@ import asyncio
 import contextvars
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, cast
 
 from transitions.extensions.asyncio import AsyncMachine
@@ -72,6 +72,7 @@ from voice_fsm.rate_limit import TokenBucket
 from voice_fsm.reply import speak_while_writing
 from voice_fsm.settings import Settings
 from voice_fsm.turn import Turn
+from voice_fsm.turn_record import TurnObserver, TurnRecord, notify
 from voice_fsm.vad_events import SpeechStarted, VadEvent
 
 Sender = Callable[[ServerEvent | bytes], Awaitable[None]]
@@ -95,11 +96,13 @@ class Session:
         send: Sender,
         *,
         session_id: str | None = None,
+        observers: Sequence[TurnObserver] = (),
     ) -> None:
         self.id = session_id or f"sess_{uuid.uuid4().hex[:16]}"
         self.pipeline = pipeline
         self.settings = settings
         self._send = send
+        self._observers = observers
         self.config = SessionConfig(
             instructions=settings.llm.instructions,
             voice=settings.tts.voice,
@@ -484,7 +487,7 @@ class Session:
     async def _fail(self, err: VoiceError) -> None:
         await self._close_live(self.turn)
         await self._report(err)
-        self._finish_turn("error", code=err.code.value)
+        self._finish_turn("error", code=err.code.value, stage=err.stage.value)
         await self._fire("fail")
 
     async def _report_input(self, err: VoiceError) -> None:
@@ -567,21 +570,29 @@ class Session:
             self.conversation.replace_last_reply(heard)
             self.log.info("reply.cut_short", played_ms=duration_ms(played), heard_chars=len(heard))
 
-    def _finish_turn(self, outcome: str, **extra: Any) -> None:
-        """The one canonical log line of a turn."""
+    def _finish_turn(
+        self, outcome: str, *, code: str | None = None, stage: str | None = None
+    ) -> None:
+        """The one canonical record of a turn: its log line, and its observers."""
         turn = self.turn
         if turn.outcome is not None:
             return
         turn.outcome = outcome
-        timings = turn.metrics().model_dump(exclude={"type", "turn"})
-        turn.release_audio()
-        self.log.info(
-            "turn.completed",
+        record = TurnRecord(
+            session_id=self.id,
+            turn=turn.number,
             outcome=outcome,
-            **timings,
+            mode=self.config.mode or "push_to_talk",
+            providers={name: info["provider"] for name, info in self.pipeline.describe().items()},
+            timings=turn.metrics().model_dump(exclude={"type", "turn"}),
             provider_requests=turn.provider_requests,
-            **extra,
+            code=code,
+            stage=stage,
+            marks=turn.clock.offsets("start"),
         )
+        turn.release_audio()
+        self.log.info("turn.completed", **record.log_fields())
+        notify(self._observers, record, self.log)
 
     # ------------------------------------------------------------------ stages
 

@@ -35,6 +35,13 @@ class Stopwatch:
             return None
         return round((time.perf_counter() - self._marks[name]) * 1000)
 
+    def offsets(self, origin: str) -> dict[str, float]:
+        """Every mark, in seconds since mark `origin` (empty without it)."""
+        if origin not in self._marks:
+            return {}
+        zero = self._marks[origin]
+        return {name: round(at - zero, 6) for name, at in self._marks.items()}
+
     def ms(self, start: str, end: str) -> int | None:
         if start not in self._marks or end not in self._marks:
             return None
