@@ -257,6 +257,23 @@ class LimitSettings(_Group):
     )
 
 
+class MetricsSettings(_Group):
+    """Prometheus metrics at /metrics."""
+
+    public: bool = Field(
+        default=False,
+        description="/metrics answers without a key even when VOICE_FSM_AUTH__API_KEYS is set",
+    )
+
+
+class DashboardSettings(_Group):
+    """The built-in dashboard at /dashboard."""
+
+    turns: int = Field(
+        default=500, ge=1, le=100_000, description="finished turns the dashboard keeps in memory"
+    )
+
+
 class FakeSettings(_Group):
     """Behaviour of the `fake` providers (tests, demos and benchmarks)."""
 
@@ -299,6 +316,8 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
     limits: LimitSettings = LimitSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    dashboard: DashboardSettings = DashboardSettings()
     fake: FakeSettings = FakeSettings()
     log: LogSettings = LogSettings()
 
