@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Optional dependency groups from pyproject.toml installed into the venv.
-EXTRAS ?= test,dev,local
+EXTRAS ?= test,dev,local,otel
 # llama-cpp-python compiles on install: portable flags, because the native build picks up AMX
 # on these CPUs and crashes on the first decode.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON

@@ -260,6 +260,7 @@ class LimitSettings(_Group):
 class MetricsSettings(_Group):
     """Prometheus metrics at /metrics."""
 
+    enabled: bool = Field(default=True, description="record metrics and serve /metrics")
     public: bool = Field(
         default=False,
         description="/metrics answers without a key even when VOICE_FSM_AUTH__API_KEYS is set",
