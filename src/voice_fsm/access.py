@@ -8,7 +8,8 @@ answer (403 or 401) and no session is ever made for it:
 - a WebSocket's Origin, when a browser sends one, must be the server's own origin, a loopback
   origin or one of `VOICE_FSM_SERVER__ALLOWED_ORIGINS`: no other web page may drive it;
 - with `VOICE_FSM_AUTH__API_KEYS` set, every route but the health checks needs a key
-  (`Authorization: Bearer`) or, for `/ws`, a client token (`?token=`).
+  (`Authorization: Bearer`) or, for `/ws`, a client token (`?token=`); `/metrics` too, unless
+  `VOICE_FSM_METRICS__PUBLIC=true`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from voice_fsm.settings import Settings
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 PAGE_PATHS = frozenset({"/", "/client", "/v1/page_token"})
+METRICS_PATH = "/metrics"
 TRANSPORT_KEY = "voice_fsm.transport"
 """Where the scope keeps the server's transport for the connection, when there is one."""
 
@@ -76,6 +78,7 @@ class AccessPolicy:
         self.bound_host = None if bound in ("0.0.0.0", "::", "") else host_name(bound)
         self.keys = [key.encode() for key in settings.auth.secret_values()]
         self.page_tokens = settings.auth.page_tokens
+        self.metrics_public = settings.metrics.public
         self.tokens = tokens
 
     @property
@@ -114,6 +117,8 @@ class AccessPolicy:
 
     def needs_credential(self, path: str) -> bool:
         if not self.auth_required or path in HEALTH_PATHS:
+            return False
+        if path == METRICS_PATH and self.metrics_public:
             return False
         page = path in PAGE_PATHS or path.startswith("/static/")
         return not (self.page_tokens and page)

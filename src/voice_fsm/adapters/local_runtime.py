@@ -4,14 +4,18 @@ Each embedded engine owns one `InferenceLane`: a semaphore that lets a fixed num
 run at once (the models are shared by every session and already use several threads each) and
 a way to stream a blocking generator's items back to the event loop. Cancelling the consumer
 asks the worker thread to stop at its next item, so a cancelled turn frees its lane quickly.
+
+Lanes report how many callers wait for a slot and how long each waited to the `LaneWatcher`s
+in `watchers` (the metrics add one); with none, waiting for a slot costs one list check more.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -40,17 +44,54 @@ class StopFlag:
             raise Cancelled
 
 
+class LaneWatcher(Protocol):
+    """Told of the lanes' queues; called on the event loop, must be quick and never raise."""
+
+    def lane_queue_depth(self, engine: str, depth: int) -> None:
+        """`depth` callers of `engine`'s lane now wait for a slot (not counting those running)."""
+
+    def lane_queue_wait(self, engine: str, seconds: float) -> None:
+        """A caller of `engine`'s lane got its slot after waiting `seconds`."""
+
+
+watchers: list[LaneWatcher] = []
+"""Every lane reports to these; empty unless metrics are recorded."""
+
+
 class InferenceLane:
     """At most `concurrency` calls of one engine at a time, each in a worker thread."""
 
     def __init__(self, name: str, concurrency: int = 1) -> None:
         self.name = name
         self._slots = asyncio.Semaphore(concurrency)
+        self._waiting = 0
+
+    async def _acquire(self) -> None:
+        """Take a slot, telling the watchers (if any) about the queue and the wait."""
+        if not watchers:
+            await self._slots.acquire()
+            return
+        start = time.perf_counter()
+        self._waiting += 1
+        self._tell_depth()
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+            self._tell_depth()
+        waited = time.perf_counter() - start
+        for watcher in list(watchers):
+            watcher.lane_queue_wait(self.name, waited)
+
+    def _tell_depth(self) -> None:
+        for watcher in list(watchers):
+            watcher.lane_queue_depth(self.name, self._waiting)
 
     async def run(self, fn: Callable[[StopFlag], T]) -> T:
         """Run `fn(stop)` in a thread and return its result."""
         stop = StopFlag()
-        async with self._slots:
+        await self._acquire()
+        try:
             task = asyncio.ensure_future(asyncio.to_thread(fn, stop))
             try:
                 return await asyncio.shield(task)
@@ -60,6 +101,8 @@ class InferenceLane:
                 # before that, and the next caller must not run beside it.
                 await asyncio.wait({task})
                 raise
+        finally:
+            self._slots.release()
 
     async def stream(self, produce: Callable[[StopFlag], Iterator[T]]) -> AsyncIterator[T]:
         """Iterate the blocking generator `produce(stop)` in a thread, yielding its items here."""
@@ -80,7 +123,8 @@ class InferenceLane:
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
-        async with self._slots:
+        await self._acquire()
+        try:
             worker = asyncio.ensure_future(asyncio.to_thread(pump))
             try:
                 while True:
@@ -93,6 +137,8 @@ class InferenceLane:
             finally:
                 stop.set()
                 await asyncio.wait({worker})
+        finally:
+            self._slots.release()
 
 
 class _Failure:
