@@ -1,4 +1,5 @@
-"""The `voice-fsm` command: `serve` runs the server, `talk` runs one turn against it.
+"""The `voice-fsm` command: `serve` runs the server, `talk` runs one turn against it, `latency`
+summarises the `turn.completed` lines of log files.
 
 Exit codes: 0 success, 1 the server answered a turn with an error, 2 a usage, configuration or
 connection problem (one line on stderr, no traceback), 3 `serve` could not listen (uvicorn's
@@ -121,6 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds the turn may take, besides sending at --realtime pace (default: 30)",
     )
+
+    latency = commands.add_parser(
+        "latency",
+        help="p50/p95/p99 per stage and outcomes from turn.completed log lines",
+        description="Read turn.completed JSON lines from log files (or standard input) and "
+        "print p50/p95/p99 per stage, outcome counts and error codes. Other lines are skipped "
+        "and counted.",
+    )
+    latency.add_argument("files", nargs="*", metavar="FILE", help="log files; - or none: stdin")
+    latency.add_argument(
+        "--by", choices=("hour", "provider", "mode"), help="also one table per group"
+    )
+    latency.add_argument("--json", action="store_true", help="print one JSON object")
+    latency.add_argument(
+        "--png", metavar="FILE", help="draw the dashboard's charts (needs matplotlib)"
+    )
     return parser
 
 
@@ -136,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ssl_keyfile=args.ssl_keyfile,
             insecure_no_auth=args.insecure_no_auth,
         )
+    if args.command == "latency":
+        return latency(files=args.files, by=args.by, as_json=args.json, png=args.png)
     return talk(
         wav=args.wav,
         out=args.out,
@@ -146,6 +165,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         api_key=args.api_key or _first_api_key(),
         cafile=args.cafile,
     )
+
+
+def latency(*, files: Sequence[str], by: str | None, as_json: bool, png: str | None) -> int:
+    from voice_fsm.latency_report import ReportError, run
+
+    try:
+        return run(files, by=by, as_json=as_json, png=png)
+    except ReportError as err:
+        return _fail(str(err))
+    except KeyboardInterrupt:
+        return 130
 
 
 def _first_api_key() -> str | None:
