@@ -27,6 +27,7 @@ from voice_fsm.logging_setup import get_logger
 from voice_fsm.model_lifecycle import warn_scheduled_shutdowns
 from voice_fsm.providers import Pipeline, build_pipeline, resolve_providers
 from voice_fsm.settings import Settings
+from voice_fsm.turn_history import TurnHistory
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 
@@ -39,6 +40,8 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
         warn_scheduled_shutdowns(settings, providers, log)
         pipeline = build_pipeline(settings)
     endpoint = SessionEndpoint(pipeline, settings)
+    history = TurnHistory(settings.dashboard.turns)
+    endpoint.observers.append(history)
     stages = pipeline.describe()
     tokens = ClientTokens(settings.auth.secret_values(), ttl_s=settings.auth.token_ttl_s)
     policy = AccessPolicy(settings, tokens)
@@ -60,6 +63,14 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
 
     async def page(_request: Request) -> Response:
         return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def dashboard_page(_request: Request) -> Response:
+        return FileResponse(WEB_DIR / "dashboard.html", headers={"Cache-Control": "no-cache"})
+
+    async def dashboard(_request: Request) -> Response:
+        return JSONResponse(
+            history.snapshot(endpoint.sessions), headers={"Cache-Control": "no-store"}
+        )
 
     async def health(_request: Request) -> Response:
         return JSONResponse(
@@ -113,6 +124,8 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
         routes=[
             Route("/", page),
             Route("/client", page),
+            Route("/dashboard", dashboard_page),
+            Route("/v1/dashboard", dashboard),
             Route("/healthz", health),
             Route("/readyz", ready),
             Route("/v1/client_tokens", client_token, methods=["POST"]),
@@ -134,4 +147,5 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
     app.state.endpoint = endpoint
     app.state.pipeline = pipeline
     app.state.tokens = tokens
+    app.state.turn_history = history
     return app
