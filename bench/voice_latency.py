@@ -28,6 +28,7 @@ import json
 import multiprocessing
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -826,6 +827,86 @@ def parse_profile(overrides: list[str]) -> LatencyProfile:
     return profile
 
 
+def compare_metrics(args: argparse.Namespace, profile: LatencyProfile, turns: int) -> None:
+    """Two servers on the same fakes, one recording metrics and one not, measured in
+    alternating blocks of `turns` turns so that the machine's drift falls on both alike."""
+    pcm = voiced(args.seconds)
+    audio_s = len(pcm) / 2 / SAMPLE_RATE
+    configs = {"metrics on": "true", "metrics off": "false"}
+    blocks = 2
+    fakes = Fakes.start(profile)
+    results = {name: Results() for name in configs}
+    logs: dict[str, ServerLog] = {}
+    try:
+        with tempfile.TemporaryDirectory() as workdir:
+            servers: dict[str, tuple[subprocess.Popen[bytes], int, Path]] = {}
+            try:
+                for name, enabled in configs.items():
+                    env = server_env(fakes.base_url, realtime=fakes.realtime, tts=args.tts)
+                    env["VOICE_FSM_METRICS__ENABLED"] = enabled
+                    folder = Path(workdir) / name.replace(" ", "-")
+                    folder.mkdir()
+                    port = free_port()
+                    servers[name] = (start_server(port, folder, env)[0], port, folder)
+                for block in range(blocks):
+                    for name, (_, port, _) in servers.items():
+                        print(f"block {block + 1} of {blocks}: {name}, {turns} turns")
+                        got = asyncio.run(
+                            run_bench(
+                                f"ws://127.0.0.1:{port}/ws",
+                                fakes.base_url,
+                                pcm,
+                                args.sessions,
+                                turns,
+                                args.stagger,
+                            )
+                        )
+                        results[name].pipelined += got.pipelined
+                        results[name].errors += got.errors
+            finally:
+                for process, _, _ in servers.values():
+                    stop_server(process)
+            for name, (_, _, folder) in servers.items():
+                logs[name] = server_log_facts(folder / "server.log")
+    finally:
+        received = fakes.stop()
+    figures: dict[str, Any] = {}
+    for name in configs:
+        rows = pipelined_rows(
+            results[name],
+            profile,
+            audio_s,
+            live_used=received.get("counts", {}).get("server realtime transcription", 0) > 0,
+            log=logs[name],
+            times=received.get("times", {}),
+        )
+        overhead = [float(row["server_overhead_ms"]) for row in rows]
+        figures[name] = {
+            "turns": len(rows),
+            "errors": len(results[name].errors),
+            "server_overhead_ms": spread(overhead),
+            "voice_to_voice_ms": spread([float(row["client_voice_to_voice_ms"]) for row in rows]),
+        }
+    on, off = figures["metrics on"], figures["metrics off"]
+    difference = on["server_overhead_ms"]["p50"] - off["server_overhead_ms"]["p50"]
+    figures["overhead_p50_difference_ms"] = round(difference, 2)
+    print()
+    for name, row in figures.items():
+        if isinstance(row, dict):
+            overhead = row["server_overhead_ms"]
+            print(
+                f"{name}: {row['turns']} turns, {row['errors']} errors; server overhead p50 "
+                f"{overhead['p50']:.1f} ms, p99 {overhead['p99']:.1f} ms; voice-to-voice p50 "
+                f"{row['voice_to_voice_ms']['p50']:.0f} ms"
+            )
+    print(f"overhead p50 with metrics minus without: {difference:+.2f} ms (target: within 1 ms)")
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "bench-metrics.json"
+    path.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=1, help="concurrent clients")
@@ -843,11 +924,18 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--port", type=int, default=0, help="the server's port; 0: a free one")
     parser.add_argument("--out-dir", default="artifacts")
+    parser.add_argument(
+        "--compare-metrics", action="store_true",
+        help="the server's overhead with metrics on and off, in one run (alternating blocks)",
+    )  # fmt: skip
     args = parser.parse_args()
     turns = args.turns or (10 if args.sessions == 1 else 3)
     if args.sessions < 1 or turns < 1:
         raise SystemExit("--sessions and --turns must be at least 1")
     profile = parse_profile(args.profile)
+    if args.compare_metrics:
+        compare_metrics(args, profile, turns)
+        return
 
     load_before = os.getloadavg()[0]
     if load_before > 0.5:
