@@ -24,6 +24,7 @@ from voice_fsm.access import AccessGuard, AccessPolicy
 from voice_fsm.client_tokens import ClientTokens
 from voice_fsm.endpoint import SessionEndpoint
 from voice_fsm.logging_setup import get_logger
+from voice_fsm.metrics import CONTENT_TYPE, Metrics
 from voice_fsm.model_lifecycle import warn_scheduled_shutdowns
 from voice_fsm.providers import Pipeline, build_pipeline, resolve_providers
 from voice_fsm.settings import Settings
@@ -40,6 +41,11 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
         warn_scheduled_shutdowns(settings, providers, log)
         pipeline = build_pipeline(settings)
     endpoint = SessionEndpoint(pipeline, settings)
+    metrics = None
+    if settings.metrics.enabled:
+        served_by = {name: info["provider"] for name, info in pipeline.describe().items()}
+        metrics = Metrics(lambda: endpoint.sessions, served_by)
+        endpoint.observers.append(metrics)
     history = TurnHistory(settings.dashboard.turns)
     endpoint.observers.append(history)
     stages = pipeline.describe()
@@ -55,9 +61,13 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
         gc.freeze()
         await pipeline.start()
         log.info("server.started", version=__version__, **stages)
+        if metrics is not None:
+            metrics.watch_lanes()
         try:
             yield
         finally:
+            if metrics is not None:
+                metrics.stop_watching_lanes()
             await pipeline.aclose()
             log.info("server.stopped")
 
@@ -71,6 +81,10 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
         return JSONResponse(
             history.snapshot(endpoint.sessions), headers={"Cache-Control": "no-store"}
         )
+
+    async def metrics_page(_request: Request) -> Response:
+        assert metrics is not None  # the route exists only with metrics
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     async def health(_request: Request) -> Response:
         return JSONResponse(
@@ -132,6 +146,7 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
             Route("/v1/page_token", page_token, methods=["POST"]),
             WebSocketRoute("/ws", endpoint.handle),
             Mount("/static", StaticFiles(directory=WEB_DIR, check_dir=False), name="static"),
+            *([Route("/metrics", metrics_page)] if metrics is not None else []),
         ],
         lifespan=lifespan,
         middleware=[
@@ -147,5 +162,6 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
     app.state.endpoint = endpoint
     app.state.pipeline = pipeline
     app.state.tokens = tokens
+    app.state.metrics = metrics
     app.state.turn_history = history
     return app

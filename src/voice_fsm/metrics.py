@@ -20,7 +20,7 @@ share figures. The metrics, in seconds where they are times:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Protocol
 
 from prometheus_client import (
@@ -29,6 +29,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -39,6 +40,11 @@ from voice_fsm.machine import State
 from voice_fsm.turn_record import TurnRecord
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# No `_created` series beside each counter and histogram: Prometheus does not use them in the
+# text format, and they would double the series scraped. (A setting of prometheus-client's
+# process-wide; this module is its only user.)
+disable_created_metrics()
 
 BUCKETS = (0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10)
 """Seconds, for voice: from a quick stage (50 ms) to a very slow reply (10 s)."""
@@ -93,9 +99,18 @@ class SessionsCollector(Collector):
 
 
 class Metrics:
-    """The metrics of one app: a turn observer and a lane watcher with its own registry."""
+    """The metrics of one app: a turn observer and a lane watcher with its own registry.
 
-    def __init__(self, sessions: Callable[[], Collection[HasState]] = tuple) -> None:
+    `sessions` gives the live sessions at scrape time; `providers` (stt, llm, tts -> provider),
+    when known, creates the latency series at zero from the start, so that a rate over a window
+    that begins before the first turn counts that turn too.
+    """
+
+    def __init__(
+        self,
+        sessions: Callable[[], Collection[HasState]] = tuple,
+        providers: Mapping[str, str] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
         self.voice_to_voice = Histogram(
@@ -144,6 +159,17 @@ class Metrics:
             registry=registry,
         )
         registry.register(SessionsCollector(sessions))
+        if providers is not None:
+            for mode in MODES:
+                self.voice_to_voice.labels(
+                    stt_provider=providers.get("stt", UNKNOWN),
+                    llm_provider=providers.get("llm", UNKNOWN),
+                    tts_provider=providers.get("tts", UNKNOWN),
+                    mode=mode,
+                )
+                for stage, _name, ran_by in STAGE_TIMINGS:
+                    provider = providers.get(ran_by, UNKNOWN)
+                    self.stage.labels(stage=stage, provider=provider, mode=mode)
 
     # -- the turn observer
 
