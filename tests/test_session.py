@@ -27,7 +27,7 @@ from voice_fsm.events import (
 )
 from voice_fsm.providers import Pipeline
 from voice_fsm.session import Session
-from voice_fsm.turn_record import TurnRecord
+from voice_fsm.turn_record import LOG_FIELDS, TurnRecord
 
 from conftest import ClientFactory
 from session_harness import Client, Received, fake_pipeline, kinds, make_settings
@@ -486,6 +486,8 @@ async def test_every_turn_logs_one_turn_completed_line(connect: ClientFactory) -
     completed = [e for e in logs if e["event"] == "turn.completed"]
     for record, line in zip(records, completed, strict=True):
         assert {k: line[k] for k in record.log_fields()} == record.log_fields()
+        # Every field is documented (docs/observability.md is generated from LOG_FIELDS).
+        assert set(line) - {"log_level"} <= set(LOG_FIELDS)
     assert records[0].marks["stop"] < records[0].marks["llm.first_token"]
 
 

@@ -23,6 +23,33 @@ TIMING_FIELDS = (
 )
 """The per-turn figures in milliseconds, as the log line and `turn.metrics` name them."""
 
+LOG_FIELDS: dict[str, str] = {
+    "event": "`turn.completed`",
+    "session_id": "the session (`sess_` and 16 hex digits)",
+    "turn": "the turn's number in its session, from 1",
+    "outcome": "ok, error, interrupted (a barge-in), cancelled (`response.cancel`), "
+    "disconnected (the client left), shutdown (cut by the server's drain)",
+    "mode": "push_to_talk or hands_free",
+    "audio_in_ms": "the user's audio in the turn",
+    "stt_ms": "speech-to-text: from the end of the user's audio (or the start of the "
+    "transcription) to the final transcript",
+    "llm_first_token_ms": "the LLM request to its first text",
+    "llm_ms": "the LLM request to its last text",
+    "tts_first_audio_ms": "the first text-to-speech request to its first audio",
+    "tts_ms": "the first text-to-speech request to the last audio",
+    "voice_to_voice_ms": "the end of the user's audio to the first reply audio sent",
+    "providers": "the provider of each stage: {stt, llm, tts} -> openai, openai-realtime, "
+    "local or fake",
+    "provider_requests": "the providers' ids of the turn's requests (stage and id), to quote "
+    "to their support",
+    "code": "the error code, when the outcome is error",
+    "stage": "the stage that failed, when the outcome is error",
+    "level": "info",
+    "timestamp": "ISO 8601, UTC",
+}
+"""Every field of a `turn.completed` line; timings are milliseconds, absent (null) where a
+stage did not run. docs/observability.md is generated from this."""
+
 
 @dataclass(frozen=True)
 class TurnRecord:
