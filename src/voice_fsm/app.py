@@ -6,6 +6,7 @@ draining or full, so a load balancer sends new sessions elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from voice_fsm.metrics import CONTENT_TYPE, Metrics
 from voice_fsm.model_lifecycle import warn_scheduled_shutdowns
 from voice_fsm.providers import Pipeline, build_pipeline, resolve_providers
 from voice_fsm.settings import Settings
+from voice_fsm.tracing import tracer_observer
 from voice_fsm.turn_history import TurnHistory
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
@@ -49,6 +51,9 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
     history = TurnHistory(settings.dashboard.turns)
     endpoint.observers.append(history)
     stages = pipeline.describe()
+    tracer = tracer_observer(stages)  # None unless an OTLP endpoint is set and otel installed
+    if tracer is not None:
+        endpoint.observers.append(tracer)
     tokens = ClientTokens(settings.auth.secret_values(), ttl_s=settings.auth.token_ttl_s)
     policy = AccessPolicy(settings, tokens)
 
@@ -69,6 +74,8 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
             if metrics is not None:
                 metrics.stop_watching_lanes()
             await pipeline.aclose()
+            if tracer is not None:
+                await asyncio.to_thread(tracer.shutdown)  # the spans still queued go out
             log.info("server.stopped")
 
     async def page(_request: Request) -> Response:
@@ -161,6 +168,7 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
     )
     app.state.endpoint = endpoint
     app.state.pipeline = pipeline
+    app.state.tracer = tracer
     app.state.tokens = tokens
     app.state.metrics = metrics
     app.state.turn_history = history
