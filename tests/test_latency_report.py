@@ -326,3 +326,29 @@ def test_group_keys() -> None:
     assert naive is not None
     assert group_key(naive, "hour") == "2026-11-30T05:00Z"
     assert (group_key(naive, "provider"), group_key(naive, "mode")) == ("unknown", "unknown")
+
+
+def test_a_reader_that_stops_early_is_no_error(server_log: ServerLog, tmp_path: Path) -> None:
+    # `voice-fsm latency app.log --by hour | head -1` over 2,000 hours: far more output than a
+    # pipe holds, so the command writes into a closed pipe.
+    turn = server_log.turns()[0]
+    start = datetime.fromisoformat(turn["timestamp"])
+    log = tmp_path / "long.log"
+    log.write_text(
+        "".join(
+            json.dumps(turn | {"timestamp": (start + timedelta(hours=h)).isoformat()}) + "\n"
+            for h in range(2000)
+        )
+    )
+    reader = subprocess.Popen(
+        [console_script(), "latency", "--by", "hour", str(log)],
+        env=clean_env(),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout is not None
+    assert reader.stdout.readline().startswith(b"2000 turns from ")
+    reader.stdout.close()
+    _, stderr = reader.communicate(timeout=60)
+    assert (reader.returncode, stderr) == (0, b"")

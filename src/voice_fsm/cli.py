@@ -171,9 +171,14 @@ def latency(*, files: Sequence[str], by: str | None, as_json: bool, png: str | N
     from voice_fsm.latency_report import ReportError, run
 
     try:
-        return run(files, by=by, as_json=as_json, png=png)
+        code = run(files, by=by, as_json=as_json, png=png)
+        sys.stdout.flush()
+        return code
     except ReportError as err:
         return _fail(str(err))
+    except BrokenPipeError:  # `voice-fsm latency app.log | head`: the reader has had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         return 130
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from voice_fsm.latency_stats import STAGE_FIELDS, percentile, summarize
+from voice_fsm.latency_stats import STAGE_FIELDS, summarize
 
 EVENT = "turn.completed"
 GROUPINGS = ("hour", "provider", "mode")
@@ -67,8 +67,9 @@ def _is_number(value: object) -> bool:
 def parse_line(raw: bytes | str) -> tuple[dict[str, Any] | None, str | None]:
     """One log line -> (the turn's fields, None), or (None, the reason it is skipped).
 
-    A turn keeps what the report uses: outcome, mode, code, stage, providers, the timings (ms or
-    None) and `time` (the line's `timestamp` as unix seconds, or None). A field that is present
+    A turn keeps what the report uses, named as the dashboard's `TurnHistory` names it:
+    outcome, mode, code, stage, providers, the timings (ms or None) and `ended_at` (the line's
+    `timestamp` as unix seconds, or None). A field that is present
     but of the wrong kind (a string for a timing, a timestamp that is not ISO 8601) makes the
     whole line `bad_fields`: a figure from half a line would be a wrong figure."""
     try:
@@ -99,7 +100,7 @@ def parse_line(raw: bytes | str) -> tuple[dict[str, Any] | None, str | None]:
         return None, "bad_fields"
     turn["providers"] = providers
     stamp = line.get("timestamp")
-    turn["time"] = None
+    turn["ended_at"] = None
     if stamp is not None:
         try:
             moment = datetime.fromisoformat(stamp)
@@ -107,16 +108,16 @@ def parse_line(raw: bytes | str) -> tuple[dict[str, Any] | None, str | None]:
             return None, "bad_fields"
         if moment.tzinfo is None:  # structlog writes UTC; a naive stamp is taken as UTC
             moment = moment.replace(tzinfo=UTC)
-        turn["time"] = moment.timestamp()
+        turn["ended_at"] = moment.timestamp()
     return turn, None
 
 
 def group_key(turn: Mapping[str, Any], by: str) -> str:
     """hour: `2026-11-30T11:00Z` (UTC); provider: `stt/llm/tts`; mode: as logged."""
     if by == "hour":
-        if turn["time"] is None:
+        if turn["ended_at"] is None:
             return UNKNOWN
-        return datetime.fromtimestamp(turn["time"], UTC).strftime("%Y-%m-%dT%H:00Z")
+        return datetime.fromtimestamp(turn["ended_at"], UTC).strftime("%Y-%m-%dT%H:00Z")
     if by == "provider":
         providers = turn["providers"]
         if not providers:
@@ -234,8 +235,6 @@ def run(
 
 # ---------------------------------------------------------------- charts (--png)
 
-ROLLING_WINDOW = 20
-"""As on the dashboard page: the p50 and p95 at a turn are over it and the turns before it."""
 STAGE_COLORS = ("tab:blue", "tab:green", "tab:purple", "tab:pink", "tab:olive", "tab:brown")
 
 
@@ -247,19 +246,11 @@ def check_charts() -> None:
         raise ReportError(f"--png needs matplotlib: {PNG_HINT}") from None
 
 
-def rolling(values: Sequence[float], p: float, window: int = ROLLING_WINDOW) -> list[float]:
-    """At each value, the percentile `p` over it and the `window - 1` values before it."""
-    return [
-        float(percentile(values[max(0, i + 1 - window) : i + 1], p) or 0)
-        for i in range(len(values))
-    ]
-
-
 def draw_charts(turns: Iterable[Mapping[str, Any]], path: Path) -> None:
     """The dashboard page's charts, as one PNG: voice-to-voice over time (each turn, rolling
     p50 and p95), each stage's rolling p50 (solid) and p95 (dashed) over time, the outcomes and
-    the error codes. Time is the lines' timestamps (UTC), or the turns' order where a line has
-    none."""
+    the error codes. The rolling figures are the page's own (`turn_history.rolling_percentiles`).
+    Time is the lines' timestamps (UTC), or the turns' order where a line has none."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -267,32 +258,37 @@ def draw_charts(turns: Iterable[Mapping[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    rows = list(turns)
-    timed = bool(rows) and all(row["time"] is not None for row in rows)
-    if timed:
-        rows.sort(key=lambda row: row["time"])
+    from voice_fsm.turn_history import ROLLING_WINDOW, rolling_percentiles
 
-    def x_of(row: Mapping[str, Any], index: int) -> Any:
-        return datetime.fromtimestamp(row["time"], UTC) if timed else index + 1
+    rows = [dict(row) for row in turns]
+    timed = bool(rows) and all(row["ended_at"] is not None for row in rows)
+    if timed:
+        rows.sort(key=lambda row: row["ended_at"])
+    else:  # the turns' order is their time
+        rows = [row | {"ended_at": index + 1} for index, row in enumerate(rows)]
+    series = rolling_percentiles(rows)
+
+    def x_of(point: Mapping[str, Any]) -> Any:
+        return datetime.fromtimestamp(point["t"], UTC) if timed else point["t"]
 
     fig, ((v2v, stages), (outcomes, codes)) = plt.subplots(2, 2, figsize=(15, 9))
     for axes, names in ((v2v, STAGE_FIELDS[:1]), (stages, STAGE_FIELDS[1:])):
         for name in names:
-            points = [
-                (x_of(row, i), row[name]) for i, row in enumerate(rows) if row[name] is not None
-            ]
-            xs = [x for x, _ in points]
-            values = [float(v) for _, v in points]
+            points = series[name]
+            xs = [x_of(point) for point in points]
+            values = [point["value"] for point in points]
+            p50s = [point["p50"] for point in points]
+            p95s = [point["p95"] for point in points]
             color = STAGE_COLORS[STAGE_FIELDS.index(name)]
             marker = "." if len(xs) <= 60 else None  # a lone turn is still seen
             if axes is v2v:
                 axes.scatter(xs, values, s=10, color="gray", alpha=0.6, label="each turn")
-                axes.plot(xs, rolling(values, 50), color=color, marker=marker, label="p50")
-                axes.plot(xs, rolling(values, 95), color="tab:red", marker=marker, label="p95")
+                axes.plot(xs, p50s, color=color, marker=marker, label="p50")
+                axes.plot(xs, p95s, color="tab:red", marker=marker, label="p95")
             else:
                 label = name.removesuffix("_ms")
-                axes.plot(xs, rolling(values, 50), color=color, marker=marker, label=f"{label} p50")
-                axes.plot(xs, rolling(values, 95), color=color, linestyle="--", linewidth=1)
+                axes.plot(xs, p50s, color=color, marker=marker, label=f"{label} p50")
+                axes.plot(xs, p95s, color=color, linestyle="--", linewidth=1)
         axes.set_ylabel("ms")
         axes.set_ylim(bottom=0)
         if timed:
