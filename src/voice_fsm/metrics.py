@@ -44,7 +44,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 # No `_created` series beside each counter and histogram: Prometheus does not use them in the
 # text format, and they would double the series scraped. (A setting of prometheus-client's
 # process-wide; this module is its only user.)
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
 
 BUCKETS = (0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10)
 """Seconds, for voice: from a quick stage (50 ms) to a very slow reply (10 s)."""

@@ -94,19 +94,25 @@ class FakeServer:
 
     def turn_lines(self) -> list[dict[str, Any]]:
         """The `turn.completed` lines written so far, parsed."""
-        lines = []
-        for raw in self.log.read_text(errors="replace").splitlines():
-            if raw.startswith("{"):
-                line = json.loads(raw)
-                if line.get("event") == "turn.completed":
-                    lines.append(line)
-        return lines
+        return turn_lines(self.log)
+
+
+def turn_lines(log: Path) -> list[dict[str, Any]]:
+    """The `turn.completed` lines of a server's JSON log, parsed."""
+    lines = []
+    for raw in log.read_text(errors="replace").splitlines():
+        if raw.startswith("{"):
+            line = json.loads(raw)
+            if line.get("event") == "turn.completed":
+                lines.append(line)
+    return lines
 
 
 @contextmanager
-def fake_server(workdir: Path, **env: str) -> Iterator[FakeServer]:
-    """`voice-fsm serve` with the fake providers (`fake_server_env` plus `env`)."""
-    port = free_port()
+def fake_server(workdir: Path, port: int | None = None, **env: str) -> Iterator[FakeServer]:
+    """`voice-fsm serve` with the fake providers (`fake_server_env` plus `env`) on `port` (a
+    free one by default)."""
+    port = port or free_port()
     log = workdir / "server.log"
     with running_server(
         [console_script(), "serve", "--port", str(port)],
@@ -338,26 +344,27 @@ def prometheus_with_turns(tmp_path: Path) -> Iterator[PrometheusWithTurns]:
     instance="127.0.0.1:PORT". Both are stopped on exit. Skips (fails under CI=true) without
     /usr/bin/prometheus.
     """
-    find_prometheus()
-    with fake_server(tmp_path) as server:
-        target = server.url.removeprefix("http://")
-        with running_prometheus(tmp_path, [target]) as prometheus:
-            # The latency series exist at zero from the start: one scrape of them before the
-            # turns lets a rate count the first turn too.
-            prometheus.wait_until(f'up{{job="{JOB}"}}', lambda v: v == 1)
-            prometheus.wait_until(
-                f'count(voice_fsm_voice_to_voice_seconds_count{{job="{JOB}"}})',
-                lambda v: v is not None and v >= 1,
-            )
-            turns = take_turns(server.ws_url)
-            total = len(turns.metrics) + len(turns.errors)
-            prometheus.wait_until(
-                f'sum(voice_fsm_turns_total{{job="{JOB}"}})', lambda v: v == total
-            )
-            yield PrometheusWithTurns(
-                prometheus_url=prometheus.url,
-                server_url=server.url,
-                server_log=server.log,
-                turns=turns,
-                prometheus=prometheus,
-            )
+    port = free_port()
+    # Prometheus first: it starts scraping only some seconds after it is ready, time in which
+    # the server starts.
+    with (
+        running_prometheus(tmp_path, [f"127.0.0.1:{port}"]) as prometheus,
+        fake_server(tmp_path, port) as server,
+    ):
+        # The latency series exist at zero from the start: one scrape of them before the
+        # turns lets a rate count the first turn too.
+        prometheus.wait_until(f'up{{job="{JOB}"}}', lambda v: v == 1)
+        prometheus.wait_until(
+            f'count(voice_fsm_voice_to_voice_seconds_count{{job="{JOB}"}})',
+            lambda v: v is not None and v >= 1,
+        )
+        turns = take_turns(server.ws_url)
+        total = len(turns.metrics) + len(turns.errors)
+        prometheus.wait_until(f'sum(voice_fsm_turns_total{{job="{JOB}"}})', lambda v: v == total)
+        yield PrometheusWithTurns(
+            prometheus_url=prometheus.url,
+            server_url=server.url,
+            server_log=server.log,
+            turns=turns,
+            prometheus=prometheus,
+        )
