@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from voice_fsm.latency_stats import percentile
+
+from support.prometheus import bucket_index, prometheus_with_turns
 from support.servers import clean_env, console_script, free_port, run_talk, running_server
 
 pytestmark = pytest.mark.integration
@@ -377,3 +381,98 @@ def test_a_metric_the_server_lacks_fails_the_name_check(
             target["expr"] = target["expr"].replace(good, bad)
     with pytest.raises(AssertionError, match=bad):
         check_metric_names(dashboard, exposed_series(served.metrics_text))
+
+
+# --- the Prometheus row, against a real Prometheus -----------------------------------------------
+
+RATE_WINDOW = "5m"
+"""For Grafana's $__rate_interval: a window that holds the whole test (a scrape before the
+first turn, and the scrapes after the last), so a rate counts every turn."""
+_GRAFANA_VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
+def concrete(expr: str, job: str) -> str:
+    """`expr` as Grafana would send it: its variables replaced by values."""
+    values = {"__rate_interval": RATE_WINDOW, "__interval": "15s", "__range": "1h", "job": job}
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        assert name in values, f"a variable this test does not know: ${name} in {expr}"
+        return values[name]
+
+    return _GRAFANA_VARIABLE.sub(value, expr)
+
+
+STAGE_FIELDS = {
+    "stt": "stt_ms",
+    "llm_first_token": "llm_first_token_ms",
+    "llm": "llm_ms",
+    "tts_first_audio": "tts_first_audio_ms",
+    "tts": "tts_ms",
+}
+
+
+def test_the_prometheus_queries_run_on_a_real_prometheus_and_agree_with_the_turns(
+    tmp_path: Path,
+) -> None:
+    with prometheus_with_turns(tmp_path) as stack:
+        prometheus, turns = stack.prometheus, stack.turns
+        # The errors counter's series is born at the failed turn: a rate needs two scrapes of it.
+        prometheus.wait_until(
+            'max(count_over_time(voice_fsm_errors_total{job="voice-fsm"}[5m]))',
+            lambda scrapes: scrapes is not None and scrapes >= 2,
+        )
+        answers: dict[str, list[dict[str, Any]]] = {}
+        for title, target in targets(load_dashboard(), "prometheus"):
+            expr = concrete(target["expr"], job="voice-fsm")
+            assert "$" not in expr, (title, expr)
+            # Any error (a parse error, a bad function, a type mismatch) fails here.
+            answers[target["expr"]] = prometheus.query(expr)
+
+    def answer(*parts: str) -> list[dict[str, Any]]:
+        """The answer of the one query holding all of `parts`."""
+        found = [expr for expr in answers if all(part in expr for part in parts)]
+        assert len(found) == 1, (parts, found)
+        return answers[found[0]]
+
+    # Voice to voice p50: Prometheus's estimate lies within one bucket of the turns' own p50.
+    (sample,) = answer("histogram_quantile(0.5,", "voice_fsm_voice_to_voice_seconds_bucket")
+    estimate = float(sample["value"][1])
+    exact = percentile(turns.values_ms("voice_to_voice_ms"), 50)
+    assert exact is not None
+    assert abs(bucket_index(estimate) - bucket_index(exact / 1000)) <= 1, (estimate, exact)
+
+    # Per stage p50: one series per stage, each within one bucket of the turns' p50.
+    per_stage = {
+        s["metric"]["stage"]: float(s["value"][1])
+        for s in answer("histogram_quantile(0.5,", "voice_fsm_stage_seconds_bucket")
+    }
+    assert set(per_stage) == set(STAGE_FIELDS), per_stage
+    for stage, name in STAGE_FIELDS.items():
+        exact = percentile(turns.values_ms(name), 50)
+        assert exact is not None, name
+        assert abs(bucket_index(per_stage[stage]) - bucket_index(exact / 1000)) <= 1, (
+            stage,
+            per_stage[stage],
+            exact,
+        )
+
+    # p95 and p99 of voice to voice are numbers, not NaN (there were turns to rank).
+    for q in ("0.95", "0.99"):
+        (sample,) = answer(f"histogram_quantile({q},", "voice_fsm_voice_to_voice_seconds_bucket")
+        assert math.isfinite(float(sample["value"][1])), sample
+
+    # The turns per minute show the good turns and the failed one.
+    per_outcome = {
+        s["metric"]["outcome"]: float(s["value"][1]) for s in answer("voice_fsm_turns_total")
+    }
+    assert per_outcome["ok"] > 0, per_outcome
+    assert per_outcome["error"] > 0, per_outcome
+    # The failed turn's code and stage are a series of the errors panel. (Its rate is 0: the
+    # series starts at 1, and a rate cannot count the step from no series to 1.)
+    codes = {(s["metric"]["code"], s["metric"]["stage"]) for s in answer("voice_fsm_errors_total")}
+    assert {(e["code"], e["stage"]) for e in turns.errors} <= codes, codes
+    # Sessions by state: one series per state.
+    states = {s["metric"]["state"] for s in answer("voice_fsm_sessions_by_state")}
+    assert states == {"idle", "recording", "transcribing", "thinking", "speaking"}
+    assert answer("sum(voice_fsm_sessions{")
