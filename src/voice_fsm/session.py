@@ -578,6 +578,7 @@ class Session:
         if turn.outcome is not None:
             return
         turn.outcome = outcome
+        turn.clock.mark("end")  # so the record's marks span the whole turn (traces use them)
         record = TurnRecord(
             session_id=self.id,
             turn=turn.number,
