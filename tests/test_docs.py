@@ -24,7 +24,12 @@ from voice_fsm.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL_MD = ROOT / "docs" / "protocol.md"
 ENV_EXAMPLE = ROOT / ".env.example"
-GENERATED = (docs_gen.SCHEMA_PATH, docs_gen.STATES_PATH, docs_gen.README_PATH)
+GENERATED = (
+    docs_gen.SCHEMA_PATH,
+    docs_gen.STATES_PATH,
+    docs_gen.README_PATH,
+    docs_gen.OBSERVABILITY_PATH,
+)
 
 
 def event_types(union: Any) -> set[str]:
