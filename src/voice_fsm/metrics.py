@@ -36,6 +36,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from voice_fsm.adapters import local_runtime
+from voice_fsm.errors import ErrorCode, Stage
 from voice_fsm.machine import State
 from voice_fsm.turn_record import TurnRecord
 
@@ -139,6 +140,11 @@ class Metrics:
             ["code", "stage"],
             registry=registry,
         )
+        # Zeros too: a series born at 1 is invisible to rate() and increase(), so a dashboard
+        # would miss the first error of each kind (60 series, each a few bytes).
+        for code in ErrorCode:
+            for failed in Stage:
+                self.errors.labels(code=code.value, stage=failed.value)
         self.provider_requests = Counter(
             "voice_fsm_provider_requests",
             "Provider requests made by turns, by stage and provider",
