@@ -36,8 +36,8 @@ from voice_fsm.settings import AuthSettings, ServerSettings, Settings
 
 from session_harness import fake_pipeline, make_settings
 from support.servers import (
-    clean_env,
     console_script,
+    fake_env,
     free_port,
     run_talk,
     running_server,
@@ -425,20 +425,6 @@ async def test_page_tokens_let_the_served_page_in_and_no_other(logs: list[dict[s
 
 
 # ---------------------------------------------------------------- the process: secrets, bind
-
-
-def fake_env(**extra: str) -> dict[str, str]:
-    return clean_env(
-        VOICE_FSM_STT__PROVIDER="fake",
-        VOICE_FSM_LLM__PROVIDER="fake",
-        VOICE_FSM_TTS__PROVIDER="fake",
-        VOICE_FSM_FAKE__STT_DELAY="0.01",
-        VOICE_FSM_FAKE__LLM_FIRST_TOKEN_DELAY="0.01",
-        VOICE_FSM_FAKE__LLM_TOKEN_DELAY="0.001",
-        VOICE_FSM_FAKE__TTS_FIRST_AUDIO_DELAY="0.01",
-        VOICE_FSM_LOG__FORMAT="json",
-        **extra,
-    )
 
 
 def test_no_key_or_token_appears_in_the_servers_output(tmp_path: Path) -> None:

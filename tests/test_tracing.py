@@ -29,9 +29,9 @@ from voice_fsm.turn_record import TurnRecord
 from conftest import ClientFactory
 from session_harness import fake_pipeline
 from support.servers import (
-    clean_env,
     console_script,
     eventually,
+    fake_env,
     free_port,
     run_talk,
     running_server,
@@ -270,20 +270,6 @@ print(json.dumps({
     "otel": sorted(name for name in sys.modules if name.split(".")[0] == "opentelemetry"),
 }))
 """
-
-
-def fake_env(**extra: str) -> dict[str, str]:
-    return clean_env(
-        VOICE_FSM_STT__PROVIDER="fake",
-        VOICE_FSM_LLM__PROVIDER="fake",
-        VOICE_FSM_TTS__PROVIDER="fake",
-        VOICE_FSM_FAKE__STT_DELAY="0.01",
-        VOICE_FSM_FAKE__LLM_FIRST_TOKEN_DELAY="0.01",
-        VOICE_FSM_FAKE__LLM_TOKEN_DELAY="0.001",
-        VOICE_FSM_FAKE__TTS_FIRST_AUDIO_DELAY="0.01",
-        VOICE_FSM_LOG__FORMAT="json",
-        **extra,
-    )
 
 
 def build_app(mode: str, tmp_path: Path, **env: str) -> tuple[dict[str, Any], str]:

@@ -6,7 +6,7 @@
 // exact figure in `data-value` ('' when no turn has it); `window.voiceFsmDashboard` holds the
 // last snapshot, the polls made and the status.
 
-import { formatMs } from './latency.js';
+import { formatMs, niceMax, svgEl } from './latency.js';
 
 const POLL_MS = 2000;
 const RECENT_ROWS = 15;
@@ -151,26 +151,9 @@ function renderRecent(turns) {
 
 // ------------------------------------------------------------------ charts
 
-const SVG = 'http://www.w3.org/2000/svg';
 const CW = 360;
 const CH = 130;
 const PAD = { left: 46, right: 10, top: 10, bottom: 20 };
-
-function svgEl(name, attrs = {}, text) {
-  const node = document.createElementNS(SVG, name);
-  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function niceMax(value) {
-  const v = Math.max(value, 100);
-  const magnitude = 10 ** Math.floor(Math.log10(v));
-  for (const step of [1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) {
-    if (step * magnitude >= v) return step * magnitude;
-  }
-  return 10 * magnitude;
-}
 
 /** One stage's turns over time: a dot per turn, its rolling p50 (line) and p95 (dashed). */
 function chart(stage, points) {

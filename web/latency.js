@@ -92,12 +92,12 @@ export function median(values) {
   return sorted.length % 2 ? sorted[m] : (sorted[m - 1] + sorted[m]) / 2;
 }
 
-const SVG = 'http://www.w3.org/2000/svg';
+export const SVG = 'http://www.w3.org/2000/svg';
 const CW = 320;
 const CH = 120;
 const PAD = { left: 44, right: 10, top: 10, bottom: 18 };
 
-function svgEl(name, attrs = {}, text) {
+export function svgEl(name, attrs = {}, text) {
   const node = document.createElementNS(SVG, name);
   for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
   if (text !== undefined) node.textContent = text;
@@ -105,7 +105,7 @@ function svgEl(name, attrs = {}, text) {
 }
 
 /** A round axis maximum at or above `value`. */
-function niceMax(value) {
+export function niceMax(value) {
   const v = Math.max(value, 100);
   const magnitude = 10 ** Math.floor(Math.log10(v));
   for (const step of [1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) {

@@ -147,3 +147,18 @@ def run_talk(
         text=True,
         timeout=60,
     )
+
+
+def fake_env(**extra: str) -> dict[str, str]:
+    """`clean_env` for `voice-fsm serve` on the fake providers, quick, with JSON logs."""
+    return clean_env(
+        VOICE_FSM_STT__PROVIDER="fake",
+        VOICE_FSM_LLM__PROVIDER="fake",
+        VOICE_FSM_TTS__PROVIDER="fake",
+        VOICE_FSM_FAKE__STT_DELAY="0.01",
+        VOICE_FSM_FAKE__LLM_FIRST_TOKEN_DELAY="0.01",
+        VOICE_FSM_FAKE__LLM_TOKEN_DELAY="0.001",
+        VOICE_FSM_FAKE__TTS_FIRST_AUDIO_DELAY="0.01",
+        VOICE_FSM_LOG__FORMAT="json",
+        **extra,
+    )
