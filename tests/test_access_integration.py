@@ -36,6 +36,7 @@ from voice_fsm.settings import AuthSettings, ServerSettings, Settings
 
 from session_harness import fake_pipeline, make_settings
 from support.servers import (
+    QUICK_FAKES,
     console_script,
     fake_env,
     free_port,
@@ -432,7 +433,7 @@ def test_no_key_or_token_appears_in_the_servers_output(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     base = f"http://127.0.0.1:{port}"
     # Debug level: the most the server ever writes.
-    env = fake_env(VOICE_FSM_AUTH__API_KEYS=KEY, VOICE_FSM_LOG__LEVEL="debug")
+    env = fake_env(**QUICK_FAKES, VOICE_FSM_AUTH__API_KEYS=KEY, VOICE_FSM_LOG__LEVEL="debug")
     with running_server(
         [console_script(), "serve", "--port", str(port)],
         ready_url=f"{base}/healthz",
@@ -487,7 +488,7 @@ def test_no_key_or_token_appears_in_the_servers_output(tmp_path: Path) -> None:
 def run_serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [console_script(), "serve", *args],
-        env=fake_env(**env),
+        env=fake_env(**QUICK_FAKES, **env),
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -520,7 +521,7 @@ def test_serve_on_every_interface_with_a_key_or_the_flag(
     with running_server(
         [console_script(), "serve", "--host", "0.0.0.0", "--port", str(port), *args],
         ready_url=f"http://127.0.0.1:{port}/healthz",
-        env=fake_env(**env),
+        env=fake_env(**QUICK_FAKES, **env),
         cwd=tmp_path,
         log=log,
     ) as server:

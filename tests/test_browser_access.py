@@ -25,19 +25,18 @@ from websockets.sync.client import connect
 
 from conftest import NewPage
 from support.browser import BrowserPage, Server, serving, tone_pcm, write_wav
-from support.servers import clean_env
+from support.servers import fake_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 API_KEY = "vfk-browser-access-0123456789"
-FAKE_PROVIDERS = {f"VOICE_FSM_{stage}__PROVIDER": "fake" for stage in ("STT", "LLM", "TTS")}
 TOKEN_PATH = "/v1/page_token"
 # What Chromium logs for the page's refused token request (a 4xx answer is a console error).
 REFUSED_TOKEN = r"Failed to load resource: the server responded with a status of 401"
 
 
 def server_env(**extra: str) -> dict[str, str]:
-    return clean_env(**FAKE_PROVIDERS, VOICE_FSM_LOG__FORMAT="json", **extra)
+    return fake_env(**extra)
 
 
 @dataclass

@@ -23,11 +23,10 @@ from websockets.sync.client import connect
 
 from conftest import NewPage
 from support.browser import ARTIFACTS, REPO, BrowserPage, serving, tone_pcm, write_wav
-from support.servers import clean_env, console_script, run_talk
+from support.servers import clean_env, console_script, fake_env, run_talk
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-FAKE_PROVIDERS = {f"VOICE_FSM_{stage}__PROVIDER": "fake" for stage in ("STT", "LLM", "TTS")}
 # Questions in seconds; 0.05 s is under the 100 ms a recording needs: that turn fails (no-audio).
 QUESTIONS = (0.5, 0.7, 0.4, 0.05)
 DOCS_SCREENSHOT = REPO / "docs" / "dashboard.png"
@@ -128,7 +127,7 @@ def assert_agrees_with_the_cli(bp: BrowserPage, log: Path, turns: int) -> dict[s
 def test_the_dashboard_shows_the_servers_turns_live_as_voice_fsm_latency_counts_them(
     new_page: NewPage, tmp_path: Path
 ) -> None:
-    env = clean_env(**FAKE_PROVIDERS, VOICE_FSM_LOG__FORMAT="json")
+    env = fake_env()
     microphone = write_wav(tmp_path / "unused.wav", tone_pcm(0.2))  # the page never listens
     with serving(tmp_path, env) as server:
         ws_url = f"ws://127.0.0.1:{server.port}/ws"

@@ -41,12 +41,11 @@ from support.browser import (
     openai_env,
     quick_fake,
     serving,
-    skip_or_fail,
     tone_pcm,
     use_local_engines,
     write_wav,
 )
-from support.servers import clean_env, eventually_sync
+from support.servers import clean_env, eventually_sync, skip_or_fail
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from voice_fsm.latency_stats import percentile
 
 from support.prometheus import bucket_index, prometheus_with_turns
-from support.servers import clean_env, console_script, free_port, run_talk, running_server
+from support.servers import console_script, fake_env, free_port, run_talk, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -195,12 +195,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Served:
     workdir = tmp_path_factory.mktemp("dashboard-server")
     port = free_port()
     log = workdir / "server.log"
-    env = clean_env(
-        VOICE_FSM_STT__PROVIDER="fake",
-        VOICE_FSM_LLM__PROVIDER="fake",
-        VOICE_FSM_TTS__PROVIDER="fake",
-        VOICE_FSM_LOG__FORMAT="json",
-    )
+    env = fake_env()
     with running_server(
         [console_script(), "serve", "--port", str(port)],
         ready_url=f"http://127.0.0.1:{port}/healthz",

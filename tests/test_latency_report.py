@@ -17,7 +17,7 @@ import pytest
 from voice_fsm.latency_report import group_key, parse_line
 from voice_fsm.latency_stats import STAGE_FIELDS, summarize
 
-from support.servers import clean_env, console_script, free_port, run_talk, running_server
+from support.servers import clean_env, console_script, fake_env, free_port, run_talk, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -49,12 +49,7 @@ def server_log(tmp_path_factory: pytest.TempPathFactory) -> ServerLog:
     workdir = tmp_path_factory.mktemp("latency")
     port = free_port()
     log = workdir / "server.log"
-    env = clean_env(
-        VOICE_FSM_STT__PROVIDER="fake",
-        VOICE_FSM_LLM__PROVIDER="fake",
-        VOICE_FSM_TTS__PROVIDER="fake",
-        VOICE_FSM_LOG__FORMAT="json",
-    )
+    env = fake_env()
     url = f"ws://127.0.0.1:{port}/ws"
     with running_server(
         [console_script(), "serve", "--port", str(port)],

@@ -29,6 +29,7 @@ from voice_fsm.turn_record import TurnRecord
 from conftest import ClientFactory
 from session_harness import fake_pipeline
 from support.servers import (
+    QUICK_FAKES,
     console_script,
     eventually,
     fake_env,
@@ -275,7 +276,7 @@ print(json.dumps({
 def build_app(mode: str, tmp_path: Path, **env: str) -> tuple[dict[str, Any], str]:
     done = subprocess.run(
         [sys.executable, "-c", APP, mode],
-        env=fake_env(**env),
+        env=fake_env(**QUICK_FAKES, **env),
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -388,7 +389,9 @@ def test_a_served_turn_reaches_the_collector_when_the_server_stops(tmp_path: Pat
     log = tmp_path / "server.log"
     with otlp_collector() as (endpoint, bodies):
         # Nothing is sent on a schedule within the test: the spans go out at shutdown.
-        env = fake_env(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_BSP_SCHEDULE_DELAY="600000")
+        env = fake_env(
+            **QUICK_FAKES, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_BSP_SCHEDULE_DELAY="600000"
+        )
         with running_server(
             [console_script(), "serve", "--port", str(port)],
             ready_url=f"http://127.0.0.1:{port}/healthz",
@@ -421,6 +424,7 @@ def test_an_unreachable_collector_costs_no_turn(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "server.log"
     env = fake_env(
+        **QUICK_FAKES,
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}",
         OTEL_EXPORTER_OTLP_TIMEOUT="2",
         OTEL_BSP_SCHEDULE_DELAY="50",  # exports are attempted (and fail) while turns run

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 import wave
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -32,7 +31,14 @@ from voice_fsm.adapters.local_models import local_engines_installed
 from voice_fsm.audio import pcm_to_wav
 from voice_fsm.testing import FakeOpenAIConfig
 
-from support.servers import clean_env, console_script, free_port, running_server
+from support.servers import (
+    clean_env,
+    console_script,
+    find_debian_program,
+    free_port,
+    running_server,
+    skip_or_fail,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts" / "browser"
@@ -73,22 +79,9 @@ HOOKS = (
 )
 
 
-def skip_or_fail(reason: str) -> None:
-    """Skip the calling test; under CI=true, fail it instead."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: the browser tests must run)")
-    pytest.skip(reason)
-
-
 def find_chromium() -> str:
     """The path of Debian's Chromium, or skip (fail under CI=true) when it is not installed."""
-    path = shutil.which("chromium") or (
-        DEBIAN_CHROMIUM if os.access(DEBIAN_CHROMIUM, os.X_OK) else None
-    )
-    if path is None:
-        skip_or_fail("Debian's chromium is not installed: apt-get install chromium")
-    assert path is not None
-    return path
+    return find_debian_program("chromium")
 
 
 def import_playwright() -> ModuleType:

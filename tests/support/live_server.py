@@ -30,14 +30,8 @@ from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
 from websockets.uri import parse_uri
 
-from support.servers import clean_env, console_script, free_port, running_server
+from support.servers import console_script, fake_env, free_port, running_server
 
-FAKE_PROVIDERS = {
-    "VOICE_FSM_STT__PROVIDER": "fake",
-    "VOICE_FSM_LLM__PROVIDER": "fake",
-    "VOICE_FSM_TTS__PROVIDER": "fake",
-    "VOICE_FSM_LOG__FORMAT": "json",
-}
 MIB = 1024 * 1024
 SECOND_OF_AUDIO = 48_000  # PCM16 mono at 24 kHz
 TIMEOUT = 10.0
@@ -123,7 +117,7 @@ def fake_server(tmp_path: Path, **settings: str) -> Iterator[Server]:
     prefix (LIMITS__IDLE_TIMEOUT_S="1")."""
     port = free_port()
     log = tmp_path / f"server-{port}.log"
-    env = clean_env(**FAKE_PROVIDERS, **{f"VOICE_FSM_{k}": v for k, v in settings.items()})
+    env = fake_env(**{f"VOICE_FSM_{k}": v for k, v in settings.items()})
     with running_server(
         [console_script(), "serve", "--port", str(port)],
         ready_url=f"http://127.0.0.1:{port}/healthz",

@@ -12,8 +12,6 @@ here too, for tests that need only some of them.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,15 +21,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from voice_fsm.audio import bytes_for_ms
 from voice_fsm.metrics import BUCKETS
 
-from support.servers import clean_env, console_script, free_port, running_server, stop_process
+from support.servers import (
+    clean_env,
+    console_script,
+    fake_env,
+    find_debian_program,
+    free_port,
+    running_server,
+    stop_process,
+)
 
-DEBIAN_PROMETHEUS = "/usr/bin/prometheus"
 JOB = "voice-fsm"
 SCRAPE_INTERVAL_S = 1
 OK_TURNS = 5
@@ -40,22 +44,9 @@ FAILING_AUDIO_MS = 40
 """Shorter than the 100 ms a recording needs: such a turn fails with no-audio (stage input)."""
 
 
-def skip_or_fail(reason: str) -> None:
-    """Skip the calling test; under CI=true, fail it instead."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: the Prometheus tests must run)")
-    pytest.skip(reason)
-
-
 def find_prometheus() -> str:
     """The path of Debian's prometheus, or skip (fail under CI=true) when it is missing."""
-    path = shutil.which("prometheus") or (
-        DEBIAN_PROMETHEUS if os.access(DEBIAN_PROMETHEUS, os.X_OK) else None
-    )
-    if path is None:
-        skip_or_fail("Debian's prometheus is not installed: apt-get install prometheus")
-    assert path is not None
-    return path
+    return find_debian_program("prometheus")
 
 
 def bucket_index(seconds: float) -> int:
@@ -68,11 +59,7 @@ def bucket_index(seconds: float) -> int:
 
 def fake_server_env(**extra: str) -> dict[str, str]:
     """A server with the fake providers, JSON logs and stages of different lengths."""
-    return clean_env(
-        VOICE_FSM_STT__PROVIDER="fake",
-        VOICE_FSM_LLM__PROVIDER="fake",
-        VOICE_FSM_TTS__PROVIDER="fake",
-        VOICE_FSM_LOG__FORMAT="json",
+    return fake_env(
         VOICE_FSM_FAKE__STT_DELAY="0.08",
         VOICE_FSM_FAKE__LLM_FIRST_TOKEN_DELAY="0.12",
         VOICE_FSM_FAKE__LLM_TOKEN_DELAY="0.01",

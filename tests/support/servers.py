@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
 SCRIPTS = Path(sys.executable).parent
 
@@ -149,16 +151,39 @@ def run_talk(
     )
 
 
-def fake_env(**extra: str) -> dict[str, str]:
-    """`clean_env` for `voice-fsm serve` on the fake providers, quick, with JSON logs."""
-    return clean_env(
-        VOICE_FSM_STT__PROVIDER="fake",
-        VOICE_FSM_LLM__PROVIDER="fake",
-        VOICE_FSM_TTS__PROVIDER="fake",
-        VOICE_FSM_FAKE__STT_DELAY="0.01",
-        VOICE_FSM_FAKE__LLM_FIRST_TOKEN_DELAY="0.01",
-        VOICE_FSM_FAKE__LLM_TOKEN_DELAY="0.001",
-        VOICE_FSM_FAKE__TTS_FIRST_AUDIO_DELAY="0.01",
-        VOICE_FSM_LOG__FORMAT="json",
-        **extra,
+QUICK_FAKES = {
+    "VOICE_FSM_FAKE__STT_DELAY": "0.01",
+    "VOICE_FSM_FAKE__LLM_FIRST_TOKEN_DELAY": "0.01",
+    "VOICE_FSM_FAKE__LLM_TOKEN_DELAY": "0.001",
+    "VOICE_FSM_FAKE__TTS_FIRST_AUDIO_DELAY": "0.01",
+}
+"""Fake providers that answer within a few milliseconds."""
+
+
+def fake_env(**settings: str) -> dict[str, str]:
+    """`clean_env` for `voice-fsm serve` on the fake providers with JSON logs; `settings`
+    (full VOICE_FSM_ names) add to that or override it."""
+    env = {f"VOICE_FSM_{stage}__PROVIDER": "fake" for stage in ("STT", "LLM", "TTS")}
+    env["VOICE_FSM_LOG__FORMAT"] = "json"
+    env.update(settings)
+    return clean_env(**env)
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip the calling test; under CI=true (where .ci/run installs what the tests need),
+    fail it instead."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: every test must run)")
+    pytest.skip(reason)
+
+
+def find_debian_program(name: str) -> str:
+    """The path of a program from Debian's package `name` (in /usr/bin), or skip (fail under
+    CI=true) when it is not installed."""
+    path = shutil.which(name) or (
+        f"/usr/bin/{name}" if os.access(f"/usr/bin/{name}", os.X_OK) else None
     )
+    if path is None:
+        skip_or_fail(f"Debian's {name} is not installed: apt-get install {name}")
+    assert path is not None
+    return path
