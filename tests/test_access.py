@@ -7,8 +7,14 @@ from typing import Any
 import pytest
 from starlette.datastructures import Headers
 
-from voice_fsm.access import AccessPolicy, bearer, host_name, query_token, take_query_token
-from voice_fsm.cli import is_loopback_host
+from voice_fsm.access import (
+    AccessPolicy,
+    bearer,
+    host_name,
+    is_loopback,
+    query_token,
+    take_query_token,
+)
 from voice_fsm.client_tokens import ClientTokens
 from voice_fsm.settings import AuthSettings, ServerSettings
 
@@ -295,11 +301,11 @@ def test_take_query_token_removes_it_from_the_scope() -> None:
     "host", ["127.0.0.1", "127.0.1.1", "localhost", "LOCALHOST", "::1", "[::1]"]
 )
 def test_loopback_bind_addresses(host: str) -> None:
-    assert is_loopback_host(host)
+    assert is_loopback(host)
 
 
 @pytest.mark.parametrize(
     "host", ["0.0.0.0", "::", "", "192.168.1.20", "127.example.com", "127.0.0.1.nip.io", "::ffff:1"]
 )
 def test_exposed_bind_addresses(host: str) -> None:
-    assert not is_loopback_host(host)
+    assert not is_loopback(host)

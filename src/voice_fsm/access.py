@@ -49,7 +49,10 @@ def host_name(host: str) -> str:
     return host
 
 
-def _is_loopback(name: str) -> bool:
+def is_loopback(name: str) -> bool:
+    """`localhost` (and `*.localhost`) or a loopback address; `[::1]` as well as `::1`. A name
+    that merely starts like one (`127.example.com`) is not."""
+    name = name.strip().strip("[]").lower()
     if name in LOOPBACK_NAMES or name.endswith(".localhost"):
         return True
     try:
@@ -90,7 +93,7 @@ class AccessPolicy:
             return False
         name = host_name(host)
         return (
-            _is_loopback(name)
+            is_loopback(name)
             or name == self.bound_host
             or (local_address is not None and name == host_name(local_address))
             or _matches(name, self.allowed_hosts)
@@ -103,7 +106,7 @@ class AccessPolicy:
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return False  # "null", file:, extensions
-        if _is_loopback(parts.hostname):
+        if is_loopback(parts.hostname):
             return True
         # The server's own origin: the page it served talks back to the host it came from.
         return host is not None and parts.netloc == host.strip().lower()

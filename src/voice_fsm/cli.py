@@ -196,20 +196,6 @@ def _first_api_key() -> str | None:
     return keys[0] if keys else None
 
 
-def is_loopback_host(host: str) -> bool:
-    """Whether listening on `host` keeps the server to this machine: a loopback address or
-    `localhost` (a name like `127.example.com` is not one, whatever it starts with)."""
-    import ipaddress
-
-    name = host.strip().strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 def _fail(message: str) -> int:
     print(f"{PROG}: {message}", file=sys.stderr)
     return 2
@@ -235,6 +221,7 @@ def serve(
     ssl_keyfile: str | None = None,
     insecure_no_auth: bool = False,
 ) -> int:
+    from voice_fsm.access import is_loopback
     from voice_fsm.app import create_app
     from voice_fsm.logging_setup import configure_logging, get_logger
     from voice_fsm.providers import ConfigError
@@ -251,7 +238,7 @@ def serve(
     except (ValidationError, SettingsError) as err:
         return _fail(format_settings_error(err))
 
-    exposed = not settings.auth.api_keys and not is_loopback_host(settings.host)
+    exposed = not settings.auth.api_keys and not is_loopback(settings.host)
     if exposed and not insecure_no_auth:
         return _fail(
             f"refusing to listen on {settings.host} without authentication: anyone who "

@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from enum import StrEnum
-from typing import Any, TypedDict
+from typing import Any, Protocol, TypedDict
 
 from transitions.extensions.asyncio import AsyncMachine
 
@@ -110,3 +112,17 @@ def mermaid_diagram() -> str:
         for source in t["source"]:
             lines.append(f"    {source.value} --> {t['dest'].value}: {t['trigger']}")
     return "\n".join(lines) + "\n"
+
+
+class HasState(Protocol):
+    @property
+    def state(self) -> str: ...
+
+
+def count_states(sessions: Iterable[HasState]) -> dict[str, int]:
+    """Sessions per state: every state of the machine (0 when none is in it), then any other
+    state seen, so a state the machine gains later still counts."""
+    seen = Counter(str(session.state) for session in sessions)
+    counts = {state.value: seen.pop(state.value, 0) for state in State}
+    counts.update(sorted(seen.items()))
+    return counts

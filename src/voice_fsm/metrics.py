@@ -21,7 +21,6 @@ share figures. The metrics, in seconds where they are times:
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Mapping
-from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -37,7 +36,7 @@ from prometheus_client.registry import Collector
 
 from voice_fsm.adapters import local_runtime
 from voice_fsm.errors import ErrorCode, Stage
-from voice_fsm.machine import State
+from voice_fsm.machine import HasState, count_states
 from voice_fsm.turn_record import TurnRecord
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -67,11 +66,6 @@ MODES = ("push_to_talk", "hands_free")
 UNKNOWN = "unknown"
 
 
-class HasState(Protocol):
-    @property
-    def state(self) -> str: ...
-
-
 class SessionsCollector(Collector):
     """`voice_fsm_sessions` and `voice_fsm_sessions_by_state`, counted at scrape time."""
 
@@ -90,10 +84,7 @@ class SessionsCollector(Collector):
         by_state = GaugeMetricFamily(
             "voice_fsm_sessions_by_state", "Live sessions per state", labels=["state"]
         )
-        counts = dict.fromkeys((state.value for state in State), 0)
-        for session in sessions:
-            state = str(session.state)
-            counts[state] = counts.get(state, 0) + 1
+        counts = count_states(sessions)
         for state, count in counts.items():
             by_state.add_metric([state], count)
         yield by_state

@@ -103,6 +103,7 @@ class Session:
         self.settings = settings
         self._send = send
         self._observers = observers
+        self._providers = {name: info["provider"] for name, info in pipeline.describe().items()}
         self.config = SessionConfig(
             instructions=settings.llm.instructions,
             voice=settings.tts.voice,
@@ -584,7 +585,7 @@ class Session:
             turn=turn.number,
             outcome=outcome,
             mode=self.config.mode or "push_to_talk",
-            providers={name: info["provider"] for name, info in self.pipeline.describe().items()},
+            providers=self._providers,
             timings=turn.metrics().model_dump(exclude={"type", "turn"}),
             provider_requests=turn.provider_requests,
             code=code,

@@ -9,23 +9,18 @@ and the command's agree exactly over the same turns.
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any
 
 from voice_fsm.latency_stats import STAGE_FIELDS, percentile, summarize
-from voice_fsm.machine import State
+from voice_fsm.machine import HasState, count_states
 from voice_fsm.turn_record import TurnRecord
 
 SHOWN_TURNS = 200
 """Turns the snapshot lists (the page's charts and table); the summary covers all kept."""
 ROLLING_WINDOW = 20
 """The charts' p50 and p95 at a turn are over that turn and the ones before it, this many."""
-
-
-class HasState(Protocol):
-    @property
-    def state(self) -> str: ...
 
 
 class TurnHistory:
@@ -65,9 +60,7 @@ class TurnHistory:
         by state."""
         kept = list(self.turns)
         recent = kept[-shown:] if shown > 0 else []
-        by_state = Counter(str(session.state) for session in sessions)
-        states = {state.value: by_state.pop(state.value, 0) for state in State}
-        states.update(sorted(by_state.items()))  # a state the machine gains later still counts
+        states = count_states(sessions)
         return {
             "generated_at": time.time(),
             "kept": len(kept),
