@@ -40,6 +40,7 @@ def assert_same_bucket(what: str, prometheus_s: float | None, turns_ms: list[int
     p50 = percentile(turns_ms, 50)
     assert p50 is not None, what
     assert prometheus_s is not None, f"{what}: no value from Prometheus"
+    print(f"\n{what}: Prometheus p50 {prometheus_s:.4f} s, the turns' p50 {p50} ms")
     assert abs(bucket_index(prometheus_s) - bucket_index(p50 / 1000)) <= 1, (
         f"{what}: Prometheus p50 {prometheus_s:.3f} s, the turns' p50 {p50} ms ({turns_ms})"
     )
