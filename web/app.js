@@ -8,7 +8,7 @@ import { accessErrorText, describeError, micErrorText, shortError } from './erro
 import { V2vChart, renderWaterfall } from './latency.js';
 import { MachineDiagram } from './machine.js';
 import { Player } from './player.js';
-import { Connection, REPLY_STATES, formatProviders, messages, socketUrl } from './protocol.js';
+import { Connection, REPLY_STATES, messages, socketUrl } from './protocol.js';
 
 const SAMPLE_RATE = 24000;
 // Errors that end the turn (the others drop one message and leave the turn as it was).
@@ -33,6 +33,7 @@ const ui = {
   howTo: $('how-to'),
   howToHandsFree: $('how-to-hands-free'),
   providers: $('providers'),
+  engines: $('engines'),
 };
 
 const app = {
@@ -61,6 +62,7 @@ const app = {
   retryTimer: null,
   closeReason: '', // the reason the server gave when it last closed the socket
   sessionUpdate: sessionFromQuery(),
+  created: null, // the last session.created event (its stages' providers and models)
 };
 
 let ctx = null;
@@ -89,6 +91,10 @@ const hooks = {
   },
   get recording() {
     return app.recording;
+  },
+  /** The page is playing reply audio (the server may be idle already: it sent the whole reply). */
+  get playing() {
+    return player.playing;
   },
   /** Hands-free is on: the microphone streams and the server's VAD starts and ends turns. */
   get handsFree() {
@@ -375,6 +381,10 @@ function stopHandsFree({ tellServer = true } = {}) {
 }
 
 function onSessionUpdated(event) {
+  if (app.created && event.session) {
+    app.created = { ...app.created, session: { ...app.created.session, ...event.session } };
+    showEngines();
+  }
   const mode = event.session && event.session.mode;
   if (mode === 'push_to_talk' && app.modeSent === 'hands_free' && !app.leavingHandsFree) {
     // The server ended hands-free mode itself: its speech detection could not start or failed
@@ -508,7 +518,8 @@ function onSessionCreated(event) {
   player.endTurn();
   player.turn = null;
   if (event.output_audio && event.output_audio.sample_rate) player.sampleRate = event.output_audio.sample_rate;
-  ui.providers.textContent = formatProviders(event);
+  app.created = event;
+  showEngines();
   app.modes = Array.isArray(event.modes) ? event.modes : [];
   updateHandsFreeAvailability();
 
@@ -602,6 +613,48 @@ function setState(state, previous) {
   render();
 }
 
+// The header's names of the stages, in pipeline order.
+const STAGES = [
+  ['stt', 'speech-to-text'],
+  ['llm', 'LLM'],
+  ['tts', 'speech'],
+];
+
+/** The engine of each stage (#engines, in the header) as session.created describes them, and
+ * the session in the footer. The session's `voice` is a name of OpenAI's voices: only OpenAI's
+ * speech follows it (Piper speaks with its configured voice, its model; the fakes ignore it). */
+function showEngines() {
+  const created = app.created;
+  const parts = [];
+  for (const [key, name] of STAGES) {
+    const info = created[key];
+    if (!info) continue;
+    let engine = `${info.provider} ${info.model}`;
+    const voice = created.session && created.session.voice;
+    if (key === 'tts' && voice && String(info.provider).startsWith('openai')) engine += `, voice ${voice}`;
+    const part = document.createElement('span');
+    part.className = 'engine';
+    part.dataset.stage = key;
+    const label = document.createElement('span');
+    label.className = 'engine-stage';
+    label.textContent = `${name}:`;
+    const value = document.createElement('span');
+    value.className = 'engine-name';
+    value.textContent = engine;
+    part.append(label, ' ', value);
+    if (parts.length) parts.push(' · ');
+    parts.push(part);
+  }
+  ui.engines.replaceChildren(...parts);
+  ui.engines.hidden = parts.length === 0;
+  ui.providers.textContent = [
+    created.session_id ? `session ${created.session_id}` : null,
+    `protocol ${created.protocol}`,
+  ]
+    .filter(Boolean)
+    .join(' · ');
+}
+
 /** The latest turn's waterfall in #metrics (null: the empty note). */
 function showMetrics(event) {
   if (!event) {
@@ -668,6 +721,8 @@ function render() {
   ui.howTo.hidden = handsFree;
   ui.howToHandsFree.hidden = !handsFree;
   ui.playback.hidden = !player.playing;
+  machine.setPlaying(player.playing);
+  conversation.playing(player.playing ? player.turn : null);
   ui.stop.disabled = !(REPLY_STATES.has(app.state) || player.playing);
   ui.clear.disabled = !open || app.state !== 'idle' || talking;
   ui.handsFree.disabled = !open || !app.modes.includes('hands_free');

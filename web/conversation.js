@@ -35,6 +35,7 @@ class Entry {
     this.turn = null;
     this.session = session;
     this.phase = 'pending';
+    this.playing = false; // the page plays this turn's reply audio
     this.interrupted = false;
     this.el = make('article', 'turn');
     this.el.dataset.session = String(session);
@@ -72,7 +73,20 @@ class Entry {
     this.phase = phase;
     this.el.dataset.status = phase;
     this.el.classList.toggle('closed', !this.open);
-    this.status.textContent = PHASE_WORDS[phase] || phase;
+    this.showStatus();
+  }
+
+  /** This page plays the turn's reply audio (`true`) or not; the server may be done already. */
+  setPlaying(playing) {
+    if (this.playing === playing) return;
+    this.playing = playing;
+    this.el.dataset.playing = String(playing);
+    this.showStatus();
+  }
+
+  showStatus() {
+    const words = PHASE_WORDS[this.phase] || this.phase;
+    this.status.textContent = this.playing && this.phase === 'done' ? `${words} · playing reply` : words;
   }
 
   get open() {
@@ -94,6 +108,7 @@ export class Conversation {
     this.entries = new Map(); // "session:turn" -> Entry
     this.pending = null; // an entry started by the user, its turn number not yet known
     this.latest = null; // the entry holding the ids
+    this.playingEntry = null; // the entry whose reply audio the page plays
     this.follow = true; // keep the newest entry in view
     this.empty = make('div', 'conversation-empty');
     this.empty.append(make('p', null, 'No turns yet. Hold the button (or the space bar), ask something, and let go.'));
@@ -181,6 +196,14 @@ export class Conversation {
   phase(turn, phase) {
     const entry = this.get(turn);
     if (entry) entry.setPhase(phase);
+  }
+
+  /** The page plays the reply audio of `turn` (null: nothing plays). */
+  playing(turn) {
+    const entry = turn === null || turn === undefined ? null : this.get(turn);
+    if (this.playingEntry && this.playingEntry !== entry) this.playingEntry.setPlaying(false);
+    if (entry) entry.setPlaying(true);
+    this.playingEntry = entry;
   }
 
   transcript(turn, text, final) {

@@ -1,9 +1,26 @@
 // The session's state machine, drawn as an inline SVG that follows the server's `state` events:
-// idle → recording → transcribing → thinking → speaking → idle, a return path to idle (done,
-// cancel, error) on the right and the barge-in path back to recording on the left.
-// Mirrors src/voice_fsm/machine.py (STATES and TRANSITIONS).
+// idle → recording → transcribing → thinking → speaking → idle, a return path to idle (spoken,
+// cancel, fail) on the right and the barge-in path back to recording on the left. Every edge is
+// labelled with the trigger names of src/voice_fsm/machine.py.
+// STATES and TRANSITIONS mirror machine.py's; tests/test_browser_first_hour.py compares them (and
+// the drawn labels) with it, so they cannot drift apart.
 
 export const STATES = ['idle', 'recording', 'transcribing', 'thinking', 'speaking'];
+
+const BUSY = ['recording', 'transcribing', 'thinking', 'speaking'];
+const REPLYING = ['transcribing', 'thinking', 'speaking'];
+
+/** machine.py's TRANSITIONS: {trigger, source: [states], dest}, in its order. */
+export const TRANSITIONS = [
+  { trigger: 'start', source: ['idle'], dest: 'recording' },
+  { trigger: 'barge_in', source: REPLYING, dest: 'recording' },
+  { trigger: 'stop', source: ['recording'], dest: 'transcribing' },
+  { trigger: 'transcribed', source: ['transcribing'], dest: 'thinking' },
+  { trigger: 'replied', source: ['thinking'], dest: 'speaking' },
+  { trigger: 'spoken', source: ['speaking'], dest: 'idle' },
+  { trigger: 'cancel', source: BUSY, dest: 'idle' },
+  { trigger: 'fail', source: BUSY, dest: 'idle' },
+];
 
 const CAPTIONS = {
   idle: 'Waiting for you to talk.',
@@ -12,8 +29,19 @@ const CAPTIONS = {
   thinking: 'The language model is writing the reply.',
   speaking: 'Speech synthesis is speaking the reply.',
 };
+// The server is idle once it has sent the whole reply; the page may still be playing it.
+const IDLE_PLAYING = 'The server has sent the whole reply and waits for you; this page is still playing it.';
 
-const TRIGGERS = ['start', 'stop', 'transcribed', 'replied'];
+/** The triggers that take `from` to `to`, in TRANSITIONS order. */
+function triggersOf(from, to) {
+  return TRANSITIONS.filter((t) => t.dest === to && t.source.includes(from)).map((t) => t.trigger);
+}
+
+/** The triggers of several edges, each once, in TRANSITIONS order. */
+function unionOf(pairs) {
+  const names = new Set(pairs.flatMap(([from, to]) => triggersOf(from, to)));
+  return TRANSITIONS.map((t) => t.trigger).filter((name) => names.has(name));
+}
 
 const SVG = 'http://www.w3.org/2000/svg';
 const W = 300;
@@ -37,7 +65,17 @@ function el(name, attrs = {}, text) {
 }
 
 function edge(from, to, d) {
-  return el('path', { class: 'edge', 'data-edge': `${from}>${to}`, d, 'marker-end': 'url(#machine-arrow)' });
+  return el('path', {
+    class: 'edge',
+    'data-edge': `${from}>${to}`,
+    'data-triggers': triggersOf(from, to).join(' '),
+    d,
+    'marker-end': 'url(#machine-arrow)',
+  });
+}
+
+function label(attrs, triggers) {
+  return el('text', { class: 'edge-label', 'data-triggers': triggers.join(' '), ...attrs }, triggers.join(' · '));
 }
 
 function build() {
@@ -73,27 +111,29 @@ function build() {
   for (let i = 0; i < STATES.length - 1; i++) {
     const x = W / 2;
     edges.append(edge(STATES[i], STATES[i + 1], `M${x},${top(i) + NODE_H} V${top(i + 1) - 1}`));
-    edges.append(
-      el('text', { class: 'edge-label', x: x + 6, y: top(i) + NODE_H + (STEP - NODE_H) / 2 + 3 }, TRIGGERS[i]),
-    );
+    const y = top(i) + NODE_H + (STEP - NODE_H) / 2 + 3;
+    edges.append(label({ x: x + 6, y }, triggersOf(STATES[i], STATES[i + 1])));
   }
-  // Back to idle: spoken (from speaking), cancel or error (from any busy state).
+  // Back to idle: spoken (from speaking), cancel or fail (from any busy state).
+  const toIdle = [];
   for (let i = STATES.length - 1; i >= 1; i--) {
     edges.append(edge(STATES[i], 'idle', `M${X1},${mid(i)} H${RIGHT} V${mid(0)} H${X1 + 1}`));
+    toIdle.push([STATES[i], 'idle']);
   }
-  const rightLabel = el(
-    'text',
-    { class: 'edge-label', x: RIGHT + 12, y: (mid(0) + mid(STATES.length - 1)) / 2, 'text-anchor': 'middle' },
-    'done · cancel · error',
+  const rightLabel = label(
+    { x: RIGHT + 12, y: (mid(0) + mid(STATES.length - 1)) / 2, 'text-anchor': 'middle' },
+    unionOf(toIdle),
   );
   rightLabel.setAttribute('transform', `rotate(90 ${RIGHT + 12} ${rightLabel.getAttribute('y')})`);
   edges.append(rightLabel);
   // Barge-in: talking while a reply is in flight starts a new recording.
+  const toRecording = [];
   for (let i = STATES.length - 1; i >= 2; i--) {
     edges.append(edge(STATES[i], 'recording', `M${X0},${mid(i)} H${LEFT} V${mid(1)} H${X0 - 1}`));
+    toRecording.push([STATES[i], 'recording']);
   }
   const leftY = (mid(1) + mid(STATES.length - 1)) / 2;
-  const leftLabel = el('text', { class: 'edge-label', x: LEFT - 8, y: leftY, 'text-anchor': 'middle' }, 'barge-in');
+  const leftLabel = label({ x: LEFT - 8, y: leftY, 'text-anchor': 'middle' }, unionOf(toRecording));
   leftLabel.setAttribute('transform', `rotate(-90 ${LEFT - 8} ${leftY})`);
   edges.append(leftLabel);
   svg.append(edges);
@@ -121,6 +161,18 @@ export class MachineDiagram {
     this.caption.setAttribute('aria-live', 'polite');
     container.replaceChildren(svg, this.caption);
     this.current = null;
+    this.playing = false;
+  }
+
+  /** The page plays reply audio (`true`) or not: the caption says so while the server is idle. */
+  setPlaying(playing) {
+    this.playing = playing;
+    this.container.dataset.playing = String(playing);
+    if (this.current) this.caption.textContent = this.captionFor(this.current);
+  }
+
+  captionFor(state) {
+    return state === 'idle' && this.playing ? IDLE_PLAYING : CAPTIONS[state];
   }
 
   show(state, previous) {
@@ -144,7 +196,7 @@ export class MachineDiagram {
       }
     }
     this.container.dataset.current = state;
-    this.caption.textContent = CAPTIONS[state];
+    this.caption.textContent = this.captionFor(state);
     this.current = state;
   }
 }
