@@ -24,11 +24,33 @@ from voice_fsm.testing.fake_realtime import FakeRealtimeConfig, running_fake_rea
 
 from session_harness import Client, fake_pipeline, make_settings
 from support.browser import BrowserPage, find_chromium, import_playwright, launched_page
+from support.loop_errors import UnretrievedExceptions
 from support.openai_wire import openai_settings
 
 ClientFactory = Callable[..., Any]
 NewPage = Callable[..., AbstractContextManager[BrowserPage]]
 REALTIME_KEY = "sk-proj-live0123456789abcdef"
+EXPECT_UNRETRIEVED = "expect_unretrieved"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{EXPECT_UNRETRIEVED}: the test leaks a task exception on purpose (the check's self-test)",
+    )
+
+
+@pytest.fixture(autouse=True)
+def no_unretrieved_exceptions(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test during which asyncio reported "Task exception was never retrieved" (or the
+    same of a future): an error, or a worker's cancellation, that nobody looked at."""
+    with UnretrievedExceptions() as caught:
+        yield
+    expected = request.node.get_closest_marker(EXPECT_UNRETRIEVED) is not None
+    if expected and not caught.reports:
+        pytest.fail("the test leaked a task exception, but no report of it was caught")
+    if caught.reports and not expected:
+        pytest.fail("asyncio reported an exception nobody retrieved:\n" + "\n".join(caught.reports))
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -93,13 +93,21 @@ class InferenceLane:
         await self._acquire()
         try:
             task = asyncio.ensure_future(asyncio.to_thread(fn, stop))
+            # A cancelled caller leaves the worker's outcome (`Cancelled`, most often) to
+            # nobody: retrieve it, or asyncio reports "Task exception was never retrieved".
+            task.add_done_callback(_retrieve)
             try:
                 return await asyncio.shield(task)
             except asyncio.CancelledError:
                 stop.set()
                 # Hold the slot until the thread has really stopped: the model is not free
-                # before that, and the next caller must not run beside it.
-                await asyncio.wait({task})
+                # before that, and the next caller must not run beside it (a second
+                # cancellation too: the thread cannot be stopped sooner).
+                while not task.done():
+                    try:
+                        await asyncio.wait({task})
+                    except asyncio.CancelledError:
+                        continue
                 raise
         finally:
             self._slots.release()
@@ -139,6 +147,11 @@ class InferenceLane:
                 await asyncio.wait({worker})
         finally:
             self._slots.release()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class _Failure:
