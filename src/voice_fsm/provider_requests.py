@@ -2,7 +2,8 @@
 
 An operator who wants to know why a turn was slow, or to quote it to the provider's support,
 needs the ids the provider gave its requests (OpenAI's ``x-request-id``, a Realtime item or
-response id). Adapters `note` them as they get them; the session starts a fresh list for
+response id). Adapters `note` them as they get them, and `openai_errors.translate` notes the
+id of a request that failed (an error response carries one too); the session starts a fresh list for
 each turn with `collect`. A context variable carries the list, because the adapters are
 called from tasks the session starts for the turn (and those tasks' children), which copy the
 context they are created in.
@@ -28,7 +29,9 @@ def collect() -> list[dict[str, str]]:
 
 
 def note(stage: Stage, request_id: str | None) -> None:
-    """A provider request of `stage` got the id `request_id` (nothing when it gave none)."""
+    """A provider request of `stage` got the id `request_id` (nothing when it gave none; once
+    when both the response and its error carry it)."""
     requests = _turn_requests.get()
-    if requests is not None and request_id:
-        requests.append({"stage": stage.value, "id": request_id})
+    entry = {"stage": stage.value, "id": request_id or ""}
+    if requests is not None and request_id and entry not in requests:
+        requests.append(entry)

@@ -21,6 +21,7 @@ from websockets.exceptions import (
     WebSocketException,
 )
 
+from voice_fsm import provider_requests
 from voice_fsm.errors import ErrorCode, ProviderError, Stage, redact
 
 VENDOR = "OpenAI"
@@ -45,7 +46,18 @@ def translate(err: BaseException, stage: Stage, secrets: tuple[str, ...] = ()) -
     """A `ProviderError` for `err` with a short message a person can act on, keys removed."""
     who = f"{VENDOR} {_STAGE_LABELS.get(stage, stage.value)}"
     code, message = _classify(err, who, secrets)
+    # The failing request's id belongs in the turn's record as much as a successful one's.
+    provider_requests.note(stage, _request_id(err))
     return ProviderError(code, redact(message, secrets), stage=stage)
+
+
+def _request_id(err: BaseException) -> str | None:
+    """The provider's id of the request that failed (OpenAI's ``x-request-id``), if it gave one."""
+    if isinstance(err, openai.APIStatusError):
+        return err.request_id
+    if isinstance(err, InvalidStatus):
+        return err.response.headers.get("x-request-id")
+    return None
 
 
 @contextmanager
