@@ -92,10 +92,97 @@ def assert_engines(bp: BrowserPage, *, voice: str | None = None) -> dict[str, An
     return shown
 
 
-def test_fake_engines_in_view_and_diagram_labels(new_page: NewPage, tmp_path: Path) -> None:
-    """Fake providers: their names, not OpenAI's voice; the diagram is machine.py's table."""
-    wav = write_wav(tmp_path / "silence.wav", bytes(4800))
-    with serving(tmp_path, fake_env(**QUICK_FAKES)) as server, new_page(server.url, wav) as bp:
+def assert_diagram_is_machine_py(bp: BrowserPage) -> None:
+    """#machine draws every edge of machine.py's TRANSITIONS, no other, each labelled with its
+    trigger names."""
+    drawn = bp.page.evaluate(
+        """() => ({
+            edges: [...document.querySelectorAll('#machine .edge')].map((e) =>
+                [e.dataset.edge, e.dataset.triggers]),
+            labels: [...document.querySelectorAll('#machine .edge-label')].map((e) =>
+                [e.textContent, e.dataset.triggers]),
+        })"""
+    )
+    expected = {
+        (source.value, t["dest"].value, t["trigger"]) for t in TRANSITIONS for source in t["source"]
+    }
+    edges = {
+        (*edge.split(">"), trigger)
+        for edge, triggers in drawn["edges"]
+        for trigger in triggers.split()
+    }
+    assert edges == expected, drawn["edges"]
+    assert len(drawn["edges"]) == len({edge for edge, _ in drawn["edges"]}), drawn["edges"]
+    labelled = [word for text, _ in drawn["labels"] for word in text.split(" · ")]
+    assert sorted(labelled) == sorted({t["trigger"] for t in TRANSITIONS}), drawn["labels"]
+    for text, triggers in drawn["labels"]:
+        assert text == " · ".join(triggers.split()), drawn["labels"]
+    # Each edge's triggers are written on a label: its own, or the shared one of its path.
+    for edge, triggers in drawn["edges"]:
+        assert any(set(triggers.split()) <= set(label.split()) for _, label in drawn["labels"]), (
+            edge,
+            triggers,
+            drawn["labels"],
+        )
+
+
+# Polled in the page: what the state line, the diagram and the turn say, read at one instant.
+SNAPSHOT = """() => {
+    const text = (sel) => document.querySelector(sel).textContent.trim();
+    const badge = document.querySelector('#playback');
+    return {state: voiceFsm.state, playing: voiceFsm.playing, pill: text('#state'),
+            badge: badge.hidden ? null : badge.textContent.trim(),
+            badgeVisible: badge.checkVisibility(),
+            node: document.querySelector('#machine [data-state].active').dataset.state,
+            caption: text('#machine .machine-caption'),
+            turn: text('#conversation .turn[data-turn="1"] .turn-status')};
+}"""
+
+
+def assert_playing_beside_idle(bp: BrowserPage) -> None:
+    """A turn whose reply lasts seconds: while the page plays what the server has finished
+    sending, the pill says idle and a badge says the page plays; then only idle."""
+    bp.hold_talk(1.1)
+    during = bp.wait_for(
+        f"voiceFsm.state === 'idle' && voiceFsm.playing && voiceFsm.lastMetrics !== null"
+        f" && ({SNAPSHOT})()",
+        "the server is idle while the page plays the reply",
+        timeout=10,
+        poll=10,
+    )
+    path_during = shot(bp, "idle-while-playing")
+    (done,) = bp.received("audio.done", turn=1)
+    assert done["duration_ms"] >= 4000, done  # the page has seconds of it left to play
+    assert during["pill"] == "idle", during
+    assert during["badge"] == "playing reply", during
+    assert during["badgeVisible"], during
+    assert during["node"] == "idle", during
+    assert "still playing" in during["caption"], during
+    assert during["turn"] == "done · playing reply", during
+
+    after = bp.wait_for(
+        f"!voiceFsm.playing && voiceFsm.playedSamples === voiceFsm.scheduledSamples"
+        f" && ({SNAPSHOT})()",
+        "the reply has played to the end",
+        timeout=15,
+    )
+    path_after = shot(bp, "idle-after-playing")
+    assert after["pill"] == "idle", after
+    assert after["badge"] is None, after
+    assert not after["badgeVisible"], after
+    assert after["node"] == "idle", after
+    assert after["caption"] == "Waiting for you to talk.", after
+    assert after["turn"] == "done", after
+    assert bp.hook("playedSamples") == done["bytes"] // 2
+    print(f"screenshots {path_during} {path_after}\nduring {during}\nafter {after}")
+
+
+def test_fake_providers(new_page: NewPage, tmp_path: Path) -> None:
+    """Fake providers: their names, not OpenAI's voice; the diagram is machine.py's table; the
+    page plays on after the server went idle, and says so."""
+    wav = write_wav(tmp_path / "question.wav", tone_pcm(1.0))
+    env = fake_env(**QUICK_FAKES, VOICE_FSM_FAKE__REPLY=LONG_REPLY)
+    with serving(tmp_path, env) as server, new_page(server.url, wav) as bp:
         bp.page.set_viewport_size(VIEWPORT)
         bp.wait_connected()
         shown = assert_engines(bp)
@@ -107,53 +194,30 @@ def test_fake_engines_in_view_and_diagram_labels(new_page: NewPage, tmp_path: Pa
             "tts": "speech: fake fake-tts",
         }
 
-        # The diagram: every edge machine.py has, each labelled with its triggers, no other.
-        drawn = bp.page.evaluate(
-            """() => ({
-                edges: [...document.querySelectorAll('#machine .edge')].map((e) =>
-                    [e.dataset.edge, e.dataset.triggers]),
-                labels: [...document.querySelectorAll('#machine .edge-label')].map((e) =>
-                    [e.textContent, e.dataset.triggers]),
-            })"""
-        )
-        expected = {
-            (source.value, t["dest"].value, t["trigger"])
-            for t in TRANSITIONS
-            for source in t["source"]
-        }
-        edges = {
-            (*edge.split(">"), trigger)
-            for edge, triggers in drawn["edges"]
-            for trigger in triggers.split()
-        }
-        assert edges == expected, drawn["edges"]
-        assert len(drawn["edges"]) == len({edge for edge, _ in drawn["edges"]}), drawn["edges"]
-        labelled = [word for text, _ in drawn["labels"] for word in text.split(" · ")]
-        assert sorted(labelled) == sorted({t["trigger"] for t in TRANSITIONS}), drawn["labels"]
-        for text, triggers in drawn["labels"]:
-            assert text == " · ".join(triggers.split()), drawn["labels"]
-        # Each edge's triggers are written on a label: its own, or the shared one of its path.
-        for edge, triggers in drawn["edges"]:
-            assert any(
-                set(triggers.split()) <= set(label.split()) for _, label in drawn["labels"]
-            ), (edge, triggers, drawn["labels"])
+        assert_diagram_is_machine_py(bp)
         path = shot(bp, "fake-engines")
         print(f"screenshot {path}: {shown['text']!r}, box {shown['box']}")
+        assert_playing_beside_idle(bp)
         bp.finish()
 
 
 def test_local_engines_in_view(new_page: NewPage, tmp_path: Path) -> None:
-    """No API key: the embedded engines, named as the server names them, and no voice."""
+    """No API key: the embedded engines, named as the server names them, and no voice.
+
+    The smaller of the two named LLMs: loading Qwen (491 MB) would triple the cost of a test
+    that only reads the names."""
     if not use_local_engines():
         pytest.skip("the embedded engines are not installed")
     wav = write_wav(tmp_path / "silence.wav", bytes(4800))
-    with serving(tmp_path, clean_env()) as server, new_page(server.url, wav) as bp:
+    env = clean_env(VOICE_FSM_LOCAL__LLM_MODEL="smollm2-135m")
+    with serving(tmp_path, env) as server, new_page(server.url, wav) as bp:
         bp.page.set_viewport_size(VIEWPORT)
         bp.wait_connected(timeout=30)
         shown = assert_engines(bp)
         (created,) = bp.received("session.created")
         assert {created[s]["provider"] for s in STAGE_NAMES} == {"local"}, created
         assert "whisper" in shown["stages"]["stt"], shown
+        assert "smollm2" in shown["stages"]["llm"].lower(), shown
         assert "piper" in shown["stages"]["tts"], shown
         path = shot(bp, "local-engines")
         print(f"screenshot {path}: {shown['text']!r}, box {shown['box']}")
@@ -174,59 +238,3 @@ def test_openai_engines_show_the_voice(new_page: NewPage, tmp_path: Path) -> Non
             path = shot(bp, "openai-engines")
             print(f"screenshot {path}: {shown['text']!r}")
             bp.finish()
-
-
-# Polled in the page: what the state line, the diagram and the turn say, read at one instant.
-SNAPSHOT = """() => {
-    const text = (sel) => document.querySelector(sel).textContent.trim();
-    const badge = document.querySelector('#playback');
-    return {state: voiceFsm.state, playing: voiceFsm.playing, pill: text('#state'),
-            badge: badge.hidden ? null : badge.textContent.trim(),
-            badgeVisible: badge.checkVisibility(),
-            node: document.querySelector('#machine [data-state].active').dataset.state,
-            caption: text('#machine .machine-caption'),
-            turn: text('#conversation .turn[data-turn="1"] .turn-status')};
-}"""
-
-
-def test_idle_while_the_reply_plays(new_page: NewPage, tmp_path: Path) -> None:
-    """The server is idle once it has sent the reply; the page says it still plays it."""
-    wav = write_wav(tmp_path / "question.wav", tone_pcm(1.0))
-    env = fake_env(**QUICK_FAKES, VOICE_FSM_FAKE__REPLY=LONG_REPLY)
-    with serving(tmp_path, env) as server, new_page(server.url, wav) as bp:
-        bp.page.set_viewport_size(VIEWPORT)
-        bp.wait_connected()
-        bp.hold_talk(1.1)
-        during = bp.wait_for(
-            f"voiceFsm.state === 'idle' && voiceFsm.playing && voiceFsm.lastMetrics !== null"
-            f" && ({SNAPSHOT})()",
-            "the server is idle while the page plays the reply",
-            timeout=10,
-            poll=10,
-        )
-        path_during = shot(bp, "idle-while-playing")
-        (done,) = bp.received("audio.done", turn=1)
-        assert done["duration_ms"] >= 4000, done  # the page has seconds of it left to play
-        assert during["pill"] == "idle", during
-        assert during["badge"] == "playing reply", during
-        assert during["badgeVisible"], during
-        assert during["node"] == "idle", during
-        assert "still playing" in during["caption"], during
-        assert during["turn"] == "done · playing reply", during
-
-        after = bp.wait_for(
-            f"!voiceFsm.playing && voiceFsm.playedSamples === voiceFsm.scheduledSamples"
-            f" && ({SNAPSHOT})()",
-            "the reply has played to the end",
-            timeout=15,
-        )
-        path_after = shot(bp, "idle-after-playing")
-        assert after["pill"] == "idle", after
-        assert after["badge"] is None, after
-        assert not after["badgeVisible"], after
-        assert after["node"] == "idle", after
-        assert after["caption"] == "Waiting for you to talk.", after
-        assert after["turn"] == "done", after
-        assert bp.hook("playedSamples") == done["bytes"] // 2
-        print(f"screenshots {path_during} {path_after}\nduring {during}\nafter {after}")
-        bp.finish()
