@@ -32,8 +32,12 @@ $(STAMP): pyproject.toml | $(PY)
 		&& $(PY) -m voice_fsm.adapters.local_models;; esac
 	touch $@
 
+# make run PORT=8001 HOST=0.0.0.0: given on make's command line they win over VOICE_FSM_PORT,
+# VOICE_FSM_HOST and .env; not given, those decide.
+RUN_ARGS := $(if $(filter command line,$(origin PORT)),--port $(PORT)) $(if $(filter command line,$(origin HOST)),--host $(HOST))
+
 run: install
-	$(VENV)/bin/voice-fsm serve
+	$(VENV)/bin/voice-fsm serve $(strip $(RUN_ARGS))
 
 test: install
 	$(VENV)/bin/pytest $(ARGS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import struct
 import subprocess
 import threading
 import time
@@ -41,7 +42,15 @@ from voice_fsm.events import (
     TurnMetrics,
 )
 from voice_fsm.settings import Settings
-from voice_fsm.talk import TalkError, iter_frames, load_wav, talk
+from voice_fsm.talk import (
+    WAV_FORMATS,
+    TalkError,
+    client_host,
+    iter_frames,
+    load_wav,
+    talk,
+    websocket_url,
+)
 
 from support.servers import clean_env, console_script, free_port
 
@@ -175,10 +184,11 @@ REPLY_PCM = bytes(range(256)) * 30  # 7,680 bytes, an odd pattern to compare exa
 class TinyServer:
     """Speaks just enough of protocol v1 to run one turn; records the audio it receives."""
 
-    outcome: str = "ok"  # ok | error | silent | refuse | hangup
+    outcome: str = "ok"  # ok | error | silent | refuse (404) | refuse-401 | hangup
     url: str = ""
     frames: list[bytes] = field(default_factory=list)
     messages: list[dict[str, object]] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)  # the upgrade requests it got
 
     def handle(self, ws: ServerConnection) -> None:
         if self.outcome == "silent":
@@ -271,7 +281,10 @@ def state(current: StateName, previous: StateName) -> str:
 def tiny_server(outcome: str = "ok") -> Iterator[TinyServer]:
     tiny = TinyServer(outcome=outcome)
 
-    def refuse(connection: ServerConnection, _request: Request) -> Response | None:
+    def refuse(connection: ServerConnection, request: Request) -> Response | None:
+        tiny.requests.append(request)
+        if outcome == "refuse-401":
+            return connection.respond(401, "Unauthorized\n")
         return connection.respond(404, "Not Found\n") if outcome == "refuse" else None
 
     with serve(tiny.handle, "127.0.0.1", 0, process_request=refuse) as server:
@@ -327,7 +340,7 @@ def test_iter_frames_keeps_a_short_last_frame() -> None:
 def test_load_wav_rejects_what_is_not_a_wav(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("not audio")
-    with pytest.raises(TalkError, match="as a PCM WAV file"):
+    with pytest.raises(TalkError, match="as a WAV file: it is text, not audio"):
         load_wav(path)
     with pytest.raises(TalkError, match="cannot read"):
         load_wav(tmp_path / "missing.wav")
@@ -439,7 +452,10 @@ def test_cli_talk_bad_wav_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[
     path = tmp_path / "empty.wav"
     path.write_bytes(b"RIFF")
     assert main(["talk", "--wav", str(path)]) == 2
-    assert capsys.readouterr().err.startswith(f"voice-fsm: cannot read {path} as a PCM WAV")
+    assert capsys.readouterr().err == (
+        f"voice-fsm: cannot read {path} as a WAV file: a RIFF file cut short, or one that holds "
+        "something else than WAVE audio\n"
+    )
 
 
 def test_serve_warns_about_a_misspelt_setting(tmp_path: Path) -> None:
@@ -449,3 +465,240 @@ def test_serve_warns_about_a_misspelt_setting(tmp_path: Path) -> None:
     warning = next(line for line in done.stdout.splitlines() if "settings.unknown" in line)
     assert "VOICE_FSM_LLM__MODLE" in warning
     assert "VOICE_FSM_TTS__VIOCE" in warning
+
+
+# ---------------------------------------------------------------- talk: the WAV formats it reads
+
+
+def riff_wav(
+    frames: bytes, *, tag: int, channels: int, rate: int, bits: int, extensible: bool = False
+) -> bytes:
+    """A WAV file with any fmt chunk, as other programs write them (float, 24-bit,
+    WAVE_FORMAT_EXTENSIBLE), which Python's wave module does not write or read."""
+    block = channels * bits // 8
+    fmt = struct.pack(
+        "<HHIIHH", 0xFFFE if extensible else tag, channels, rate, rate * block, block, bits
+    )
+    if extensible:  # cbSize, valid bits, channel mask, the sub-format GUID
+        fmt += struct.pack("<HHI", 22, bits, 0) + struct.pack("<H", tag) + KSDATAFORMAT_TAIL
+    chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    chunks += b"LIST" + struct.pack("<I", 5) + b"INFO!" + b"\0"  # an odd chunk, padded
+    chunks += b"data" + struct.pack("<I", len(frames)) + frames
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
+
+
+KSDATAFORMAT_TAIL = bytes.fromhex("000000001000800000aa00389b71")
+
+
+def encode(samples: np.ndarray, tag: int, bits: int) -> bytes:
+    """Interleaved frames of float samples in [-1, 1] as `bits`-bit integer PCM or float."""
+    if tag == 3:
+        return samples.astype(f"<f{bits // 8}").tobytes()
+    if bits == 8:
+        return (samples * 127 + 128).round().astype(np.uint8).tobytes()
+    ints = (samples.astype(np.float64) * (2 ** (bits - 1) - 1)).round().astype("<i4")
+    return ints.view(np.uint8).reshape(-1, 4)[:, : bits // 8].tobytes()  # the low bytes
+
+
+@pytest.mark.parametrize(
+    ("tag", "bits", "channels", "rate", "extensible"),
+    [
+        pytest.param(3, 32, 1, 24_000, False, id="float32"),
+        pytest.param(3, 64, 1, 16_000, False, id="float64-16k"),
+        pytest.param(3, 32, 2, 48_000, True, id="float32-stereo-48k-extensible"),
+        pytest.param(1, 8, 1, 8_000, False, id="8-bit-8k"),
+        pytest.param(1, 24, 2, 44_100, False, id="24-bit-stereo-44k"),
+        pytest.param(1, 32, 1, 24_000, False, id="32-bit"),
+        pytest.param(1, 16, 2, 22_050, True, id="16-bit-stereo-extensible"),
+    ],
+)
+def test_load_wav_converts_other_formats_to_pcm16_24k_mono(
+    tmp_path: Path, tag: int, bits: int, channels: int, rate: int, extensible: bool
+) -> None:
+    mono = tone(0.5, rate, 300.0)
+    samples = np.repeat(mono[:, None], channels, axis=1).reshape(-1)
+    path = tmp_path / "q.wav"
+    frames = encode(samples, tag, bits)
+    path.write_bytes(
+        riff_wav(frames, tag=tag, channels=channels, rate=rate, bits=bits, extensible=extensible)
+    )
+    pcm = load_wav(path)
+    assert len(pcm) == 24_000  # half a second of 24 kHz PCM16
+    got = np.frombuffer(pcm, "<i2").astype(np.float32) / 32767
+    expected = tone(0.5, 24_000, 300.0)
+    middle = slice(1000, -1000)  # away from the resampler's edges
+    worst = float(np.max(np.abs(got[middle] - expected[middle])))
+    assert worst < (0.02 if bits == 8 else 0.002), worst
+
+
+@pytest.mark.parametrize(
+    ("tag", "bits", "named"),
+    [
+        (6, 8, "A-law samples are not read"),
+        (2, 4, "ADPCM samples are not read"),
+        (1, 12, "12-bit integer PCM samples are not read"),
+        (3, 16, "16-bit float samples are not read"),
+    ],
+)
+def test_load_wav_refuses_other_encodings_with_the_formats_it_reads(
+    tmp_path: Path, tag: int, bits: int, named: str
+) -> None:
+    path = tmp_path / "q.wav"
+    path.write_bytes(riff_wav(bytes(400), tag=tag, channels=1, rate=8000, bits=bits))
+    with pytest.raises(TalkError) as caught:
+        load_wav(path)
+    assert (
+        str(caught.value) == f"cannot read {path} as a WAV file: {named}; this reads {WAV_FORMATS}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("head", "reason"),
+    [
+        (b"ID3\x04\x00" + bytes(100), "it is an MP3 file, not WAV: convert it first, e.g. ffmpeg"),
+        (b"OggS\x00\x02" + bytes(100), "it is an Ogg file (Vorbis or Opus), not WAV: convert it"),
+        (b"fLaC" + bytes(100), "it is a FLAC file, not WAV"),
+        (b"\x00\x00\x00\x20ftypM4A " + bytes(100), "it is an MP4 or M4A file, not WAV"),
+        (b"", "the file is empty"),
+        (bytes(range(256)), "it is not a WAV file (it does not start with RIFF....WAVE)"),
+        (b"RIFF\x04\x00\x00\x00WAVE", "a WAV file without a fmt chunk"),
+    ],
+)
+def test_a_file_that_is_not_a_wav_gets_the_reason(tmp_path: Path, head: bytes, reason: str) -> None:
+    path = tmp_path / "question.audio"
+    path.write_bytes(head)
+    with pytest.raises(TalkError) as caught:
+        load_wav(path)
+    assert str(caught.value).startswith(f"cannot read {path} as a WAV file: {reason}")
+
+
+def test_talk_help_says_which_formats_it_reads(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["talk", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert (
+        "8, 16, 24 or 32-bit integer PCM or 32 or 64-bit float samples, at any sample rate" in text
+    )
+    assert "VOICE_FSM_PORT" in text  # where the default URL comes from
+
+
+# ---------------------------------------------------------------- talk: the URL
+
+
+@pytest.mark.parametrize(
+    "given", ["http://127.0.0.1:{port}", "127.0.0.1:{port}", "ws://127.0.0.1:{port}/"]
+)
+def test_talk_fixes_up_the_page_address_and_says_so(
+    question: Path, capsys: pytest.CaptureFixture[str], given: str
+) -> None:
+    with tiny_server() as server:
+        port = server.url.split(":")[2].split("/")[0]
+        assert main(["talk", "--wav", str(question), "--url", given.format(port=port)]) == 0
+    assert [request.path for request in server.requests] == ["/ws"]
+    assert capsys.readouterr().err == (
+        f"voice-fsm: using ws://127.0.0.1:{port}/ws (the server's WebSocket is at /ws)\n"
+    )
+
+
+def test_talk_to_https_means_wss() -> None:
+    assert websocket_url("https://voice.example.com") == (
+        "wss://voice.example.com/ws",
+        "using wss://voice.example.com/ws (the server's WebSocket is at /ws)",
+    )
+    assert websocket_url("wss://voice.example.com/ws?token=abc") == (
+        "wss://voice.example.com/ws?token=abc",
+        None,
+    )
+
+
+def test_a_404_on_another_path_hints_at_ws(
+    question: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with tiny_server("refuse") as server:
+        url = server.url.removesuffix("/ws") + "/socket"
+        assert main(["talk", "--wav", str(question), "--url", url]) == 2
+    assert capsys.readouterr().err == (
+        f"voice-fsm: {url} refused the WebSocket connection: HTTP 404 (the server's WebSocket "
+        "is at /ws)\n"
+    )
+
+
+# ---------------------------------------------------------------- talk: .env
+
+
+def run_talk_in(workdir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`voice-fsm talk` as a user types it in `workdir`, with no --url."""
+    question = workdir / "question.wav"
+    write_wav(question, tone(0.3, 16_000), 16_000)
+    return subprocess.run(
+        [console_script(), "talk", "--wav", str(question), "--json", *args],
+        env=clean_env(**env),
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_talk_finds_the_server_from_dot_env_as_serve_does(tmp_path: Path) -> None:
+    with tiny_server() as server:
+        port = server.url.split(":")[2].split("/")[0]
+        # A wildcard host is reached on loopback; the key in .env is the server's, not sent.
+        (tmp_path / ".env").write_text(
+            f"VOICE_FSM_HOST=0.0.0.0\nexport VOICE_FSM_PORT={port}\n"
+            "VOICE_FSM_AUTH__API_KEYS=server-secret-in-dotenv\n"
+        )
+        done = run_talk_in(tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["reply"] == "Hi you."
+        assert "authorization" not in server.requests[-1].headers
+
+        # The environment wins over .env, as for serve; a key given there is sent.
+        done = run_talk_in(
+            tmp_path, VOICE_FSM_PORT="1", VOICE_FSM_AUTH__API_KEYS="k-env-0123456789abcdef"
+        )
+        assert done.returncode == 2
+        assert done.stderr.startswith("voice-fsm: cannot connect to ws://127.0.0.1:1/ws")
+        done = run_talk_in(
+            tmp_path, VOICE_FSM_PORT=port, VOICE_FSM_AUTH__API_KEYS="k-env-0123456789abcdef"
+        )
+        assert done.returncode == 0, done.stderr
+        assert server.requests[-1].headers["authorization"] == "Bearer k-env-0123456789abcdef"
+    assert "secret" not in done.stdout + done.stderr
+
+
+def test_talk_reports_a_bad_port_in_dot_env(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("VOICE_FSM_PORT=eighty\n")
+    done = run_talk_in(tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        "voice-fsm: invalid setting VOICE_FSM_PORT: Input should be a valid integer"
+    )
+
+
+def test_a_401_says_where_talk_takes_its_key(
+    question: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with tiny_server("refuse-401") as server:
+        assert main(["talk", "--wav", str(question), "--url", server.url]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "HTTP 401 (a key is needed: --api-key, or the VOICE_FSM_AUTH__API_KEYS environment" in err
+    )
+    assert "talk does not take keys from .env" in err
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("0.0.0.0", "127.0.0.1"),
+        ("::", "[::1]"),
+        ("::1", "[::1]"),
+        ("[::1]", "[::1]"),
+        ("localhost", "localhost"),
+        ("192.168.1.20", "192.168.1.20"),
+    ],
+)
+def test_client_host(host: str, expected: str) -> None:
+    assert client_host(host) == expected

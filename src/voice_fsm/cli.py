@@ -2,8 +2,8 @@
 summarises the `turn.completed` lines of log files.
 
 Exit codes: 0 success, 1 the server answered a turn with an error, 2 a usage, configuration or
-connection problem (one line on stderr, no traceback), 3 `serve` could not listen (uvicorn's
-start-up failure, e.g. the port is in use).
+connection problem (one line on stderr, no traceback), 3 `serve` could not listen (the port is
+in use or not allowed, checked before the models load, or uvicorn's start-up failed).
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import re
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +25,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from voice_fsm import __version__
-from voice_fsm.talk import DEFAULT_URL
+from voice_fsm.talk import WAV_FORMATS
 
 PROG = "voice-fsm"
 # Settings fields read from a standard variable rather than a VOICE_FSM_ one.
@@ -102,18 +104,23 @@ def build_parser() -> argparse.ArgumentParser:
     talk = commands.add_parser(
         "talk",
         help="send a WAV file as one turn and show the reply",
-        description="Send a WAV file as one push-to-talk turn and show the reply.",
+        description=f"Send a WAV file as one push-to-talk turn and show the reply. It reads "
+        f"{WAV_FORMATS}.",
     )
-    talk.add_argument("--wav", required=True, help="the question: a PCM WAV file, any rate")
+    talk.add_argument("--wav", required=True, help="the question: a WAV file (see above)")
     talk.add_argument("--out", help="save the spoken reply here (24 kHz mono WAV)")
     talk.add_argument(
-        "--url", default=DEFAULT_URL, help=f"server WebSocket (default: {DEFAULT_URL})"
+        "--url",
+        help="the server's WebSocket, ws[s]://HOST:PORT/ws (default: from VOICE_FSM_HOST and "
+        "VOICE_FSM_PORT in the environment or .env, as serve reads them: ws://127.0.0.1:8000/ws "
+        "unless they are set)",
     )
     talk.add_argument("--realtime", action="store_true", help="send audio at speaking pace")
     talk.add_argument("--json", action="store_true", help="print one JSON object")
     talk.add_argument(
         "--api-key",
-        help="the server's API key (default: the first of VOICE_FSM_AUTH__API_KEYS, if set)",
+        help="the server's API key (default: the first of the VOICE_FSM_AUTH__API_KEYS "
+        "environment variable, if set; never read from .env, never printed)",
     )
     talk.add_argument("--cafile", help="trust this CA certificate for wss:// (PEM)")
     talk.add_argument(
@@ -155,10 +162,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.command == "latency":
         return latency(files=args.files, by=args.by, as_json=args.json, png=args.png)
+    url = _talk_url(args.url)
+    if url is None:
+        return 2
     return talk(
         wav=args.wav,
         out=args.out,
-        url=args.url,
+        url=url,
         realtime=args.realtime,
         as_json=args.json,
         timeout=args.timeout,
@@ -181,6 +191,23 @@ def latency(*, files: Sequence[str], by: str | None, as_json: bool, png: str | N
         return 0
     except KeyboardInterrupt:
         return 130
+
+
+def _talk_url(given: str | None) -> str | None:
+    """--url made a WebSocket URL (saying so on stderr when it was changed), or the one the
+    settings describe; None after reporting bad settings."""
+    from voice_fsm.talk import ServerAddress, default_url, websocket_url
+
+    if given is None:
+        try:
+            return default_url(ServerAddress())
+        except (ValidationError, SettingsError) as err:
+            _fail(format_settings_error(err))
+            return None
+    url, note = websocket_url(given)
+    if note is not None:
+        print(f"{PROG}: {note}", file=sys.stderr)
+    return url
 
 
 def _first_api_key() -> str | None:
@@ -221,12 +248,8 @@ def serve(
     ssl_keyfile: str | None = None,
     insecure_no_auth: bool = False,
 ) -> int:
-    from voice_fsm.access import is_loopback
-    from voice_fsm.app import create_app
-    from voice_fsm.logging_setup import configure_logging, get_logger
-    from voice_fsm.providers import ConfigError
-    from voice_fsm.server import DrainingServer, raise_file_limit, uvicorn_config
-    from voice_fsm.settings import Settings, unknown_setting_names
+    from voice_fsm.server import bind
+    from voice_fsm.settings import Settings
 
     overrides: dict[str, Any] = {}
     if host is not None:
@@ -238,14 +261,33 @@ def serve(
     except (ValidationError, SettingsError) as err:
         return _fail(format_settings_error(err))
 
+    try:  # before the models load: a busy port should not cost their seconds
+        sockets = bind(settings.host, settings.port)
+    except OSError as err:
+        print(f"{PROG}: {bind_failure(settings.host, settings.port, err)}", file=sys.stderr)
+        return 3
+
+    from voice_fsm.access import is_loopback
+
     exposed = not settings.auth.api_keys and not is_loopback(settings.host)
     if exposed and not insecure_no_auth:
+        for sock in sockets:
+            sock.close()
         return _fail(
             f"refusing to listen on {settings.host} without authentication: anyone who "
             "reaches it could use your providers. Set VOICE_FSM_AUTH__API_KEYS to one or "
             'more secrets (e.g. VOICE_FSM_AUTH__API_KEYS=$(python3 -c "import secrets; '
             'print(secrets.token_urlsafe(32))")), or pass --insecure-no-auth'
         )
+
+    # Only now the heavy imports (the app, the providers' libraries): a second and more.
+    from voice_fsm.app import create_app
+    from voice_fsm.logging_setup import configure_logging, get_logger
+    from voice_fsm.providers import ConfigError
+    from voice_fsm.server import DrainingServer, bound_addresses, raise_file_limit, uvicorn_config
+    from voice_fsm.settings import unknown_setting_names
+    from voice_fsm.talk import client_host
+
     configure_logging(settings.log)
     log = get_logger()
     if exposed:
@@ -260,18 +302,54 @@ def serve(
             "settings.unknown", names=unknown, hint="no setting reads these: check the spelling"
         )
     try:
-        app = create_app(settings)
-    except ConfigError as err:
-        return _fail(str(err))
+        try:
+            app = create_app(settings)
+        except ConfigError as err:
+            return _fail(str(err))
 
-    raise_file_limit(settings)
-    scheme = "wss" if ssl_certfile else "ws"
-    log.info("server.starting", url=f"{scheme}://{settings.host}:{settings.port}/ws")
-    config = uvicorn_config(app, settings, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
-    server = DrainingServer(config, drain=lambda: app.state.endpoint.drain(settings.server.drain_s))
-    with contextlib.suppress(KeyboardInterrupt, SystemExit):  # uvicorn exits if it cannot listen
-        server.run()
-    return 0 if server.started else 3
+        raise_file_limit(settings)
+        tls = ssl_certfile is not None
+        port = sockets[0].getsockname()[1]  # the real one, also for --port 0
+        where = f"{client_host(settings.host)}:{port}"
+        page = f"{'https' if tls else 'http'}://{where}"
+        log.info("server.starting", url=f"{'wss' if tls else 'ws'}://{where}/ws")
+        addresses = bound_addresses(sockets)
+
+        def listening() -> None:
+            log.info("server.listening", url=page, addresses=addresses)
+            bound = "" if addresses == [where] else f"  (listening on {', '.join(addresses)})"
+            print(f"open {page}{bound}", file=sys.stderr, flush=True)
+
+        config = uvicorn_config(app, settings, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
+        server = DrainingServer(
+            config,
+            drain=lambda: app.state.endpoint.drain(settings.server.drain_s),
+            listening=listening,
+        )
+        with contextlib.suppress(KeyboardInterrupt, SystemExit):  # uvicorn's start-up failures
+            server.run(sockets=sockets)
+        return 0 if server.started else 3
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def bind_failure(host: str, port: int, err: OSError) -> str:
+    """Why `serve` cannot listen on host:port, and what to do about it."""
+    choose = (
+        "choose another port with --port 8001, VOICE_FSM_PORT=8001 (environment or .env) "
+        "or make run PORT=8001"
+    )
+    check_host = "check --host or VOICE_FSM_HOST"
+    if isinstance(err, socket.gaierror):
+        return f"cannot listen on {host}: no such host or address ({err.strerror}); {check_host}"
+    if err.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is already in use (another voice-fsm serve?): {choose}"
+    if err.errno == errno.EACCES:
+        return f"not allowed to listen on port {port} (ports below 1024 need root): {choose}"
+    if err.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {host}: not an address of this machine; {check_host}"
+    return f"cannot listen on {host}:{port}: {err.strerror or err}"
 
 
 def talk(

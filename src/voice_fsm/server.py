@@ -1,4 +1,8 @@
-"""Running the app under uvicorn: limits it enforces for us, TLS, and a drain on SIGTERM.
+"""Running the app under uvicorn: the listening sockets, limits it enforces for us, TLS, and a
+drain on SIGTERM.
+
+`bind` takes the port before the models load (seconds), so a busy port fails at once; uvicorn
+then listens on those sockets, and `DrainingServer` says where once it does.
 
 uvicorn's own stop sends every WebSocket a 1012 close at once, cutting replies mid-sentence.
 `DrainingServer` turns the first SIGTERM (or SIGINT) into a drain first: `/readyz` answers 503
@@ -12,6 +16,7 @@ import asyncio
 import contextlib
 import resource
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any
@@ -27,6 +32,42 @@ FORCED_APP_SHUTDOWN_S = 0.5
 """On a forced exit (a second signal), how long the app's own shutdown may still take."""
 FDS_PER_SESSION = 3
 """A session's socket and its provider connections, roughly, for the file limit."""
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound (not yet listening) to every address of `host` on `port`, as uvicorn's
+    asyncio server would bind them: SO_REUSEADDR, IPv6 sockets IPv6-only, and with port 0 the
+    same port the first one got. Raises `OSError` (`socket.gaierror` for an unknown name)."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _name, address in dict.fromkeys(
+            (info[0], info[1], info[2], info[3], info[4]) for info in infos
+        ):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def bound_addresses(sockets: list[socket.socket]) -> list[str]:
+    """`127.0.0.1:8000`, `[::1]:8000`: what each socket is bound to."""
+    shown = []
+    for sock in sockets:
+        address, port = sock.getsockname()[:2]
+        shown.append(
+            f"[{address}]:{port}" if sock.family == socket.AF_INET6 else f"{address}:{port}"
+        )
+    return shown
 
 
 def uvicorn_config(
@@ -58,15 +99,23 @@ def uvicorn_config(
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, drain: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        drain: Callable[[], Awaitable[None]],
+        listening: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(config)
         self._drain = drain
+        self._listening = listening
         self._draining: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def startup(self, sockets: Any = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
+        if self.started and not self.should_exit and self._listening is not None:
+            self._listening()  # the sockets accept connections from here on
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not uvicorn's: it would send 1012 to every session now and re-raise the signal at
