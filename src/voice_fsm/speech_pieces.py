@@ -6,9 +6,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from voice_fsm.speakable import LIST_MARKER, speakable
+
 # A sentence ends at . ! ? (or …) followed by white space, unless the word before the stop is
-# an abbreviation or a single letter ("Dr.", "e.g.", "J. Smith").
-_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*\s")
+# an abbreviation or a single letter ("Dr.", "e.g.", "J. Smith") or a list item's number at the
+# start of a line or a piece ("1. Drink water."). A line break ends a piece too (list items).
+_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]*_`]*\s|\n")
 _CLAUSE_END = re.compile("[,;:\u2013\u2014]\\s")  # comma, semicolon, colon, dashes
 _ABBREVIATIONS = frozenset(
     [
@@ -50,6 +53,41 @@ def _is_abbreviation(text: str, stop: int) -> bool:
     return last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha())
 
 
+def _is_list_marker(text: str, stop: int) -> bool:
+    """Whether the stop at `stop` follows a list item's number (`1.`) that starts the text, a
+    line or a sentence, or is a first item after a colon (`tips: 1.`): "is 51." still ends a
+    sentence."""
+    before = text[:stop]
+    words = before.split()
+    if not words or not LIST_MARKER.fullmatch(words[-1] + text[stop : stop + 1]):
+        return False
+    head = before[: len(before) - len(words[-1])].rstrip(" \t")
+    return head == "" or head[-1] in "\n.!?" or (head[-1] == ":" and words[-1] == "1")
+
+
+def _ends_sentence(text: str, match: re.Match[str]) -> bool:
+    if "\n" in match.group():
+        return True
+    return not _is_abbreviation(text, match.start()) and not _is_list_marker(text, match.start())
+
+
+def sentence_end(text: str, start: int = 0) -> int | None:
+    """Where the first sentence ending at or after `start` in `text` ends (after its white
+    space), or None: the splitter's rule, for cutting a reply at a sentence boundary."""
+    for match in _SENTENCE_END.finditer(text, start):
+        if _ends_sentence(text, match):
+            return match.end()
+    return None
+
+
+def last_sentence_end(text: str) -> int:
+    """Where the last complete sentence of `text` ends (0: none has ended yet)."""
+    end, cut = 0, sentence_end(text)
+    while cut is not None:
+        end, cut = cut, sentence_end(text, cut)
+    return end
+
+
 class SentenceSplitter:
     """Feed text deltas; get back speakable pieces in order, then `flush()` the rest."""
 
@@ -58,26 +96,25 @@ class SentenceSplitter:
         self._pieces = 0
 
     def feed(self, delta: str) -> list[str]:
+        """The pieces that `delta` completes, cleaned for speech (`speakable`)."""
         self._buffer += delta
         out: list[str] = []
         while (piece := self._next_piece()) is not None:
-            out.append(piece)
+            if piece:  # a piece of markdown alone ("**", "1.") says nothing
+                out.append(piece)
         return out
 
     def flush(self) -> list[str]:
-        rest, self._buffer = self._buffer.strip(), ""
+        rest, self._buffer = speakable(self._buffer), ""
         if rest:
             self._pieces += 1
             return [rest]
         return []
 
     def _next_piece(self) -> str | None:
+        """The next piece ("" if it is empty once cleaned), or None if none has ended yet."""
         text = self._buffer
-        cut = None
-        for match in _SENTENCE_END.finditer(text):
-            if not _is_abbreviation(text, match.start()):
-                cut = match.end()
-                break
+        cut = sentence_end(text)
         if cut is None and self._pieces == 0:
             for match in _CLAUSE_END.finditer(text):
                 if len(text[: match.start()].split()) >= FIRST_CLAUSE_MIN_WORDS:
@@ -88,11 +125,89 @@ class SentenceSplitter:
             cut = space + 1 if space > 0 else MAX_PIECE_CHARS
         if cut is None:
             return None
-        piece, self._buffer = text[:cut].strip(), text[cut:]
-        if not piece:
-            return None
-        self._pieces += 1
+        piece, self._buffer = speakable(text[:cut]), text[cut:]
+        if piece:
+            self._pieces += 1
         return piece
+
+
+class ReplyCap:
+    """Ends a streamed reply on a sentence boundary, never mid-sentence.
+
+    Feed it the model's tokens' text (`feed`, one call per token, "" for a token without text)
+    and say how the stream ended (`finish`); it gives back the text to pass on. Past
+    `soft_tokens` the reply stops at its next sentence end; at `hard_tokens` it stops, and the
+    unfinished sentence is dropped. The first sentence passes through token by token, so speech
+    can start at its first clause; later text is held back until its sentence ends (speech takes
+    whole sentences from there on anyway), so what was passed on always ends a sentence.
+    """
+
+    def __init__(self, soft_tokens: int, hard_tokens: int) -> None:
+        self.hard_tokens = hard_tokens
+        self.soft_tokens = min(soft_tokens, hard_tokens)
+        self.tokens = 0
+        self.done = False
+        self.truncated = False  # stopped at the hard cap with a sentence unfinished
+        self._passed = ""  # the first sentence, as far as it has been passed on
+        self._held = ""  # after the first sentence: text whose sentence has not ended yet
+        self._first_done = False
+
+    def feed(self, delta: str) -> str:
+        """The text to pass on now; afterwards `done` says whether to stop generating."""
+        if self.done:
+            return ""
+        self.tokens += 1
+        out, ended = "", False
+        if not self._first_done:
+            text = self._passed + delta
+            end = sentence_end(text)
+            if end is None:
+                self._passed, out = text, delta
+            else:
+                self._first_done = ended = True
+                out, self._held = text[len(self._passed) : end], text[end:]
+                self._passed = text[:end]
+        else:
+            self._held += delta
+        if self._first_done:
+            end = last_sentence_end(self._held)
+            ended = ended or end > 0
+            out, self._held = out + self._held[:end], self._held[end:]
+        if ended and self.tokens >= self.soft_tokens:
+            self.done = True
+            self._held = ""
+        elif self.tokens >= self.hard_tokens:
+            out += self._cut()
+        return out
+
+    def finish(self, cut: bool = False) -> str:
+        """The stream has ended: by itself (the last sentence is passed on, even without a full
+        stop), or, with `cut`, at the model's own token limit (as at the hard cap)."""
+        if self.done:
+            return ""
+        if cut:
+            return self._cut()
+        self.done = True
+        rest, self._held = self._held, ""
+        return rest
+
+    def _cut(self) -> str:
+        """Stop at the hard cap: pass on the held text only if it ends a sentence (the last
+        token may have ended one without the white space that shows it)."""
+        self.done = True
+        rest, self._held = self._held, ""
+        if not self._first_done:
+            self.truncated = not _ends_complete(self._passed)
+            return ""
+        if _ends_complete(rest):
+            return rest
+        self.truncated = bool(rest.strip())
+        return ""
+
+
+def _ends_complete(text: str) -> bool:
+    """Whether `text`, if nothing followed, would end on a sentence end."""
+    return bool(text.strip()) and last_sentence_end(text.rstrip() + " ") == len(text.rstrip()) + 1
 
 
 @dataclass
