@@ -39,7 +39,9 @@ RUN_ARGS := $(if $(filter command line,$(origin PORT)),--port $(PORT)) $(if $(fi
 run: install
 	$(VENV)/bin/voice-fsm serve $(strip $(RUN_ARGS))
 
+# First Debian's chromium and prometheus, installed when missing and root (.ci/test-programs).
 test: install
+	.ci/test-programs
 	$(VENV)/bin/pytest $(ARGS)
 
 check: install

@@ -26,6 +26,7 @@ from session_harness import Client, fake_pipeline, make_settings
 from support.browser import BrowserPage, find_chromium, import_playwright, launched_page
 from support.loop_errors import UnretrievedExceptions
 from support.openai_wire import openai_settings
+from support.skip_summary import pytest_terminal_summary as pytest_terminal_summary
 
 ClientFactory = Callable[..., Any]
 NewPage = Callable[..., AbstractContextManager[BrowserPage]]

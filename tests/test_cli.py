@@ -497,7 +497,7 @@ def encode(samples: np.ndarray, tag: int, bits: int) -> bytes:
     if bits == 8:
         return (samples * 127 + 128).round().astype(np.uint8).tobytes()
     ints = (samples.astype(np.float64) * (2 ** (bits - 1) - 1)).round().astype("<i4")
-    return ints.view(np.uint8).reshape(-1, 4)[:, : bits // 8].tobytes()  # the low bytes
+    return bytes(ints.view(np.uint8).reshape(-1, 4)[:, : bits // 8].tobytes())  # low bytes
 
 
 @pytest.mark.parametrize(
