@@ -106,12 +106,12 @@ def test_https_health_check(server: TlsServer) -> None:
         )
         assert health.status_code == 200
         assert health.json()["status"] == "ok"
-    starting = next(
-        json.loads(line)
-        for line in server.log.read_text().splitlines()
-        if '"server.starting"' in line
-    )
-    assert starting["url"].startswith("wss://")
+    lines = server.log.read_text().splitlines()
+    starting = next(json.loads(line) for line in lines if '"server.starting"' in line)
+    assert starting["url"] == f"wss://127.0.0.1:{server.port}/ws"
+    listening = next(json.loads(line) for line in lines if '"server.listening"' in line)
+    assert listening["url"] == f"https://127.0.0.1:{server.port}"
+    assert f"open https://127.0.0.1:{server.port}" in lines  # the line a user reads
 
 
 def test_the_port_speaks_tls_only_and_needs_the_ca(server: TlsServer) -> None:
