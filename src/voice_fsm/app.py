@@ -1,7 +1,9 @@
 """The Starlette application: the page, the WebSocket, client tokens and the health checks.
 
-`/healthz` is liveness (the process answers); `/readyz` is readiness: 503 once the server is
-draining or full, so a load balancer sends new sessions elsewhere.
+`/healthz` is liveness (the process answers): always 200, with ``"status": "degraded"`` and the
+stages' problems when a provider failed the start-up check (`provider_check`); `/readyz` is
+readiness: 503 once the server is draining or full, so a load balancer sends new sessions
+elsewhere.
 """
 
 from __future__ import annotations
@@ -94,13 +96,17 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     async def health(_request: Request) -> Response:
+        # Liveness: 200 even when degraded (a rejected key, a provider that cannot be
+        # reached), since restarting the process would not fix it; the body says what is wrong.
+        problems = pipeline.problems()
         return JSONResponse(
             {
-                "status": "ok",
+                "status": "degraded" if problems else "ok",
                 "version": __version__,
                 "protocol": PROTOCOL_VERSION,
                 "sessions": len(endpoint.sessions),
                 **stages,
+                **({"problems": problems} if problems else {}),
             }
         )
 

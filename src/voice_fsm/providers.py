@@ -25,7 +25,10 @@ from voice_fsm.logging_setup import get_logger
 from voice_fsm.settings import ResolvedProvider, Settings, StageSettings
 
 if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
     from voice_fsm.adapters.base import TurnDetector
+    from voice_fsm.provider_check import ProviderCheck
 
 STAGES = ("stt", "llm", "tts")
 VadKind = Literal["local", "openai-realtime"]
@@ -47,6 +50,8 @@ class Pipeline:
     turns: TurnDetectorFactory | None = None
     """Opens one stream's turn detection at the speech-to-text provider (OpenAI Realtime's
     VAD), for hands-free mode when there is no local detector."""
+    check: ProviderCheck | None = None
+    """The start-up check of the stages served over OpenAI's API (key, DNS, reachability)."""
 
     @property
     def hands_free(self) -> bool:
@@ -60,10 +65,19 @@ class Pipeline:
         }
 
     async def start(self) -> None:
-        """Let the adapters prepare in the background, e.g. open a Realtime session."""
+        """Let the adapters prepare in the background, e.g. open a Realtime session, and
+        check the OpenAI providers' keys and addresses."""
+        if self.check is not None:
+            self.check.start()
         for adapter in (self.stt, self.llm, self.tts):
             if isinstance(adapter, Startable):
                 await adapter.start()
+
+    def problems(self) -> list[dict[str, str]]:
+        """The stages whose provider failed the start-up check: stage, code, reason, fix."""
+        if self.check is None:
+            return []
+        return [problem.as_dict() for problem in self.check.problems.values()]
 
     def prepare(self) -> None:
         """A turn begins: let the adapters get ready while the user talks (open a
@@ -73,6 +87,8 @@ class Pipeline:
                 adapter.prepare()
 
     async def aclose(self) -> None:
+        if self.check is not None:
+            await self.check.aclose()
         for adapter in (self.stt, self.llm, self.tts):
             await adapter.aclose()
 
@@ -160,6 +176,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
     stt: SpeechToText = fake_stt
     llm: LanguageModel = fake_llm
     tts: TextToSpeech = fake_tts
+    clients: dict[str, AsyncOpenAI] = {}
     if any(p.startswith("openai") for p in providers.values()):
         from voice_fsm.adapters.openai_client import make_openai_client
         from voice_fsm.adapters.openai_llm import OpenAILanguageModel
@@ -168,21 +185,21 @@ def build_pipeline(settings: Settings) -> Pipeline:
         from voice_fsm.adapters.openai_tts import OpenAITextToSpeech
 
         if providers["stt"] == "openai":
-            client = make_openai_client(settings, settings.stt)
+            client = clients["stt"] = make_openai_client(settings, settings.stt)
             stt = OpenAISpeechToText(settings.stt, client, secrets)
             if live_transcription(settings):
                 # Completed recordings (and a failed live session) still go to the file API.
                 stt = OpenAIRealtimeSpeechToText(settings.stt, client, secrets, fallback=stt)
         if providers["llm"] == "openai":
-            client = make_openai_client(settings, settings.llm)
+            client = clients["llm"] = make_openai_client(settings, settings.llm)
             llm = OpenAILanguageModel(settings.llm, client, secrets)
         if providers["tts"] == "openai":
-            client = make_openai_client(settings, settings.tts)
+            client = clients["tts"] = make_openai_client(settings, settings.tts)
             tts = OpenAITextToSpeech(settings.tts, client, secrets)
         elif providers["tts"] == "openai-realtime":
             from voice_fsm.adapters.openai_realtime_tts import OpenAIRealtimeTextToSpeech
 
-            client = make_openai_client(settings, settings.tts)
+            client = clients["tts"] = make_openai_client(settings, settings.tts)
             tts = OpenAIRealtimeTextToSpeech(settings.tts, client, secrets)
     if "local" in providers.values():
         try:
@@ -190,12 +207,18 @@ def build_pipeline(settings: Settings) -> Pipeline:
         except LocalModelMissing as err:
             raise ConfigError(str(err)) from err
     vad = resolve_vad(settings, providers["stt"])
+    check = None
+    if clients:
+        from voice_fsm.provider_check import ProviderCheck
+
+        check = ProviderCheck(settings, clients)
     return Pipeline(
         stt=stt,
         llm=llm,
         tts=tts,
         vad=_vad_factory(settings) if vad == "local" else None,
         turns=_turns_factory(settings, stt) if vad == "openai-realtime" else None,
+        check=check,
     )
 
 

@@ -8,6 +8,7 @@ secrets):`` so the mapping is written once. `asyncio.CancelledError` is never ca
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -77,6 +78,14 @@ def _classify(err: BaseException, who: str, secrets: tuple[str, ...]) -> tuple[E
         return _status_code(err.status_code), _status_message(err, who, secrets)
     if isinstance(err, openai.APITimeoutError):
         return ErrorCode.PROVIDER_TIMEOUT, f"{who} did not answer in time."
+    if is_name_lookup_failure(err):
+        # Not a passing outage: waiting will not make a misspelt or unknown host resolve.
+        host = _host(err)
+        return (
+            ErrorCode.PROVIDER_ERROR,
+            f"Could not find {who}: the host name{f' {host}' if host else ''} does not resolve. "
+            "Check the server's base URL setting and its network.",
+        )
     if isinstance(err, openai.APIConnectionError):
         # The SDK says only "Connection error."; the transport's exception says why.
         if err.__cause__ is not None:
@@ -117,6 +126,28 @@ def _classify(err: BaseException, who: str, secrets: tuple[str, ...]) -> tuple[E
     if isinstance(err, OSError):
         return ErrorCode.PROVIDER_UNAVAILABLE, f"Could not reach {who}: {detail}"
     return ErrorCode.PROVIDER_ERROR, f"{who} failed: {detail}"
+
+
+def is_name_lookup_failure(err: BaseException) -> bool:
+    """Whether `err`, or an exception it was raised from, is a failed DNS lookup."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, socket.gaierror):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _host(err: BaseException) -> str | None:
+    """The host `err`'s request went to, when it says."""
+    request: object = None
+    if isinstance(err, openai.APIConnectionError):
+        request = err.request
+    elif isinstance(err, httpx.RequestError):
+        request = err._request  # its `request` property raises when there is none
+    return request.url.host if isinstance(request, httpx.Request) else None
 
 
 def realtime_error(
