@@ -18,7 +18,7 @@ STAMP := $(VENV)/.installed
 # Extra arguments for pytest, e.g. make test ARGS="-k session -x"
 ARGS ?=
 
-.PHONY: install run test check format docs clean bench-local bench soak
+.PHONY: install run test check format docs clean bench-local bench soak eval-local
 
 install: $(STAMP)
 
@@ -63,6 +63,14 @@ clean:
 
 bench-local: install
 	$(PY) bench/local_latency.py $(ARGS)
+
+# The embedded agent through the real server: right answers to bench/questions.json, the word
+# error rate on those questions (spoken by Piper) and on human recordings (pocketsphinx-testdata,
+# fetched when missing), voice-to-voice p50/p95. Writes artifacts/eval-local.json.
+# make eval-local ARGS="--llm-model smollm2-135m --llm-model qwen2.5-coder-0.5b"
+eval-local: install
+	$(PY) -c "import jiwer" 2>/dev/null || $(PY) -m pip install -q -e ".[eval]"
+	$(PY) bench/eval_local.py $(ARGS)
 
 # Voice-to-voice latency against fake providers, and against the sequential design:
 # make bench ARGS="--sessions 50". Writes artifacts/bench-<sessions>.json and .png.
