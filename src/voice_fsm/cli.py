@@ -315,10 +315,15 @@ def serve(
         log.info("server.starting", url=f"{'wss' if tls else 'ws'}://{where}/ws")
         addresses = bound_addresses(sockets)
 
+        json_logs = settings.log.format == "json" or (
+            settings.log.format == "auto" and not sys.stdout.isatty()
+        )
+
         def listening() -> None:
             log.info("server.listening", url=page, addresses=addresses)
-            bound = "" if addresses == [where] else f"  (listening on {', '.join(addresses)})"
-            print(f"open {page}{bound}", file=sys.stderr, flush=True)
+            if not (json_logs and _stderr_is_stdout_file()):  # the event says it there
+                bound = "" if addresses == [where] else f"  (listening on {', '.join(addresses)})"
+                print(f"open {page}{bound}", file=sys.stderr, flush=True)
 
         config = uvicorn_config(app, settings, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
         server = DrainingServer(
@@ -332,6 +337,18 @@ def serve(
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _stderr_is_stdout_file() -> bool:
+    """Whether stderr is the very file or pipe stdout writes to, not a terminal (`2>&1` into a
+    log): a plain line there would be the one line of a JSON log that its readers cannot parse."""
+    try:
+        if sys.stderr.isatty():
+            return False
+        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino)
 
 
 def bind_failure(host: str, port: int, err: OSError) -> str:

