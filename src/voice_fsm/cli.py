@@ -25,9 +25,14 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from voice_fsm import __version__
-from voice_fsm.talk import WAV_FORMATS
 
 PROG = "voice-fsm"
+WAV_FORMATS = (
+    "WAV files of 8, 16, 24 or 32-bit integer PCM or 32 or 64-bit float samples, at any "
+    "sample rate, mono or with several channels (mixed down); they are sent as 16-bit 24 kHz mono"
+)
+"""What `talk` reads (talk.load_wav), for its --help and for the error on a file it cannot.
+Here rather than in talk.py so that `serve` need not import the client (numpy, websockets)."""
 # Settings fields read from a standard variable rather than a VOICE_FSM_ one.
 _STANDARD_ENV = {"openai_api_key": "OPENAI_API_KEY", "openai_base_url": "OPENAI_BASE_URL"}
 _SETTINGS_ERROR_FIELD = re.compile(r'field "([^"]+)" from source "(\w+)"')

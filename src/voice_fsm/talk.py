@@ -32,6 +32,7 @@ from voice_fsm.audio import (
     pcm_to_wav,
     resample,
 )
+from voice_fsm.cli import WAV_FORMATS
 from voice_fsm.events import (
     ErrorEvent,
     InputAudioStart,
@@ -49,11 +50,6 @@ from voice_fsm.events import (
 
 FRAME_MS = 40
 WS_PATH = "/ws"
-WAV_FORMATS = (
-    "WAV files of 8, 16, 24 or 32-bit integer PCM or 32 or 64-bit float samples, at any "
-    "sample rate, mono or with several channels (mixed down); they are sent as 16-bit 24 kHz mono"
-)
-"""What `load_wav` reads, for `--help` and for the error on a file it cannot."""
 _KNOWN_TYPES = frozenset(
     str(model.model_fields["type"].default) for model in get_args(get_args(ServerEvent)[0])
 )
