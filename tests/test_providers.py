@@ -67,10 +67,32 @@ def test_a_compatible_server_keeps_the_speech_api_and_files(
 
 @pytest.mark.usefixtures("no_env")
 def test_openai_realtime_is_for_speech_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    # Refused when the settings are read, with a key or without one.
+    from pydantic import ValidationError
+
     monkeypatch.setenv("VOICE_FSM_LLM__PROVIDER", "openai-realtime")
-    with pytest.raises(ConfigError, match="text-to-speech only"):
-        resolve_provider(settings(), "llm")
+    with pytest.raises(ValidationError, match="text-to-speech provider only"):
+        settings()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with pytest.raises(ValidationError, match="text-to-speech provider only"):
+        settings()
+
+
+@pytest.mark.usefixtures("no_env")
+def test_the_speech_api_gets_its_own_model_unless_one_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from voice_fsm.providers import build_pipeline
+
+    monkeypatch.setattr(providers, "local_engines_installed", lambda: False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("VOICE_FSM_TTS__BASE_URL", "http://127.0.0.1:8880/v1")  # Kokoro, say
+    assert build_pipeline(settings()).describe()["tts"] == {
+        "provider": "openai",
+        "model": "gpt-4o-mini-tts",
+    }
+    monkeypatch.setenv("VOICE_FSM_TTS__MODEL", "kokoro")
+    assert build_pipeline(settings()).describe()["tts"]["model"] == "kokoro"
 
 
 @pytest.mark.usefixtures("no_env")

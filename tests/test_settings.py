@@ -39,10 +39,39 @@ def test_defaults() -> None:
     assert settings.llm.model == "gpt-6-luna"
     assert settings.llm.reasoning_effort == "none"
     assert settings.llm.instructions == DEFAULT_INSTRUCTIONS
-    assert settings.tts.model == "gpt-4o-mini-tts"
+    # What OpenAI's own API speaks with (openai-realtime); the Speech API gets its own.
+    assert settings.tts.model == "gpt-realtime-2.1-mini"
+    assert settings.tts.model_for("openai-realtime") == "gpt-realtime-2.1-mini"
+    assert settings.tts.model_for("openai") == "gpt-4o-mini-tts"
+    assert settings.stt.live_model == "gpt-live-transcribe"
     assert {settings.stt.provider, settings.llm.provider, settings.tts.provider} == {"auto"}
     assert settings.openai_api_key is None
     assert settings.secrets() == ()
+
+
+def test_a_tts_model_that_is_set_is_what_every_provider_gets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("VOICE_FSM_TTS__MODEL", "kokoro")
+    monkeypatch.setenv("VOICE_FSM_TTS__VOICE", "af_heart")
+    tts = load().tts
+    assert (tts.model_for("openai"), tts.model_for("openai-realtime")) == ("kokoro", "kokoro")
+    monkeypatch.delenv("VOICE_FSM_TTS__MODEL")
+    assert load().tts.model_for("openai") == "gpt-4o-mini-tts"  # another field set: still unset
+
+
+@pytest.mark.parametrize("stage", ["STT", "LLM"])
+def test_openai_realtime_is_refused_for_text_stages_without_a_key(
+    stage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(f"VOICE_FSM_{stage}__PROVIDER", "openai-realtime")
+    with pytest.raises(ValidationError) as caught:
+        load()
+    assert error_locations(caught) == [(stage.lower(), "provider")]
+    assert "openai-realtime is a text-to-speech provider only" in str(caught.value)
+    monkeypatch.setenv(f"VOICE_FSM_{stage}__PROVIDER", "openai")
+    monkeypatch.setenv("VOICE_FSM_TTS__PROVIDER", "openai-realtime")
+    assert load().tts.provider == "openai-realtime"
 
 
 def test_nested_names(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ from datetime import date
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from voice_fsm.settings import Settings, StageSettings
+from voice_fsm.settings import Settings, StageSettings, TtsSettings
 
 OPENAI_API_HOST = "api.openai.com"
 
@@ -89,13 +89,14 @@ def scheduled_shutdowns(
     for name, stage in stages.items():
         if providers.get(name) != "openai" or not _is_openai(settings.base_url_for(stage)):
             continue
-        retirement = retirement_for(stage.model)
+        model = stage.model_for("openai") if isinstance(stage, TtsSettings) else stage.model
+        retirement = retirement_for(model)
         if retirement is None:
             continue
         found.append(
             Shutdown(
                 stage=name,
-                model=stage.model,
+                model=model,
                 shutdown_date=retirement.shutdown_date,
                 replacement=retirement.replacement,
                 days_left=(retirement.shutdown_date - today).days,

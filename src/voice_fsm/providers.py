@@ -106,12 +106,6 @@ def resolve_provider(settings: Settings, name: str) -> ResolvedProvider:
             f"VOICE_FSM_{name.upper()}__PROVIDER=local needs the embedded engines. "
             + LOCAL_EXTRA_HINT
         )
-    if stage.provider == "openai-realtime" and name != "tts":
-        raise ConfigError(
-            f"VOICE_FSM_{name.upper()}__PROVIDER=openai-realtime is for text-to-speech only; "
-            "speech-to-text uses the Realtime API through provider openai "
-            "(VOICE_FSM_STT__LIVE)."
-        )
     if stage.provider != "auto":
         return stage.provider
     if settings.api_key_for(stage) is not None:

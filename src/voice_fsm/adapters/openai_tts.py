@@ -22,6 +22,7 @@ class OpenAITextToSpeech(OpenAIHttpAdapter[TtsSettings]):
         self, settings: TtsSettings, client: AsyncOpenAI, secrets: tuple[str, ...] = ()
     ) -> None:
         super().__init__(settings, client, secrets, stage=Stage.TTS)
+        self.model = settings.model_for("openai")  # unset: the Speech API's own model
         # The SDK imports a resource's modules on first use (about 0.2 s): pay it at start-up,
         # not in the first user's turn.
         _ = client.audio.speech
