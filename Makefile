@@ -61,6 +61,8 @@ clean:
 	find . -name '*.egg-info' -prune -exec rm -rf {} +
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
+# Offline voice-to-voice latency, per model and with N concurrent sessions:
+# make bench-local ARGS="--llm-model smollm2-135m --llm-model qwen2.5-coder-0.5b --sessions 1,2,4,8"
 bench-local: install
 	$(PY) bench/local_latency.py $(ARGS)
 
