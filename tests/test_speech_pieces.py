@@ -128,6 +128,7 @@ def test_markdown_alone_makes_no_piece() -> None:
     assert splitter.feed("**\n\n") == []
     assert splitter.feed("---\n- ") == []
     assert splitter.feed("Yes. ") == ["Yes."]
+    assert splitter.feed('You say "¡De nada! " ') == ['You say "¡De nada!']  # not the lone "
     assert splitter.feed("```") == []
     assert splitter.flush() == []
 
@@ -143,6 +144,8 @@ def test_markdown_alone_makes_no_piece() -> None:
         ("Great job! 🎉👍", "Great job!"),
         ("Water boils at 212 °F.", "Water boils at 212 °F."),
         ("Pick one: 1. tea", "Pick one: tea"),
+        ('"', ""),
+        ("…", ""),
     ],
 )
 def test_speakable(raw: str, spoken: str) -> None:

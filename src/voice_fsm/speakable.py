@@ -28,7 +28,7 @@ LIST_MARKER = re.compile(r"\d{1,2}[.)]")
 
 def speakable(text: str) -> str:
     """`text` without markdown: no code fences, backticks, emphasis, headings, rules, bullets,
-    list numbers, link targets or emoji; white space collapsed."""
+    list numbers, link targets or emoji; white space collapsed; "" without a letter or digit."""
     text = _CODE_FENCE.sub(" ", text)
     text = text.replace("`", "")
     text = _LINK.sub(r"\1", text)
@@ -41,4 +41,6 @@ def speakable(text: str) -> str:
     text = _EMPHASIS_UNDERSCORES.sub("", text)
     text = _EMOJI.sub("", text)
     text = _SPACE_BEFORE_STOP.sub("", text)
+    if not any(ch.isalnum() for ch in text):
+        return ""  # a stray quote or stop alone says nothing
     return _SPACE.sub(" ", text).strip()
