@@ -29,6 +29,8 @@ GENERATED = (
     docs_gen.STATES_PATH,
     docs_gen.README_PATH,
     docs_gen.OBSERVABILITY_PATH,
+    docs_gen.SETTINGS_PATH,
+    docs_gen.ENV_EXAMPLE_PATH,
 )
 
 
@@ -248,3 +250,76 @@ def test_env_example_shows_the_real_defaults(tmp_path: Path) -> None:
 
     assert loaded.model_dump() == Settings(_env_file=None).model_dump()  # type: ignore[call-arg]
     assert len(shown) == sum(default is not None for default in defaults.values())
+
+
+# ---------------------------------------------------------------- the settings' docs say what runs
+
+
+def readme_defaults() -> dict[str, str]:
+    """Variable -> default, from the README's generated settings table."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("<!-- settings:begin -->") : text.index("<!-- settings:end -->")]
+    rows = re.findall(r"^\| `([A-Z0-9_]+)` \| (`([^`]*)`|unset) \|", section, flags=re.MULTILINE)
+    return {name: value for name, _cell, value in rows}
+
+
+def test_every_setting_is_described() -> None:
+    from voice_fsm.settings_docs import settings_list
+
+    missing = {s.env for s in settings_list() if not s.description}
+    assert not missing, f"add a Field(description=...) to {sorted(missing)}"
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_the_documented_models_are_the_ones_the_server_uses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from voice_fsm import providers
+
+    monkeypatch.setattr(providers, "local_engines_installed", lambda: False)
+    pipeline = providers.build_pipeline(Settings(_env_file=None, openai_api_key="sk-test"))  # type: ignore[call-arg]
+    running = pipeline.describe()
+    shown = readme_defaults()
+    # With a key and OpenAI's own API: live transcription, Realtime speech.
+    assert running["stt"]["model"] == shown["VOICE_FSM_STT__LIVE_MODEL"] == "gpt-live-transcribe"
+    assert running["llm"]["model"] == shown["VOICE_FSM_LLM__MODEL"]
+    assert running["tts"] == {"provider": "openai-realtime", "model": shown["VOICE_FSM_TTS__MODEL"]}
+    assert env_example_lines()["VOICE_FSM_TTS__MODEL"] == running["tts"]["model"]
+
+
+def test_the_voice_is_said_to_be_openais_only() -> None:
+    lines = ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
+    at = lines.index("# VOICE_FSM_TTS__VOICE=alloy")
+    comment = " ".join(line.removeprefix("# ") for line in lines[at - 2 : at])
+    assert "OpenAI's voice" in comment
+    assert "VOICE_FSM_LOCAL__TTS_VOICE" in comment
+    assert "OpenAI's voice" in (ROOT / docs_gen.SETTINGS_PATH).read_text(encoding="utf-8")
+
+
+def test_docs_settings_md_has_every_setting() -> None:
+    text = (ROOT / docs_gen.SETTINGS_PATH).read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", text, flags=re.MULTILINE))
+    assert listed == set(setting_defaults())
+
+
+def test_a_setting_that_disappears_from_the_readme_list_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from voice_fsm import settings_docs
+
+    copy_generated(tmp_path)
+    monkeypatch.setattr(settings_docs, "README_SETTINGS", ("VOICE_FSM_TTS__GONE",))
+    assert docs_gen.main(["--check", "--root", str(tmp_path)]) == 2
+    assert "VOICE_FSM_TTS__GONE" in capsys.readouterr().err
+
+
+def test_a_changed_default_makes_the_settings_docs_stale(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from voice_fsm.settings import TtsSettings
+
+    copy_generated(tmp_path)
+    field = TtsSettings.model_fields["voice"]
+    monkeypatch.setattr(field, "default", "verse")
+    stale = docs_gen.stale_files(tmp_path)
+    assert set(stale) == {docs_gen.README_PATH, docs_gen.SETTINGS_PATH, docs_gen.ENV_EXAMPLE_PATH}

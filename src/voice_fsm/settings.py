@@ -210,7 +210,9 @@ class LocalSettings(_Group):
         default="tiny.en",
         description="faster-whisper model: tiny.en (packaged), a model directory, or a hub name",
     )
-    stt_beam_size: int = Field(default=1, ge=1, le=10)
+    stt_beam_size: int = Field(
+        default=1, ge=1, le=10, description="beam size of the local transcription (1 is fastest)"
+    )
     llm_model: str = Field(
         default="qwen2.5-coder-0.5b",
         description="qwen2.5-coder-0.5b (Qwen2.5-Coder-0.5B-Instruct, verified), smollm2-135m "
@@ -221,7 +223,9 @@ class LocalSettings(_Group):
         description="where the Qwen GGUF is assembled; unset: $XDG_CACHE_HOME/voice-fsm/models "
         "or ~/.cache/voice-fsm/models",
     )
-    llm_context: int = Field(default=2048, ge=256)
+    llm_context: int = Field(
+        default=2048, ge=256, description="context window of the local language model, in tokens"
+    )
     llm_soft_max_tokens: int = Field(
         default=48, gt=0, description="past this many tokens the reply stops at a sentence end"
     )
@@ -339,8 +343,12 @@ class AuthSettings(_Group):
 
 
 class LimitSettings(_Group):
-    min_audio_ms: int = Field(default=100, ge=0)
-    max_audio_seconds: float = Field(default=60.0, gt=0)
+    min_audio_ms: int = Field(
+        default=100, ge=0, description="shortest recording accepted, in ms; less is no-audio"
+    )
+    max_audio_seconds: float = Field(
+        default=60.0, gt=0, description="longest recording accepted; more is audio-too-long"
+    )
     max_message_bytes: int = Field(
         default=1024 * 1024,
         ge=1024,
@@ -394,18 +402,31 @@ class DashboardSettings(_Group):
 class FakeSettings(_Group):
     """Behaviour of the `fake` providers (tests, demos and benchmarks)."""
 
-    transcript: str = "What is the capital of France?"
-    reply: str = "The capital of France is Paris."
-    stt_delay: float = Field(default=0.05, ge=0)
-    llm_first_token_delay: float = Field(default=0.05, ge=0)
-    llm_token_delay: float = Field(default=0.01, ge=0)
-    tts_first_audio_delay: float = Field(default=0.05, ge=0)
-    tts_chunk_delay: float = Field(default=0.0, ge=0)
+    transcript: str = Field(
+        default="What is the capital of France?", description="what the fake speech-to-text hears"
+    )
+    reply: str = Field(
+        default="The capital of France is Paris.", description="what the fake language model says"
+    )
+    stt_delay: float = Field(default=0.05, ge=0, description="seconds the transcription takes")
+    llm_first_token_delay: float = Field(
+        default=0.05, ge=0, description="seconds before the first token"
+    )
+    llm_token_delay: float = Field(default=0.01, ge=0, description="seconds between tokens")
+    tts_first_audio_delay: float = Field(
+        default=0.05, ge=0, description="seconds before the first audio"
+    )
+    tts_chunk_delay: float = Field(default=0.0, ge=0, description="seconds between audio chunks")
 
 
 class LogSettings(_Group):
-    format: Literal["auto", "json", "console"] = "auto"
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = Field(
+        default="auto",
+        description="auto (console on a terminal, JSON lines otherwise), json or console",
+    )
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="debug, info, warning or error"
+    )
 
 
 class Settings(BaseSettings):
@@ -417,13 +438,20 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
+    host: str = Field(default="127.0.0.1", description="address `voice-fsm serve` listens on")
+    port: int = Field(default=8000, ge=0, le=65535, description="port `voice-fsm serve` listens on")
     openai_api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "VOICE_FSM_OPENAI_API_KEY")
+        default=None,
+        validation_alias=AliasChoices("OPENAI_API_KEY", "VOICE_FSM_OPENAI_API_KEY"),
+        description="OpenAI API key: every stage's key unless it has its own (any non-empty "
+        "value for a local compatible server); unset: the embedded offline engines",
     )
     openai_base_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "VOICE_FSM_OPENAI_BASE_URL")
+        default=None,
+        validation_alias=AliasChoices("OPENAI_BASE_URL", "VOICE_FSM_OPENAI_BASE_URL"),
+        description="OpenAI-compatible base URL ending in /v1: every stage's unless it has its "
+        "own; unset: OpenAI's API",
+        examples=["https://api.openai.com/v1"],
     )
     stt: SttSettings = SttSettings()
     llm: LlmSettings = LlmSettings()
