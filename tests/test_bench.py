@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -106,3 +107,18 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile(values, 95) == 10
     assert percentile(values, 99) == 10
     assert percentile([3.0], 99) == 3
+
+
+def test_metrics_comparison_pairs_neighbouring_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # voice_latency imports `common` from its folder, and its dataclasses need it registered.
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("voice_latency", BENCH / "voice_latency.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "voice_latency", module)
+    spec.loader.exec_module(module)
+    # A load that doubles every figure of one pair of blocks still gives that pair's difference.
+    on = [[10.0, 12.0], [20.0, 24.0], []]
+    off = [[9.0, 11.0], [18.0, 22.0], [5.0]]
+    assert module.paired_block_differences(on, off) == [1.0, 2.0]
