@@ -23,7 +23,12 @@ from support.local import require_engine
 
 llama_cpp = require_engine("llama_cpp")
 
-from voice_fsm.adapters.local_llm import LlamaLanguageModel, fit_context  # noqa: E402
+from voice_fsm.adapters.local_llm import (  # noqa: E402
+    SPOKEN_EXAMPLES,
+    LlamaLanguageModel,
+    fit_context,
+    with_examples,
+)
 
 # One event loop for the module's async tests: the shared model's lane must not outlive it.
 module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -243,3 +248,11 @@ def test_fit_context_keeps_the_system_prompt_and_the_newest_messages() -> None:
     assert fit_context(messages, 12, words, overhead=1) == [messages[0], messages[5]]
     # The newest message stays even when it alone is too long.
     assert fit_context(messages, 1, words, overhead=1) == [messages[0], messages[5]]
+
+
+def test_the_default_prompt_gets_spoken_examples_and_ones_own_prompt_does_not() -> None:
+    question = ChatMessage("user", "What is 17 times 3?")
+    assert with_examples([FRANCE[0], question]) == [FRANCE[0], *SPOKEN_EXAMPLES, question]
+    own = ChatMessage("system", "Réponds en français.")
+    assert with_examples([own, question]) == [own, question]
+    assert with_examples([question]) == [question]

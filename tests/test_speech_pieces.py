@@ -142,7 +142,11 @@ def test_markdown_alone_makes_no_piece() -> None:
         ("See snake_case names.", "See snake_case names."),
         ("# Title", "Title"),
         ("Great job! 🎉👍", "Great job!"),
-        ("Water boils at 212 °F.", "Water boils at 212 °F."),
+        ("Water boils at 212°F.", "Water boils at 212 degrees Fahrenheit."),
+        (
+            "It is 20 °C (68°F) and 5° off.",
+            "It is 20 degrees Celsius (68 degrees Fahrenheit) and 5 degrees off.",
+        ),
         ("Pick one: 1. tea", "Pick one: tea"),
         ('"', ""),
         ("…", ""),

@@ -19,6 +19,7 @@ _EMPHASIS_UNDERSCORES = re.compile(r"(?<!\w)_+|_+(?!\w)")
 _EMOJI = re.compile(
     "[\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff\ufe0f\u200d]",
 )
+_DEGREES = re.compile(r"\s*°\s*([CF])\b|\s*°")
 _SPACE = re.compile(r"\s+")
 _SPACE_BEFORE_STOP = re.compile(r"\s+(?=[.,!?;:])")
 
@@ -28,7 +29,8 @@ LIST_MARKER = re.compile(r"\d{1,2}[.)]")
 
 def speakable(text: str) -> str:
     """`text` without markdown: no code fences, backticks, emphasis, headings, rules, bullets,
-    list numbers, link targets or emoji; white space collapsed; "" without a letter or digit."""
+    list numbers, link targets or emoji; °F and °C said in words; white space collapsed; "" without
+    a letter or digit."""
     text = _CODE_FENCE.sub(" ", text)
     text = text.replace("`", "")
     text = _LINK.sub(r"\1", text)
@@ -40,7 +42,13 @@ def speakable(text: str) -> str:
     text = text.replace("*", "").replace("#", "")
     text = _EMPHASIS_UNDERSCORES.sub("", text)
     text = _EMOJI.sub("", text)
+    text = _DEGREES.sub(_degrees, text)
     text = _SPACE_BEFORE_STOP.sub("", text)
     if not any(ch.isalnum() for ch in text):
         return ""  # a stray quote or stop alone says nothing
     return _SPACE.sub(" ", text).strip()
+
+
+def _degrees(match: re.Match[str]) -> str:
+    scale = {"C": " Celsius", "F": " Fahrenheit"}.get(match.group(1) or "", "")
+    return " degrees" + scale

@@ -35,6 +35,30 @@ tokens/s), but two threads collapse to 10-50 tokens/s as soon as anything else w
 """
 
 
+SPOKEN_EXAMPLES = (
+    ChatMessage("user", "How do I boil an egg?"),
+    ChatMessage(
+        "assistant",
+        "Put the egg in boiling water for about nine minutes, then cool it in cold water.",
+    ),
+    ChatMessage("user", "What is the tallest mountain?"),
+    ChatMessage("assistant", "Mount Everest, at about 8,849 meters."),
+)
+"""Two exchanges shown to the model after the default system prompt: a 0.5B model follows
+examples better than rules. With them, Qwen2.5-Coder answered "How do I make pancakes?" in
+sentences instead of a numbered markdown list, and "How many legs does a spider have?" right.
+They are part of the prompt prefix that `warm_up` caches, so they cost no time per turn."""
+
+
+def with_examples(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """`messages` with SPOKEN_EXAMPLES after the system prompt, when it is the default one (a
+    prompt of one's own, in another language say, is left alone)."""
+    out = list(messages)
+    if out and out[0].role == "system" and out[0].content == DEFAULT_INSTRUCTIONS:
+        out[1:1] = SPOKEN_EXAMPLES
+    return out
+
+
 class LlamaLanguageModel:
     provider = "local"
 
@@ -55,6 +79,9 @@ class LlamaLanguageModel:
             )
         except Exception as err:  # llama_cpp raises ValueError or RuntimeError on a bad file
             raise _provider_error("could not load", err) from err
+        self._examples_tokens = sum(
+            self._count_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in SPOKEN_EXAMPLES
+        )
 
     def warm_up(self, instructions: str = DEFAULT_INSTRUCTIONS) -> None:
         """Answer one short question with the system prompt the sessions will use (blocking).
@@ -106,7 +133,9 @@ class LlamaLanguageModel:
         n_ctx = self._llama.n_ctx()
         # Room for the whole reply, but never less than half the context for the prompt.
         budget = max(n_ctx - max_tokens, n_ctx // 2)
-        fitted = fit_context(messages, budget, self._count_tokens)
+        fitted = with_examples(
+            fit_context(messages, budget - self._examples_tokens, self._count_tokens)
+        )
         stream = self._llama.create_chat_completion(
             messages=[_message_param(m) for m in fitted],
             stream=True,
