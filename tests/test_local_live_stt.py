@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 
 from voice_fsm.adapters.base import TranscriptDelta
 from voice_fsm.adapters.local_live_stt import IncrementalTranscription, stable_prefix
+from voice_fsm.adapters.local_runtime import BACKGROUND, URGENT, InferenceLane, StopFlag
 from voice_fsm.audio import bytes_for_ms
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 
@@ -21,11 +24,13 @@ class FakeDecoder:
 
     def __init__(self, delay: float = 0.01, fail: bool = False) -> None:
         self.calls: list[int] = []
+        self.background: list[bool] = []
         self.delay = delay
         self.fail = fail
 
-    def __call__(self, pcm: bytes) -> asyncio.Task[str]:
+    def __call__(self, pcm: bytes, *, background: bool = False) -> asyncio.Task[str]:
         self.calls.append(len(pcm))
+        self.background.append(background)
 
         async def run() -> str:
             await asyncio.sleep(self.delay)
@@ -119,7 +124,12 @@ async def test_whisper_transcribes_live_and_skips_the_final_decode_after_silence
     assert isinstance(live, IncrementalTranscription)
     decodes: list[int] = []
     original = live._decode
-    live._decode = lambda pcm: (decodes.append(len(pcm)), original(pcm))[1]  # type: ignore[method-assign]
+
+    def counted(pcm: bytes, *, background: bool) -> asyncio.Task[str]:
+        decodes.append(len(pcm))
+        return original(pcm, background=background)
+
+    live._decode = counted
 
     # The pause must outlast the decodes still due when the speech ends: on a slow CPU a
     # decode of these 2 s of audio takes about 1 s, and the one that covers the end of the
@@ -167,3 +177,108 @@ async def test_a_pause_in_the_speech_starts_a_decode_at_once() -> None:
     await asyncio.sleep(0.05)
     await live.finish()
     assert len(decoder.calls) == 1  # that decode covered all the speech
+
+
+class LaneDecoder:
+    """Decodes as FakeDecoder does, but in a worker thread of a real lane (shared if given),
+    taking `seconds` a decode; notes when each decode ran and at which priority."""
+
+    def __init__(self, seconds: float, lane: InferenceLane | None = None) -> None:
+        self.lane = lane or InferenceLane("stt")
+        self.seconds = seconds
+        self.runs: list[tuple[float, float, bool]] = []  # start, end, background
+
+    def __call__(self, pcm: bytes, *, background: bool) -> asyncio.Task[str]:
+        def run(_stop: StopFlag) -> str:
+            start = time.monotonic()
+            threading.Event().wait(self.seconds)
+            self.runs.append((start, time.monotonic(), background))
+            return " ".join(TEXT.split()[: len(pcm) // bytes_for_ms(200)])
+
+        priority = BACKGROUND if background else URGENT
+        return asyncio.ensure_future(self.lane.run(run, priority=priority))
+
+
+async def test_step_decodes_leave_the_lane_idle_as_long_as_the_last_decode_took() -> None:
+    """A decode slower than a step (a slow CPU): the next step decode waits until the lane
+    has been idle that long, instead of following the last one at once."""
+    decoder = LaneDecoder(0.15)
+    live = IncrementalTranscription(
+        decoder, speech_always, idle_for=decoder.lane.idle_for, step_ms=100
+    )
+    deltas = asyncio.create_task(collect(live))
+    await feed(live, 2500)  # at 5x the pace of speech: 100 ms of audio every 20 ms
+    assert await live.finish() == TEXT
+    steps = [run for run in decoder.runs if run[2]]
+    assert len(steps) >= 2  # still transcribed live
+    for (_, end, _), (start, _, background) in zip(decoder.runs, decoder.runs[1:], strict=False):
+        if background:
+            # Each decode took 0.15 s at least: the lane stayed idle that long before a step.
+            assert start - end >= 0.14
+    assert decoder.runs[-1][2] is False  # the final decode, at once
+    assert "".join(await deltas) == TEXT
+
+
+async def test_no_step_decode_while_other_sessions_use_the_lane_but_the_pause_goes_first() -> None:
+    lane = InferenceLane("stt")
+    others = Gate()
+    busy = asyncio.create_task(lane.run(others.run))  # another session's decode, running
+    # Another session's step decode, waiting: it started when the lane was idle (two
+    # sessions can in the same moment).
+    queued_step = asyncio.create_task(lane.run(lambda _stop: time.monotonic(), priority=BACKGROUND))
+    decoder = LaneDecoder(0.01, lane)
+    fed = 0
+
+    def speech_then_silence(pcm: bytes) -> list[float]:
+        nonlocal fed
+        frames = len(pcm) // bytes_for_ms(32)
+        out = [0.9 if (fed + i) * 32 < 1200 else 0.0 for i in range(frames)]
+        fed += frames
+        return out
+
+    live = IncrementalTranscription(
+        decoder, speech_then_silence, idle_for=lane.idle_for, step_ms=300
+    )
+    await feed(live, 1100)
+    assert decoder.runs == []
+    assert not live._decoding
+    await feed(live, 300)  # the speech pauses: that decode is asked at once, and waits
+    assert live._decoding is not None
+    others.open()
+    assert await busy == "gate"
+    text = await live.finish()
+    assert text == TEXT
+    assert [background for *_, background in decoder.runs] == [False]
+    # The pause's decode went before the background decode that was waiting longer.
+    assert decoder.runs[0][1] <= await queued_step
+
+
+async def test_the_pause_and_final_decodes_are_urgent_the_steps_background() -> None:
+    decoder = FakeDecoder()
+    fed = 0
+
+    def speech_then_silence(pcm: bytes) -> list[float]:
+        nonlocal fed
+        frames = len(pcm) // bytes_for_ms(32)
+        out = [0.9 if (fed + i) * 32 < 900 else 0.0 for i in range(frames)]
+        fed += frames
+        return out
+
+    live = IncrementalTranscription(decoder, speech_then_silence, step_ms=300)
+    await feed(live, 1100)
+    await asyncio.sleep(0.05)
+    await live.finish()
+    assert decoder.background[:-1] == [True] * (len(decoder.background) - 1)
+    assert decoder.background[-1] is False  # the pause's, which covered all the speech
+
+
+class Gate:
+    def __init__(self) -> None:
+        self._open = threading.Event()
+
+    def run(self, _stop: StopFlag) -> str:
+        self._open.wait(5.0)
+        return "gate"
+
+    def open(self) -> None:
+        self._open.set()

@@ -1,18 +1,27 @@
 """Live transcription with the embedded Whisper: incremental decoding of the growing buffer.
 
-While the user talks, the whole recording so far is decoded again each time `step_ms` of new
-audio has come in (Whisper has no streaming mode, and tiny.en decodes a few seconds in a few
-hundred milliseconds), and as soon as the voice activity detector hears the speech pause.
-Words two decodes in a row agree on go out as transcript deltas. When the user stops, the last
-decode is the final transcript if it covers all the speech; otherwise the complete recording
-is decoded once more. In push-to-talk people release the button a moment after they finish,
-so the final decode is usually done by then.
+While the user talks, the whole recording so far is decoded again as `step_ms` of new audio
+comes in (Whisper has no streaming mode), and as soon as the voice activity detector hears the
+speech pause. Words two decodes in a row agree on go out as transcript deltas. When the user
+stops, the last decode is the final transcript if it covers all the speech; otherwise the
+complete recording is decoded once more. In push-to-talk people release the button a moment
+after they finish, so the pause's decode is often done by then.
+
+The decodes after a step are best-effort: they only give deltas, and a decode cannot be
+interrupted once it runs (Whisper pads every input to 30 s: on a slow CPU one takes longer than
+a step). So a step decode starts only when the engine has been idle, nothing running or
+waiting, for at least as long as this transcription's last decode took, and it runs at
+background priority. On a slow machine or with many sessions the deltas come less often, and
+the engine is free when the pause or the stop comes. The pause's decode (it may be the final
+one) and the final decode do not wait for idleness and go before any background decode.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
+from typing import Protocol
 
 from voice_fsm.adapters.base import TranscriptDelta
 from voice_fsm.audio import bytes_for_ms
@@ -23,6 +32,16 @@ SpeechProbabilities = Callable[[bytes], list[float]]
 FRAME_BYTES = bytes_for_ms(32)
 PAUSE_MS = 96
 """Silence after speech that is worth a decode: the user may be done."""
+
+
+class Decode(Protocol):
+    def __call__(self, pcm: bytes, *, background: bool) -> asyncio.Task[str]:
+        """Start decoding `pcm`; `background`: only for deltas, after any other decode."""
+        ...
+
+
+IdleFor = Callable[[], float | None]
+"""Seconds the decoder has had nothing running or waiting; None while it has."""
 
 
 def stable_prefix(previous: str, current: str) -> str:
@@ -44,14 +63,18 @@ class IncrementalTranscription:
 
     def __init__(
         self,
-        decode: Callable[[bytes], asyncio.Task[str]],
+        decode: Decode,
         speech: SpeechProbabilities,
         *,
+        idle_for: IdleFor | None = None,
         step_ms: int = 700,
         threshold: float = 0.5,
     ) -> None:
+        """`idle_for`: the decoder's idleness (its lane's); None: the decoder is this
+        transcription's alone, idle whenever none of its decodes runs."""
         self._decode = decode
         self._speech = speech
+        self._idle_for = idle_for if idle_for is not None else self._own_idle_for
         self._threshold = threshold
         self._frames = 0
         self._speech_end = 0  # bytes: the end of the last frame that held speech
@@ -59,6 +82,8 @@ class IncrementalTranscription:
         self._audio = bytearray()
         self._decoding: asyncio.Task[str] | None = None
         self._decoded_upto = 0  # bytes of audio the last finished decode covered
+        self._last_decode_s = 0.0  # how long the last decode took, waiting included
+        self._last_done = time.monotonic()  # when it finished
         self._hypothesis = ""
         self._said = ""  # the text already sent as deltas
         self._deltas: asyncio.Queue[TranscriptDelta | None] = asyncio.Queue()
@@ -91,7 +116,7 @@ class IncrementalTranscription:
         if self._decoding is not None:
             await self._wait_decode()
         if self._decoded_upto == 0 or self._decoded_upto < self._speech_end:
-            self._start_decode()
+            self._start_decode(background=False)
             await self._wait_decode()
         text = self._hypothesis.strip()
         self._say(text)
@@ -108,23 +133,37 @@ class IncrementalTranscription:
     def _maybe_decode(self) -> None:
         if self._decoding is not None:
             return
-        new = len(self._audio) - self._decoded_upto
         paused = self._decoded_upto < self._speech_end and len(
             self._audio
         ) - self._speech_end >= bytes_for_ms(PAUSE_MS)
-        if new >= self._step or paused:
-            self._start_decode()
+        if paused:
+            self._start_decode(background=False)
+        elif len(self._audio) - self._decoded_upto >= self._step and self._may_step():
+            self._start_decode(background=True)
 
-    def _start_decode(self) -> None:
+    def _may_step(self) -> bool:
+        """A step decode only on a decoder idle for as long as our last decode took."""
+        idle = self._idle_for()
+        return idle is not None and idle >= self._last_decode_s
+
+    def _own_idle_for(self) -> float | None:
+        if self._decoding is not None:
+            return None
+        return time.monotonic() - self._last_done
+
+    def _start_decode(self, *, background: bool) -> None:
         upto = len(self._audio)
-        task = self._decode(bytes(self._audio))
+        started = time.monotonic()
+        task = self._decode(bytes(self._audio), background=background)
         self._decoding = task
-        task.add_done_callback(lambda done: self._decoded(done, upto))
+        task.add_done_callback(lambda done: self._decoded(done, upto, started))
 
-    def _decoded(self, task: asyncio.Task[str], upto: int) -> None:
+    def _decoded(self, task: asyncio.Task[str], upto: int, started: float) -> None:
         if task.cancelled() or task.exception() is not None:
             return  # finish() re-raises it
         self._decoding = None
+        self._last_done = time.monotonic()
+        self._last_decode_s = self._last_done - started
         previous, self._hypothesis = self._hypothesis, task.result()
         self._decoded_upto = upto
         self._say(stable_prefix(previous, self._hypothesis))

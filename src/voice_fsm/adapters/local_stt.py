@@ -26,7 +26,13 @@ from voice_fsm.adapters.base import (
 )
 from voice_fsm.adapters.local_live_stt import IncrementalTranscription
 from voice_fsm.adapters.local_models import whisper_model
-from voice_fsm.adapters.local_runtime import Cancelled, InferenceLane, StopFlag
+from voice_fsm.adapters.local_runtime import (
+    BACKGROUND,
+    URGENT,
+    Cancelled,
+    InferenceLane,
+    StopFlag,
+)
 from voice_fsm.audio import pcm16_to_float, resample
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.settings import LocalSettings
@@ -140,15 +146,18 @@ class WhisperSpeechToText:
             self._vad_model = load_silero_session()
         model = self._vad_model
 
-        def decode(pcm: bytes) -> asyncio.Task[str]:
+        def decode(pcm: bytes, *, background: bool) -> asyncio.Task[str]:
             def run(stop: StopFlag) -> str:
                 return "".join(self._pcm_segments(pcm, language, stop)).strip()
 
-            return asyncio.ensure_future(self._lane.run(run))
+            priority = BACKGROUND if background else URGENT
+            return asyncio.ensure_future(self._lane.run(run, priority=priority))
 
         from voice_fsm.vad import SileroVad
 
-        return IncrementalTranscription(decode, SileroVad(model).probabilities)
+        return IncrementalTranscription(
+            decode, SileroVad(model).probabilities, idle_for=self._lane.idle_for
+        )
 
     async def aclose(self) -> None:
         # CTranslate2 frees the model when the last reference goes; a running worker keeps it.
