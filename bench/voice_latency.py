@@ -917,14 +917,14 @@ def compare_metrics(args: argparse.Namespace, profile: LatencyProfile, turns: in
     paired = paired_block_differences(block_overheads["metrics on"], block_overheads["metrics off"])
     figures["overhead_paired_difference_ms"] = spread(paired)
     print()
-    for name, row in figures.items():
-        if isinstance(row, dict):
-            overhead = row["overhead_ms"]
-            print(
-                f"{name}: {row['turns']} turns, {row['errors']} errors; overhead p50 "
-                f"{overhead['p50']:.1f} ms, p99 {overhead['p99']:.1f} ms; voice-to-voice p50 "
-                f"{row['voice_to_voice_ms']['p50']:.0f} ms"
-            )
+    for name in configs:
+        row = figures[name]
+        overhead = row["overhead_ms"]
+        print(
+            f"{name}: {row['turns']} turns, {row['errors']} errors; overhead p50 "
+            f"{overhead['p50']:.1f} ms, p99 {overhead['p99']:.1f} ms; voice-to-voice p50 "
+            f"{row['voice_to_voice_ms']['p50']:.0f} ms"
+        )
     print(f"overhead p50 with metrics minus without: {difference:+.2f} ms (target: within 1 ms)")
     if paired:
         print(
