@@ -9,7 +9,7 @@ import time
 import pytest
 
 from voice_fsm.adapters.base import TranscriptDelta
-from voice_fsm.adapters.local_live_stt import IncrementalTranscription, stable_prefix
+from voice_fsm.adapters.local_live_stt import IDLE_RATIO, IncrementalTranscription, stable_prefix
 from voice_fsm.adapters.local_runtime import BACKGROUND, URGENT, InferenceLane, StopFlag
 from voice_fsm.audio import bytes_for_ms
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
@@ -44,6 +44,19 @@ class FakeDecoder:
 
 def speech_always(pcm: bytes) -> list[float]:
     return [0.9] * (len(pcm) // bytes_for_ms(32))
+
+
+class Speech:
+    """Speech throughout, one probability per whole 32 ms frame fed (the remainder carried
+    over, as the streaming detector does: speech_always drifts 4 ms a 100 ms chunk)."""
+
+    def __init__(self) -> None:
+        self._fed = 0
+
+    def __call__(self, pcm: bytes) -> list[float]:
+        before = self._fed // bytes_for_ms(32)
+        self._fed += len(pcm)
+        return [0.9] * (self._fed // bytes_for_ms(32) - before)
 
 
 def speech_never(pcm: bytes) -> list[float]:
@@ -201,20 +214,18 @@ class LaneDecoder:
 
 async def test_step_decodes_leave_the_lane_idle_as_long_as_the_last_decode_took() -> None:
     """A decode slower than a step (a slow CPU): the next step decode waits until the lane
-    has been idle that long, instead of following the last one at once."""
+    has been idle IDLE_RATIO times that long, instead of following the last one at once."""
     decoder = LaneDecoder(0.15)
-    live = IncrementalTranscription(
-        decoder, speech_always, idle_for=decoder.lane.idle_for, step_ms=100
-    )
+    live = IncrementalTranscription(decoder, Speech(), idle_for=decoder.lane.idle_for, step_ms=100)
     deltas = asyncio.create_task(collect(live))
-    await feed(live, 2500)  # at 5x the pace of speech: 100 ms of audio every 20 ms
+    await feed(live, 10_000)  # at 5x the pace of speech: 100 ms of audio every 20 ms
     assert await live.finish() == TEXT
     steps = [run for run in decoder.runs if run[2]]
     assert len(steps) >= 2  # still transcribed live
     for (_, end, _), (start, _, background) in zip(decoder.runs, decoder.runs[1:], strict=False):
         if background:
-            # Each decode took 0.15 s at least: the lane stayed idle that long before a step.
-            assert start - end >= 0.14
+            # Each decode took 0.15 s at least: the lane stayed idle 3 times that long.
+            assert start - end >= IDLE_RATIO * 0.15 - 0.01
     assert decoder.runs[-1][2] is False  # the final decode, at once
     assert "".join(await deltas) == TEXT
 
@@ -282,3 +293,20 @@ class Gate:
 
     def open(self) -> None:
         self._open.set()
+
+
+async def test_the_first_step_decode_waits_from_the_turns_start_for_the_engines_decode_time() -> (
+    None
+):
+    """The lane was idle long before the turn; the engine's last decode took 0.1 s: the first
+    step decode waits until 0.3 s after the turn's start, though a step of audio came sooner."""
+    decoder = LaneDecoder(0.01)
+    await asyncio.sleep(0.5)  # idle before the turn
+    live = IncrementalTranscription(
+        decoder, speech_always, idle_for=decoder.lane.idle_for, decode_s=0.1, step_ms=100
+    )
+    began = time.monotonic()
+    await feed(live, 2000)  # 0.4 s
+    await live.finish()
+    assert decoder.runs[0][2] is True  # a step decode
+    assert decoder.runs[0][0] - began >= IDLE_RATIO * 0.1 - 0.01

@@ -222,6 +222,7 @@ async def test_idle_for_counts_from_when_nothing_runs_or_waits() -> None:
     assert await waiter == "next"
     idle = lane.idle_for()
     assert idle is not None
+    assert 0 <= lane.last_run_s < 1.0  # the waiter's own run, not its wait
     await asyncio.sleep(0.05)
     later = lane.idle_for()
     assert later is not None

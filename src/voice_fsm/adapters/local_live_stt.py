@@ -10,9 +10,11 @@ after they finish, so the pause's decode is often done by then.
 The decodes after a step are best-effort: they only give deltas, and a decode cannot be
 interrupted once it runs (Whisper pads every input to 30 s: on a slow CPU one takes longer than
 a step). So a step decode starts only when the engine has been idle, nothing running or
-waiting, for at least as long as this transcription's last decode took, and it runs at
-background priority. On a slow machine or with many sessions the deltas come less often, and
-the engine is free when the pause or the stop comes. The pause's decode (it may be the final
+waiting, for `IDLE_RATIO` times as long as a decode takes (this transcription's last, or the
+engine's last before it has one), counted from the turn's start at the earliest, and it runs
+at background priority: step decodes keep the engine busy a quarter of the time at most. On
+a slow machine or with many sessions the deltas come less often, and the engine is most often
+free when the pause or the stop comes. The pause's decode (it may be the final
 one) and the final decode do not wait for idleness and go before any background decode.
 """
 
@@ -32,6 +34,8 @@ SpeechProbabilities = Callable[[bytes], list[float]]
 FRAME_BYTES = bytes_for_ms(32)
 PAUSE_MS = 96
 """Silence after speech that is worth a decode: the user may be done."""
+IDLE_RATIO = 3.0
+"""A step decode waits for the engine to be idle this many times a decode's duration."""
 
 
 class Decode(Protocol):
@@ -67,11 +71,13 @@ class IncrementalTranscription:
         speech: SpeechProbabilities,
         *,
         idle_for: IdleFor | None = None,
+        decode_s: float = 0.0,
         step_ms: int = 700,
         threshold: float = 0.5,
     ) -> None:
         """`idle_for`: the decoder's idleness (its lane's); None: the decoder is this
-        transcription's alone, idle whenever none of its decodes runs."""
+        transcription's alone, idle whenever none of its decodes runs. `decode_s`: how long
+        a decode takes (the engine's last), until this transcription has timed its own."""
         self._decode = decode
         self._speech = speech
         self._idle_for = idle_for if idle_for is not None else self._own_idle_for
@@ -82,8 +88,8 @@ class IncrementalTranscription:
         self._audio = bytearray()
         self._decoding: asyncio.Task[str] | None = None
         self._decoded_upto = 0  # bytes of audio the last finished decode covered
-        self._last_decode_s = 0.0  # how long the last decode took, waiting included
-        self._last_done = time.monotonic()  # when it finished
+        self._last_decode_s = decode_s  # how long the last decode took, waiting included
+        self._last_done = time.monotonic()  # when it finished (at first: the turn's start)
         self._hypothesis = ""
         self._said = ""  # the text already sent as deltas
         self._deltas: asyncio.Queue[TranscriptDelta | None] = asyncio.Queue()
@@ -142,9 +148,12 @@ class IncrementalTranscription:
             self._start_decode(background=True)
 
     def _may_step(self) -> bool:
-        """A step decode only on a decoder idle for as long as our last decode took."""
+        """A step decode only on a decoder idle for IDLE_RATIO times a decode's duration."""
         idle = self._idle_for()
-        return idle is not None and idle >= self._last_decode_s
+        if idle is None:
+            return False
+        idle = min(idle, time.monotonic() - self._last_done)
+        return idle >= IDLE_RATIO * self._last_decode_s
 
     def _own_idle_for(self) -> float | None:
         if self._decoding is not None:

@@ -83,6 +83,8 @@ class InferenceLane:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._arrivals = itertools.count()
         self._idle_since: float | None = time.monotonic()
+        self.last_run_s = 0.0
+        """How long the last call that finished took, in its worker (waiting not included)."""
 
     def idle_for(self) -> float | None:
         """Seconds since the lane last had nothing running or waiting; None while it has."""
@@ -143,6 +145,7 @@ class InferenceLane:
         """Run `fn(stop)` in a thread and return its result; a lower `priority` goes first."""
         stop = StopFlag()
         await self._acquire(priority)
+        start = time.monotonic()
         try:
             task = asyncio.ensure_future(asyncio.to_thread(fn, stop))
             # A cancelled caller leaves the worker's outcome (`Cancelled`, most often) to
@@ -162,6 +165,7 @@ class InferenceLane:
                         continue
                 raise
         finally:
+            self.last_run_s = time.monotonic() - start
             self._release()
 
     async def stream(
@@ -186,6 +190,7 @@ class InferenceLane:
                 loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
         await self._acquire(priority)
+        start = time.monotonic()
         try:
             worker = asyncio.ensure_future(asyncio.to_thread(pump))
             try:
@@ -200,6 +205,7 @@ class InferenceLane:
                 stop.set()
                 await asyncio.wait({worker})
         finally:
+            self.last_run_s = time.monotonic() - start
             self._release()
 
 

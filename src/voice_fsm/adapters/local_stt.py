@@ -156,7 +156,10 @@ class WhisperSpeechToText:
         from voice_fsm.vad import SileroVad
 
         return IncrementalTranscription(
-            decode, SileroVad(model).probabilities, idle_for=self._lane.idle_for
+            decode,
+            SileroVad(model).probabilities,
+            idle_for=self._lane.idle_for,
+            decode_s=self._lane.last_run_s,
         )
 
     async def aclose(self) -> None:
