@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from typing import Any
 
+import numpy as np
 import pytest
 import pytest_asyncio
 
@@ -24,8 +26,10 @@ from support.local import require_engine
 llama_cpp = require_engine("llama_cpp")
 
 from voice_fsm.adapters.local_llm import (  # noqa: E402
+    NUMBER_WORDS,
     SPOKEN_EXAMPLES,
     LlamaLanguageModel,
+    SpokenLogits,
     fit_context,
     with_examples,
 )
@@ -196,18 +200,24 @@ async def test_engine_errors_become_provider_errors(
 
 
 @module_loop
-async def test_qwen_is_the_default_and_does_sums() -> None:
+async def test_qwen_is_the_default_and_does_sums_and_counts_in_digits() -> None:
     qwen = load(llm_model=LocalSettings().llm_model)
     try:
         qwen.warm_up()
-        reply = "".join(
-            await collect(qwen, [FRANCE[0], ChatMessage("user", "What is 17 times 3?")])
+        sums = "".join(await collect(qwen, [FRANCE[0], ChatMessage("user", "What is 17 times 3?")]))
+        # In words Qwen says "four wheels"; the bias against number words makes it write digits.
+        wheels = "".join(
+            await collect(
+                qwen, [FRANCE[0], ChatMessage("user", "How many wheels does a bicycle have?")]
+            )
         )
     finally:
         await qwen.aclose()
 
     assert qwen.model == "qwen2.5-coder-0.5b-instruct-q4_k_m"
-    assert "51" in reply, reply
+    assert "51" in sums, sums
+    assert re.search(r"\b2\b", wheels), wheels
+    assert not set(re.findall(r"[a-z]+", wheels.lower())) & set(NUMBER_WORDS), wheels
 
 
 @module_loop
@@ -248,6 +258,28 @@ def test_fit_context_keeps_the_system_prompt_and_the_newest_messages() -> None:
     assert fit_context(messages, 12, words, overhead=1) == [messages[0], messages[5]]
     # The newest message stays even when it alone is too long.
     assert fit_context(messages, 1, words, overhead=1) == [messages[0], messages[5]]
+
+
+def test_spoken_logits_bias_number_words_and_penalise_the_replys_repeated_words() -> None:
+    # Tokens 0-4 are words, 5-9 digits or punctuation; the prompt is tokens [1, 1, 6].
+    logits = SpokenLogits({3: -5.0}, 0.5, lambda token: token < 5)
+    prompt = np.array([1, 1, 6], dtype=np.intc)
+
+    first = logits(prompt, np.zeros(10, dtype=np.single))
+    # Only the bias: the prompt's own words are not the reply's.
+    assert first.tolist() == [0, 0, 0, -5, 0, 0, 0, 0, 0, 0]
+
+    reply = np.array([1, 1, 6, 2, 2, 7, 7, 4], dtype=np.intc)  # the prompt, then 2 2 7 7 4
+    later = logits(reply, np.zeros(10, dtype=np.single))
+    # Words: 0.5 a time they were written; digits (7) and the prompt's tokens (1, 6) go free.
+    assert later.tolist() == [0, 0, -1.0, -5, -0.5, 0, 0, 0, 0, 0]
+
+
+def test_spoken_logits_without_penalty_or_bias_change_nothing() -> None:
+    logits = SpokenLogits({}, 0.0, lambda token: True)
+    scores = np.arange(4, dtype=np.single)
+    logits(np.array([0], dtype=np.intc), scores)
+    assert logits(np.array([0, 1, 1], dtype=np.intc), scores).tolist() == [0, 1, 2, 3]
 
 
 def test_the_default_prompt_gets_spoken_examples_and_ones_own_prompt_does_not() -> None:

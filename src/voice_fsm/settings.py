@@ -234,7 +234,17 @@ class LocalSettings(_Group):
     )
     llm_temperature: float = Field(default=0.0, ge=0, le=2, description="0: greedy decoding")
     llm_frequency_penalty: float = Field(
-        default=0.5, ge=-2, le=2, description="against repeated words (loops in lists)"
+        default=0.5,
+        ge=-2,
+        le=2,
+        description="against the reply's repeated words (loops in lists); digits are exempt",
+    )
+    llm_number_word_bias: float = Field(
+        default=-5.0,
+        ge=-100,
+        le=0,
+        description="logit bias against spelled-out numbers (two to hundred), so the model "
+        "writes digits: a small model knows counts better in digits; 0: off",
     )
     tts_voice: str | None = Field(
         default=None, description="Piper voice .onnx (its .onnx.json beside it); unset: joe-us"

@@ -13,6 +13,8 @@ from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from functools import partial
 
 import llama_cpp
+import numpy as np
+import numpy.typing as npt
 from llama_cpp.llama_types import ChatCompletionRequestMessage
 
 from voice_fsm.adapters.base import ChatMessage
@@ -36,18 +38,90 @@ tokens/s), but two threads collapse to 10-50 tokens/s as soon as anything else w
 
 
 SPOKEN_EXAMPLES = (
-    ChatMessage("user", "How do I boil an egg?"),
+    ChatMessage("user", "Who invented the telephone?"),
+    ChatMessage("assistant", "Alexander Graham Bell invented the telephone."),
+    ChatMessage("user", "How do I keep cut flowers fresh?"),
+    ChatMessage("assistant", "Trim the stems a little and change the water every couple of days."),
+    ChatMessage("user", "What year did the Titanic sink?"),
+    ChatMessage("assistant", "The Titanic sank in 1912."),
+    ChatMessage("user", "What is the main ingredient of guacamole?"),
+    ChatMessage("assistant", "The main ingredient of guacamole is avocado."),
+    ChatMessage("user", "What is a good way to remember names?"),
     ChatMessage(
         "assistant",
-        "Put the egg in boiling water for about nine minutes, then cool it in cold water.",
+        "Say the person's name back to them when you meet, and use it once more before you "
+        "say goodbye.",
     ),
-    ChatMessage("user", "What is the tallest mountain?"),
-    ChatMessage("assistant", "Mount Everest, at about 8,849 meters."),
 )
-"""Two exchanges shown to the model after the default system prompt: a 0.5B model follows
-examples better than rules. With them, Qwen2.5-Coder answered "How do I make pancakes?" in
-sentences instead of a numbered markdown list, and "How many legs does a spider have?" right.
-They are part of the prompt prefix that `warm_up` caches, so they cost no time per turn."""
+"""Exchanges shown to the model after the default system prompt: a 0.5B model follows examples
+better than rules. With them, Qwen2.5-Coder answers how-to questions ("How do I make pancakes?",
+"What should I pack for a beach trip?") in a sentence instead of a markdown list. They are on
+topics that bench/questions.json does not ask about, chosen on 50 other questions (a
+question about the set being judged would teach its answers). They are part of the prompt
+prefix that `warm_up` caches, so they cost no time per turn."""
+
+NUMBER_WORDS = (
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+    "thirty",
+    "forty",
+    "fifty",
+    "sixty",
+    "seventy",
+    "eighty",
+    "ninety",
+    "hundred",
+)
+"""Spelled-out numbers that `SpokenLogits` makes unlikely, so the model writes digits.
+Qwen2.5-Coder knows counts far better in digits. After "A bicycle has" its next word is " four"
+(0.30) before " two" (0.27), but after "A bicycle has " the digit "2" has 0.99; "An insect has"
+goes on with " four", "An insect has " with "6" (0.64). "one" is left alone: it is also a
+pronoun. Speech reads digits as words anyway."""
+
+
+class SpokenLogits:
+    """A llama.cpp logits processor for spoken replies: a bias against NUMBER_WORDS, and a
+    frequency penalty on the reply's own repeated words (loops such as "sunscreen,
+    sunscreen, ..."). Unlike llama.cpp's `frequency_penalty` it leaves digits and punctuation
+    alone: Qwen writes one token per digit, so that penalty pushed "100 degrees" towards
+    "10,000". One instance per reply (it remembers where the prompt ends)."""
+
+    def __init__(self, bias: dict[int, float], penalty: float, is_word: Callable[[int], bool]):
+        self._bias_ids = np.array(list(bias), dtype=np.intc)
+        self._bias = np.array(list(bias.values()), dtype=np.single)
+        self._penalty = penalty
+        self._is_word = is_word
+        self._prompt_tokens: int | None = None
+
+    def __call__(
+        self, input_ids: npt.NDArray[np.intc], scores: npt.NDArray[np.single]
+    ) -> npt.NDArray[np.single]:
+        if self._prompt_tokens is None:  # the first call comes right after the prompt
+            self._prompt_tokens = len(input_ids)
+        scores[self._bias_ids] += self._bias
+        if self._penalty:
+            tokens, counts = np.unique(input_ids[self._prompt_tokens :], return_counts=True)
+            words = np.array([self._is_word(int(t)) for t in tokens], dtype=bool)
+            if words.any():
+                scores[tokens[words]] -= self._penalty * counts[words]
+        return scores
 
 
 def with_examples(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
@@ -79,6 +153,14 @@ class LlamaLanguageModel:
             )
         except Exception as err:  # llama_cpp raises ValueError or RuntimeError on a bad file
             raise _provider_error("could not load", err) from err
+        self._number_bias = {
+            token: settings.llm_number_word_bias
+            for word in NUMBER_WORDS
+            for form in (f" {word}", f" {word.capitalize()}", word.capitalize())
+            if len(token_ids := self._tokens(form)) == 1
+            for token in token_ids
+        }
+        self._word_tokens: dict[int, bool] = {}
         self._examples_tokens = sum(
             self._count_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in SPOKEN_EXAMPLES
         )
@@ -141,7 +223,7 @@ class LlamaLanguageModel:
             stream=True,
             max_tokens=max_tokens,
             temperature=settings.llm_temperature,
-            frequency_penalty=settings.llm_frequency_penalty,
+            logits_processor=llama_cpp.LogitsProcessorList([self._logits()]),
         )
         if isinstance(stream, dict):  # only without stream=True
             raise TypeError("llama_cpp returned a complete response to a streaming request")
@@ -172,8 +254,23 @@ class LlamaLanguageModel:
             if close is not None:
                 close()
 
+    def _logits(self) -> SpokenLogits:
+        bias = self._number_bias if self._settings.llm_number_word_bias else {}
+        return SpokenLogits(bias, self._settings.llm_frequency_penalty, self._is_word)
+
+    def _is_word(self, token: int) -> bool:
+        """Whether a token's text has a letter (not a digit, punctuation or space alone)."""
+        known = self._word_tokens.get(token)
+        if known is None:
+            text = self._llama.detokenize([token]).decode("utf-8", errors="ignore")
+            known = self._word_tokens[token] = any(ch.isalpha() for ch in text)
+        return known
+
+    def _tokens(self, text: str) -> list[int]:
+        return self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
     def _count_tokens(self, text: str) -> int:
-        return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        return len(self._tokens(text))
 
 
 def fit_context(
