@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from voice_fsm.rate_limit import TokenBucket
@@ -25,20 +23,19 @@ class Clock:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    # The bucket's module sleeps through asyncio.sleep; nothing else here sleeps.
-    monkeypatch.setattr(asyncio, "sleep", clock.sleep)
-    return clock
+def clock() -> Clock:
+    # Handed to the bucket, never patched into asyncio: a server thread another module left
+    # running would spin on a sleep that returns at once, and sleep on this clock.
+    return Clock()
 
 
 def test_a_full_bucket_allows_a_burst_then_refuses(clock: Clock) -> None:
-    bucket = TokenBucket(5, burst=3, clock=clock)
+    bucket = TokenBucket(5, burst=3, clock=clock, sleep=clock.sleep)
     assert [bucket.take() for _ in range(4)] == [True, True, True, False]
 
 
 def test_tokens_come_back_at_the_rate(clock: Clock) -> None:
-    bucket = TokenBucket(5, burst=3, clock=clock)
+    bucket = TokenBucket(5, burst=3, clock=clock, sleep=clock.sleep)
     for _ in range(3):
         bucket.take()
     clock.now += 0.1  # half a token
@@ -49,13 +46,13 @@ def test_tokens_come_back_at_the_rate(clock: Clock) -> None:
 
 
 def test_an_idle_bucket_holds_no_more_than_its_burst(clock: Clock) -> None:
-    bucket = TokenBucket(5, burst=3, clock=clock)
+    bucket = TokenBucket(5, burst=3, clock=clock, sleep=clock.sleep)
     clock.now += 3600
     assert sum(bucket.take() for _ in range(10)) == 3
 
 
 def test_takes_over_time_average_the_rate(clock: Clock) -> None:
-    bucket = TokenBucket(5, burst=5, clock=clock)
+    bucket = TokenBucket(5, burst=5, clock=clock, sleep=clock.sleep)
     start = clock.now
     allowed = 0
     for ms in range(10_001):  # one attempt each millisecond for 10 s
@@ -66,14 +63,14 @@ def test_takes_over_time_average_the_rate(clock: Clock) -> None:
 
 
 async def test_wait_returns_at_once_while_there_are_tokens(clock: Clock) -> None:
-    bucket = TokenBucket(400, burst=400, clock=clock)
+    bucket = TokenBucket(400, burst=400, clock=clock, sleep=clock.sleep)
     for _ in range(400):
         await bucket.wait()
     assert clock.slept == []
 
 
 async def test_wait_sleeps_until_a_token_is_due(clock: Clock) -> None:
-    bucket = TokenBucket(4, burst=1, clock=clock)
+    bucket = TokenBucket(4, burst=1, clock=clock, sleep=clock.sleep)
     start = clock.now
     await bucket.wait()
     assert clock.now == start
@@ -87,7 +84,7 @@ async def test_wait_sleeps_until_a_token_is_due(clock: Clock) -> None:
 
 
 async def test_a_fractional_token_only_sleeps_for_the_rest(clock: Clock) -> None:
-    bucket = TokenBucket(10, burst=1, clock=clock)
+    bucket = TokenBucket(10, burst=1, clock=clock, sleep=clock.sleep)
     await bucket.wait()
     clock.now += 0.06  # 0.6 of a token back
     await bucket.wait()

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 class TokenBucket:
     """`rate` events a second on average, up to `burst` at once."""
 
     def __init__(
-        self, rate: float, burst: float, *, clock: Callable[[], float] = time.monotonic
+        self,
+        rate: float,
+        burst: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.rate = rate
         self.burst = burst
         self._clock = clock
+        self._sleep = sleep
         self._tokens = burst
         self._at = clock()
 
@@ -34,5 +40,5 @@ class TokenBucket:
 
     async def wait(self) -> None:
         """Use one token, sleeping until there is one: a fast sender is slowed, not dropped."""
-        while not self.take():  # noqa: ASYNC110 (the wait is computed; nothing to signal)
-            await asyncio.sleep((1 - self._tokens) / self.rate)
+        while not self.take():
+            await self._sleep((1 - self._tokens) / self.rate)
