@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -57,6 +58,20 @@ class Speech:
         before = self._fed // bytes_for_ms(32)
         self._fed += len(pcm)
         return [0.9] * (self._fed // bytes_for_ms(32) - before)
+
+
+def speech_then_silence(speech_ms: int) -> Callable[[bytes], list[float]]:
+    """A detector that hears speech for the first `speech_ms` of the frames fed, then none."""
+    fed = 0
+
+    def probabilities(pcm: bytes) -> list[float]:
+        nonlocal fed
+        frames = len(pcm) // bytes_for_ms(32)
+        out = [0.9 if (fed + i) * 32 < speech_ms else 0.0 for i in range(frames)]
+        fed += frames
+        return out
+
+    return probabilities
 
 
 def speech_never(pcm: bytes) -> list[float]:
@@ -175,16 +190,8 @@ async def test_whisper_transcribes_live_and_skips_the_final_decode_after_silence
 
 async def test_a_pause_in_the_speech_starts_a_decode_at_once() -> None:
     decoder = FakeDecoder()
-    fed = 0
-
-    def speech_then_silence(pcm: bytes) -> list[float]:
-        nonlocal fed
-        frames = len(pcm) // bytes_for_ms(32)
-        out = [0.9 if (fed + i) * 32 < 600 else 0.0 for i in range(frames)]
-        fed += frames
-        return out
-
-    live = IncrementalTranscription(decoder, speech_then_silence, step_ms=10_000)
+    speech = speech_then_silence(600)
+    live = IncrementalTranscription(decoder, speech, step_ms=10_000)
     await feed(live, 700)
     assert decoder.calls == []  # still talking, and far from a step
     await feed(live, 200)  # more than PAUSE_MS of silence after the speech
@@ -240,18 +247,8 @@ async def test_no_step_decode_while_other_sessions_use_the_lane_but_the_pause_go
     # sessions can in the same moment).
     queued_step = asyncio.create_task(lane.run(lambda _stop: time.monotonic(), priority=BACKGROUND))
     decoder = LaneDecoder(0.01, lane)
-    fed = 0
-
-    def speech_then_silence(pcm: bytes) -> list[float]:
-        nonlocal fed
-        frames = len(pcm) // bytes_for_ms(32)
-        out = [0.9 if (fed + i) * 32 < 1200 else 0.0 for i in range(frames)]
-        fed += frames
-        return out
-
-    live = IncrementalTranscription(
-        decoder, speech_then_silence, idle_for=lane.idle_for, step_ms=300
-    )
+    speech = speech_then_silence(1200)
+    live = IncrementalTranscription(decoder, speech, idle_for=lane.idle_for, step_ms=300)
     await feed(live, 1100)
     assert decoder.runs == []
     assert not live._decoding
@@ -268,16 +265,8 @@ async def test_no_step_decode_while_other_sessions_use_the_lane_but_the_pause_go
 
 async def test_the_pause_and_final_decodes_are_urgent_the_steps_background() -> None:
     decoder = FakeDecoder()
-    fed = 0
-
-    def speech_then_silence(pcm: bytes) -> list[float]:
-        nonlocal fed
-        frames = len(pcm) // bytes_for_ms(32)
-        out = [0.9 if (fed + i) * 32 < 900 else 0.0 for i in range(frames)]
-        fed += frames
-        return out
-
-    live = IncrementalTranscription(decoder, speech_then_silence, step_ms=300)
+    speech = speech_then_silence(900)
+    live = IncrementalTranscription(decoder, speech, step_ms=300)
     await feed(live, 1100)
     await asyncio.sleep(0.05)
     await live.finish()
