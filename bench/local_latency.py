@@ -1,9 +1,14 @@
 """Voice-to-voice latency of the embedded offline engines, as a client sees it.
 
-Starts `voice-fsm serve` with no API key (so every stage is local), speaks a question made
-with Piper into it turn after turn at the pace of speech (push-to-talk), and reports the time
-from the end of the user's audio to the first reply audio byte at the client: p50 and p95,
-with the server's per-stage breakdown. Writes the figures as JSON too.
+Starts `voice-fsm serve` with no API key (so every stage is local), speaks short questions
+made with Piper into it turn after turn at the pace of speech (push-to-talk), each padded with
+silence to `--seconds`, and reports the time from the end of the user's audio to the first
+reply audio byte at the client: p50 and p95, with the server's per-stage breakdown. Writes the
+figures as JSON too.
+
+The questions take turns: asked again and again, one question would find its whole prompt in
+the language model's cache and its first token would come in a fraction of the time a new
+question's does (Qwen2.5-0.5B here: about 50 ms against 300 ms).
 
 `--llm-model` (repeatable) runs one server per language model and prints their figures side by
 side. `--sessions 1,2,4,8` then measures capacity: N users talking to one process at once, each
@@ -34,17 +39,35 @@ from voice_fsm.audio import SAMPLE_RATE
 from voice_fsm.talk import TalkError, TalkResult, talk
 from voice_fsm.testing.speech import spoken
 
-QUESTION = "What is the capital of France?"
+QUESTIONS = (
+    "What is the capital of France?",
+    "Who wrote Hamlet?",
+    "What is the largest ocean?",
+    "How many days are in a week?",
+    "What color is the sky?",
+    "What is the red planet?",
+)
+WARM_UP = "What is the opposite of hot?"
 STAGES = ("stt_ms", "llm_first_token_ms", "llm_ms", "tts_first_audio_ms", "voice_to_voice_ms")
 
 
-async def run_turns(url: str, pcm: bytes, turns: int) -> list[TalkResult]:
-    warm = await talk(url, pcm, realtime=True)  # the first connection and turn, not counted
+def questions(seconds: float) -> list[bytes]:
+    """Each of QUESTIONS spoken by Piper and padded with silence to `seconds`."""
+    pcms = [spoken(question, total_s=seconds) for question in QUESTIONS]
+    longest = max(len(pcm) for pcm in pcms) / 2 / SAMPLE_RATE
+    if longest > seconds + 0.01:
+        raise SystemExit(f"--seconds {seconds}: a question takes {longest:.2f} s")
+    return pcms
+
+
+async def run_turns(url: str, pcms: Sequence[bytes], turns: int) -> list[TalkResult]:
+    warm_up = spoken(WARM_UP, total_s=len(pcms[0]) / 2 / SAMPLE_RATE)
+    warm = await talk(url, warm_up, realtime=True)  # the first connection and turn, not counted
     if not warm.ok:
         raise SystemExit(f"warm-up turn failed: {warm.error}")
     results = []
     for index in range(turns):
-        result = await talk(url, pcm, realtime=True)
+        result = await talk(url, pcms[index % len(pcms)], realtime=True)
         if not result.ok or result.metrics is None:
             raise SystemExit(f"turn {index + 1} failed: {result.error}")
         results.append(result)
@@ -52,7 +75,8 @@ async def run_turns(url: str, pcm: bytes, turns: int) -> list[TalkResult]:
         print(
             f"turn {index + 1:2d}: voice-to-voice {result.client_voice_to_voice_ms:4d} ms at the "
             f"client ({m.voice_to_voice_ms} at the server: stt {m.stt_ms}, llm first token "
-            f"{m.llm_first_token_ms}, llm {m.llm_ms}, tts first audio {m.tts_first_audio_ms})"
+            f"{m.llm_first_token_ms}, llm {m.llm_ms}, tts first audio {m.tts_first_audio_ms}): "
+            f"{result.transcript!r} -> {result.reply!r}"
         )
     return results
 
@@ -66,9 +90,7 @@ def report(results: list[TalkResult], audio_s: float) -> dict[str, object]:
     summary: dict[str, object] = {
         "turns": len(results),
         "question_s": round(audio_s, 2),
-        "transcript": results[-1].transcript,
-        "reply": results[-1].reply,
-        "reply_audio_s": round(len(results[-1].audio) / 2 / SAMPLE_RATE, 2),
+        "exchanges": [[r.transcript, r.reply] for r in results],
         "client_voice_to_voice_ms": {
             "p50": percentile(client, 50),
             "p95": percentile(client, 95),
@@ -79,8 +101,7 @@ def report(results: list[TalkResult], audio_s: float) -> dict[str, object]:
         "machine": machine(),
     }
     print()
-    print(f"question: {audio_s:.2f} s of speech ({QUESTION!r}), {len(results)} turns")
-    print(f"transcript: {summary['transcript']!r}; reply: {summary['reply']!r}")
+    print(f"{len(QUESTIONS)} questions in turn, each {audio_s:.2f} s long, {len(results)} turns")
     v2v = summary["client_voice_to_voice_ms"]
     assert isinstance(v2v, dict)
     print(f"voice-to-voice at the client: p50 {v2v['p50']:.0f} ms, p95 {v2v['p95']:.0f} ms")
@@ -94,12 +115,15 @@ def report(results: list[TalkResult], audio_s: float) -> dict[str, object]:
 # ---------------------------------------------------------------- capacity
 
 
-async def user(url: str, pcm: bytes, turns: int, start_after: float) -> list[TalkResult | str]:
-    """One user: asks `turns` times, each time listening to the whole reply before asking
-    again. A failed turn is its error's text."""
+async def user(
+    url: str, pcms: Sequence[bytes], turns: int, start_after: float, first: int
+) -> list[TalkResult | str]:
+    """One user: asks `turns` times (the questions in turn from `first`), each time listening
+    to the whole reply before asking again. A failed turn is its error's text."""
     await asyncio.sleep(start_after)
     outcomes: list[TalkResult | str] = []
-    for _ in range(turns):
+    for index in range(turns):
+        pcm = pcms[(first + index) % len(pcms)]
         try:
             result = await talk(url, pcm, realtime=True, time_limit=120)
         except TalkError as err:
@@ -113,11 +137,13 @@ async def user(url: str, pcm: bytes, turns: int, start_after: float) -> list[Tal
     return outcomes
 
 
-async def capacity_row(url: str, pcm: bytes, sessions: int, turns: int) -> dict[str, Any]:
+async def capacity_row(
+    url: str, pcms: Sequence[bytes], sessions: int, turns: int
+) -> dict[str, Any]:
     """`sessions` users at once, their starts spread over one question's length."""
     per_user = max(3, math.ceil(turns / sessions))
-    spread = len(pcm) / 2 / SAMPLE_RATE / sessions
-    users = [user(url, pcm, per_user, index * spread) for index in range(sessions)]
+    spread = len(pcms[0]) / 2 / SAMPLE_RATE / sessions
+    users = [user(url, pcms, per_user, n * spread, first=n) for n in range(sessions)]
     outcomes = [o for done in await asyncio.gather(*users) for o in done]
     results = [o for o in outcomes if isinstance(o, TalkResult)]
     client = [float(r.client_voice_to_voice_ms or 0) for r in results]
@@ -197,6 +223,14 @@ def main() -> None:
         "repeat it to compare models in one run. Unset: the server's default.",
     )
     parser.add_argument(
+        "--builtins",
+        action="append",
+        default=[],
+        choices=["auto", "on", "off"],
+        help="VOICE_FSM_TOOLS__BUILTINS (the clock and calculator offered to the model); "
+        "repeat it to compare in one run. Unset: the server's default (auto: on).",
+    )
+    parser.add_argument(
         "--sessions",
         type=parse_sessions,
         default=None,
@@ -206,28 +240,33 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    pcm = spoken(QUESTION, total_s=args.seconds)
+    pcms = questions(args.seconds)
     models: list[str | None] = list(args.llm_model) or [None]
+    builtins: list[str | None] = list(args.builtins) or [None]
+    runs = [(model, tools) for model in models for tools in builtins]
     summaries = []
-    for llm_model in models:
-        if len(models) > 1 or llm_model:
-            print(f"\n=== language model: {llm_model or 'default'}")
+    for llm_model, tools in runs:
+        label = (llm_model or "default") + (f", builtins {tools}" if tools else "")
+        if len(runs) > 1 or llm_model or tools:
+            print(f"\n=== language model: {label}")
         port = args.port or free_port()
         with tempfile.TemporaryDirectory() as workdir:
             env = base_env(VOICE_FSM_LOG__FORMAT="json")  # no key: every stage is local
             if llm_model:
                 env["VOICE_FSM_LOCAL__LLM_MODEL"] = llm_model
+            if tools:
+                env["VOICE_FSM_TOOLS__BUILTINS"] = tools
             server, _ = start_server(port, Path(workdir), env, timeout=600)
             url = f"ws://127.0.0.1:{port}/ws"
             try:
-                results = asyncio.run(run_turns(url, pcm, args.turns))
+                results = asyncio.run(run_turns(url, pcms, args.turns))
                 capacity = [
-                    asyncio.run(capacity_row(url, pcm, n, args.turns)) for n in args.sessions or ()
+                    asyncio.run(capacity_row(url, pcms, n, args.turns)) for n in args.sessions or ()
                 ]
             finally:
                 stop_server(server)
-        summary = report(results, len(pcm) / 2 / SAMPLE_RATE)
-        summary["llm_model"] = llm_model or "default"
+        summary = report(results, len(pcms[0]) / 2 / SAMPLE_RATE)
+        summary["llm_model"] = label
         if args.sessions:
             summary["capacity"] = capacity
             print_capacity(summary["llm_model"], capacity)

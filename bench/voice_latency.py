@@ -16,6 +16,7 @@ and .png.
     make bench                          # or: .venv/bin/python bench/voice_latency.py
     make bench ARGS="--sessions 50"
     make bench ARGS="--tts speech --profile realtime_connect_s=0.3"
+    make bench ARGS="--against HEAD~5 --turns 5"   # this tree against a commit, in one run
 """
 
 from __future__ import annotations
@@ -41,13 +42,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import openai
 from common import (
+    REPO,
     base_env,
     cpu_seconds,
+    current_tree,
     free_port,
+    git_worktree,
     machine,
     percentile,
     start_server,
     stop_server,
+    voice_fsm_source,
 )
 
 from voice_fsm.audio import SAMPLE_RATE, pcm_to_wav
@@ -836,24 +841,40 @@ def paired_block_differences(on: list[list[float]], off: list[list[float]]) -> l
     ]
 
 
-def compare_metrics(args: argparse.Namespace, profile: LatencyProfile, turns: int) -> None:
-    """Two servers on the same fakes, one recording metrics and one not, measured in
-    alternating blocks of `turns` turns so that the machine's drift falls on both alike."""
+@dataclass
+class Interleaved:
+    """What `run_interleaved` measured: each server's turns and log facts, and what the fakes
+    received from all of them."""
+
+    audio_s: float
+    turns: int
+    results: dict[str, Results]
+    logs: dict[str, ServerLog]
+    received: dict[str, Any]
+
+
+def run_interleaved(
+    args: argparse.Namespace,
+    profile: LatencyProfile,
+    turns: int,
+    servers_env: dict[str, dict[str, str]],
+) -> Interleaved:
+    """One server per entry of `servers_env` (its settings beyond `server_env`'s), all on the
+    same fakes, measured in alternating blocks of `turns` turns so that the machine's drift
+    falls on them alike."""
     pcm = voiced(args.seconds)
-    audio_s = len(pcm) / 2 / SAMPLE_RATE
-    configs = {"metrics on": "true", "metrics off": "false"}
     blocks = args.blocks
     fakes = Fakes.start(profile)
-    results = {name: Results() for name in configs}
+    results = {name: Results() for name in servers_env}
     logs: dict[str, ServerLog] = {}
     try:
         with tempfile.TemporaryDirectory() as workdir:
             servers: dict[str, tuple[subprocess.Popen[bytes], int, Path]] = {}
             try:
-                for name, enabled in configs.items():
+                for index, (name, extra) in enumerate(servers_env.items()):
                     env = server_env(fakes.base_url, realtime=fakes.realtime, tts=args.tts)
-                    env["VOICE_FSM_METRICS__ENABLED"] = enabled
-                    folder = Path(workdir) / name.replace(" ", "-")
+                    env.update(extra)
+                    folder = Path(workdir) / f"server-{index}"
                     folder.mkdir()
                     port = free_port()
                     servers[name] = (start_server(port, folder, env)[0], port, folder)
@@ -882,40 +903,65 @@ def compare_metrics(args: argparse.Namespace, profile: LatencyProfile, turns: in
                 logs[name] = server_log_facts(folder / "server.log")
     finally:
         received = fakes.stop()
+    return Interleaved(len(pcm) / 2 / SAMPLE_RATE, turns, results, logs, received)
+
+
+def server_figures(
+    run: Interleaved, name: str, profile: LatencyProfile
+) -> tuple[dict[str, Any], list[list[float]]]:
+    """One server's figures in an interleaved run, and the server's part of each turn's path
+    as the fakes timed it (see measured_path), block by block (none after an error, which
+    would shift the blocks)."""
+    results = run.results[name]
+    rows = pipelined_rows(
+        results,
+        profile,
+        run.audio_s,
+        live_used=run.received.get("counts", {}).get("server realtime transcription", 0) > 0,
+        log=run.logs[name],
+        times=run.received.get("times", {}),
+    )
+    # The gaps between the providers' own sends and receives, as the fakes timed them: the
+    # server's part alone, without the fakes' timer jitter that the nominal profile keeps.
+    measured = [
+        None if row["measured"] is None else float(row["measured"]["overhead_ms"]) for row in rows
+    ]
+    blocks = (
+        [
+            [m for m in measured[start : start + run.turns] if m is not None]
+            for start in range(0, len(rows), run.turns)
+        ]
+        if not results.errors
+        else []
+    )
+    figures = {
+        "turns": len(rows),
+        "errors": len(results.errors),
+        # At the client, against the providers' measured path: to the tenth of a ms.
+        "overhead_ms": spread([float(row["overhead_ms"]) for row in rows]),
+        "server_overhead_ms": spread([float(row["server_overhead_ms"]) for row in rows]),
+        "measured_overhead_ms": spread([m for m in measured if m is not None]),
+        "all_measured": bool(rows) and None not in measured,
+        "voice_to_voice_ms": spread([float(row["client_voice_to_voice_ms"]) for row in rows]),
+    }
+    return figures, blocks
+
+
+def compare_metrics(args: argparse.Namespace, profile: LatencyProfile, turns: int) -> None:
+    """Two servers on the same fakes, one recording metrics and one not, measured in
+    alternating blocks of `turns` turns so that the machine's drift falls on both alike."""
+    configs = {"metrics on": "true", "metrics off": "false"}
+    run = run_interleaved(
+        args,
+        profile,
+        turns,
+        {name: {"VOICE_FSM_METRICS__ENABLED": enabled} for name, enabled in configs.items()},
+    )
     figures: dict[str, Any] = {}
     block_overheads: dict[str, list[list[float]]] = {}
     for name in configs:
-        rows = pipelined_rows(
-            results[name],
-            profile,
-            audio_s,
-            live_used=received.get("counts", {}).get("server realtime transcription", 0) > 0,
-            log=logs[name],
-            times=received.get("times", {}),
-        )
-        # The gaps between the providers' own sends and receives, as the fakes timed them: the
-        # server's part alone, without the fakes' timer jitter that the nominal profile keeps.
-        measured = [
-            None if row["measured"] is None else float(row["measured"]["overhead_ms"])
-            for row in rows
-        ]
-        block_overheads[name] = (
-            [
-                [m for m in measured[start : start + turns] if m is not None]
-                for start in range(0, len(rows), turns)
-            ]
-            if not results[name].errors
-            else []
-        )
-        figures[name] = {
-            "turns": len(rows),
-            "errors": len(results[name].errors),
-            # At the client, against the providers' measured path: to the tenth of a ms.
-            "overhead_ms": spread([float(row["overhead_ms"]) for row in rows]),
-            "server_overhead_ms": spread([float(row["server_overhead_ms"]) for row in rows]),
-            "measured_overhead_ms": spread([m for m in measured if m is not None]),
-            "voice_to_voice_ms": spread([float(row["client_voice_to_voice_ms"]) for row in rows]),
-        }
+        figures[name], block_overheads[name] = server_figures(run, name, profile)
+        del figures[name]["all_measured"]
     on, off = figures["metrics on"], figures["metrics off"]
     difference = on["overhead_ms"]["p50"] - off["overhead_ms"]["p50"]
     figures["overhead_p50_difference_ms"] = round(difference, 2)
@@ -949,6 +995,95 @@ def compare_metrics(args: argparse.Namespace, profile: LatencyProfile, turns: in
     print(f"wrote {path}")
 
 
+AGAINST_ROWS = (
+    ("voice-to-voice p50", "voice_to_voice_ms", "p50"),
+    ("voice-to-voice p99", "voice_to_voice_ms", "p99"),
+    ("overhead p50", "overhead", "p50"),
+    ("overhead p99", "overhead", "p99"),
+)
+"""The rows `--against` prints: (label, figure, quantile); "overhead" is the server's part of
+each turn's path as the fakes timed it when every turn has it, else against the profile."""
+
+
+def compare_against(
+    args: argparse.Namespace, profile: LatencyProfile, turns: int, rev: str
+) -> dict[str, Any]:
+    """This tree's server and `rev`'s (a git worktree of that commit, run by the same venv with
+    PYTHONPATH at its src), on the same fakes in alternating blocks; their voice-to-voice and
+    overhead p50/p99 side by side, and the difference (this tree minus `rev`)."""
+    here = current_tree()
+    with git_worktree(rev) as (checkout, commit):
+        names = {"this tree": here, "against": f"{rev} ({commit[:10]})"}
+        sources = {"this tree": REPO / "src", "against": checkout / "src"}
+        servers_env = {name: {"PYTHONPATH": str(src)} for name, src in sources.items()}
+        for name, env in servers_env.items():
+            found = voice_fsm_source(base_env(**env))
+            if found != sources[name].resolve():
+                wanted = sources[name]
+                raise SystemExit(f"{names[name]} would run the code in {found}, not {wanted}")
+            print(f"{name}: {names[name]}, code from {found}")
+        run = run_interleaved(args, profile, turns, servers_env)
+    figures: dict[str, Any] = {}
+    blocks: dict[str, list[list[float]]] = {}
+    for name in servers_env:
+        figures[name], blocks[name] = server_figures(run, name, profile)
+        figures[name]["code"] = names[name]
+    measured = all(figures[name]["all_measured"] for name in figures)
+    for name in servers_env:
+        chosen = "measured_overhead_ms" if measured else "overhead_ms"
+        figures[name]["overhead"] = figures[name][chosen]
+    paired = paired_block_differences(blocks["this tree"], blocks["against"])
+    summary: dict[str, Any] = {
+        "sessions": args.sessions,
+        "turns_per_block": turns,
+        "blocks": args.blocks,
+        "overhead_against": "the providers' measured times"
+        if measured
+        else "the providers' profile",
+        "servers": figures,
+        "difference_ms": {
+            f"{figure}_{q}": round(
+                figures["this tree"][figure][q] - figures["against"][figure][q], 1
+            )
+            for _, figure, q in AGAINST_ROWS
+            if q in figures["this tree"][figure] and q in figures["against"][figure]
+        },
+        "overhead_paired_difference_ms": spread(paired),
+        "machine": machine(),
+    }
+    print_against(summary, paired)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "bench-against.json"
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {path}")
+    return summary
+
+
+def print_against(summary: dict[str, Any], paired: list[float]) -> None:
+    here, there = summary["servers"]["this tree"], summary["servers"]["against"]
+    print()
+    print(
+        f"{summary['sessions']} session(s), {summary['blocks']} blocks of "
+        f"{summary['turns_per_block']} turns each; overhead against "
+        f"{summary['overhead_against']}"
+    )
+    for name, figures in summary["servers"].items():
+        print(f"  {name}: {figures['code']}: {figures['turns']} turns, {figures['errors']} errors")
+    print(f"  {'ms':22s}{'this tree':>14s}{'against':>14s}{'difference':>12s}")
+    for label, figure, q in AGAINST_ROWS:
+        a, b = here[figure].get(q), there[figure].get(q)
+        if a is None or b is None:
+            continue
+        print(f"  {label:22s}{a:14.1f}{b:14.1f}{a - b:+12.1f}")
+    if paired:
+        print(
+            f"  overhead as the fakes timed it, this tree minus against, block by block "
+            f"({len(paired)} pairs of neighbouring blocks): median "
+            f"{statistics.median(paired):+.1f} ms"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=1, help="concurrent clients")
@@ -970,14 +1105,26 @@ def main() -> None:
         "--compare-metrics", action="store_true",
         help="the server's overhead with metrics on and off, in one run (alternating blocks)",
     )  # fmt: skip
-    parser.add_argument("--blocks", type=int, default=3, help="--compare-metrics: blocks each")
+    parser.add_argument(
+        "--against", metavar="REV",
+        help="this tree's server and REV's (a git worktree of that commit, the same venv), "
+        "in one run (alternating blocks): voice-to-voice and overhead p50/p99 side by side",
+    )  # fmt: skip
+    parser.add_argument(
+        "--blocks", type=int, default=3, help="--compare-metrics, --against: blocks each"
+    )
     args = parser.parse_args()
     turns = args.turns or (10 if args.sessions == 1 else 3)
     if args.sessions < 1 or turns < 1:
         raise SystemExit("--sessions and --turns must be at least 1")
     profile = parse_profile(args.profile)
+    if args.compare_metrics and args.against:
+        raise SystemExit("--compare-metrics and --against: one comparison at a time")
     if args.compare_metrics:
         compare_metrics(args, profile, turns)
+        return
+    if args.against:
+        compare_against(args, profile, turns, args.against)
         return
 
     load_before = os.getloadavg()[0]

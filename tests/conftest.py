@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from voice_fsm.adapters.openai_client import make_openai_client
-from voice_fsm.adapters.openai_llm import OpenAILanguageModel
-from voice_fsm.adapters.openai_realtime_stt import OpenAIRealtimeSpeechToText
+from voice_fsm.adapters.openai.client import make_openai_client
+from voice_fsm.adapters.openai.llm import OpenAILanguageModel
+from voice_fsm.adapters.openai.realtime_stt import OpenAIRealtimeSpeechToText
 from voice_fsm.providers import Pipeline
 from voice_fsm.session import Session
 from voice_fsm.settings import Settings
@@ -156,16 +156,33 @@ async def connect() -> AsyncIterator[ClientFactory]:
         )
         client = Client(session)
         holder.append(client)
+        record_trigger_callers(session, callers.setdefault(id(session), []))
         client.task = asyncio.create_task(session.run())
         await client.until("session.created")
         clients.append(client)
         return client
 
+    callers: dict[int, list[asyncio.Task[Any] | None]] = {}
     yield make
     for client in clients:
         assert client.task is not None
         client.task.cancel()
         await asyncio.gather(client.task, return_exceptions=True)
+        # Every session test checks it: only the session's driver task moves its machine.
+        fired_by = callers[id(client.session)]
+        assert all(task is client.task for task in fired_by), "a trigger fired off the driver"
+
+
+def record_trigger_callers(session: Session, into: list[asyncio.Task[Any] | None]) -> None:
+    """Wrap each of the session machine's triggers to note which task fires it."""
+    for event in session.machine.events.values():
+        original = event.trigger
+
+        async def trigger(model: Any, *args: Any, _original: Any = original, **kw: Any) -> Any:
+            into.append(asyncio.current_task())
+            return await _original(model, *args, **kw)
+
+        event.trigger = trigger  # type: ignore[method-assign]
 
 
 # ---------------------------------------------------------------- real Chromium

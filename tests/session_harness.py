@@ -94,8 +94,13 @@ class Client:
             await self.send(frame)
 
 
+STREAMED = frozenset({"audio", "transcript.delta", "response.delta"})
+"""Kinds that come many to a turn by nature: a run of them is one entry in `kinds`."""
+
+
 def kinds(items: list[Received]) -> list[str]:
-    """Event kinds in order, with runs of the same kind folded into one."""
+    """Event kinds in order. Runs of a streamed kind (audio frames, deltas) are one entry;
+    anything else counts each time, so a doubled `audio.done` or state change shows."""
     out: list[str] = []
     for item in items:
         label = item.kind
@@ -103,6 +108,7 @@ def kinds(items: list[Received]) -> list[str]:
             label = f"state:{item.event.state}"  # type: ignore[union-attr]
         elif item.kind == "error" and item.event is not None:
             label = f"error:{item.event.code}"  # type: ignore[union-attr]
-        if not out or out[-1] != label:
-            out.append(label)
+        if item.kind in STREAMED and out and out[-1] == label:
+            continue
+        out.append(label)
     return out

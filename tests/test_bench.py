@@ -122,3 +122,14 @@ def test_metrics_comparison_pairs_neighbouring_blocks(monkeypatch: pytest.Monkey
     on = [[10.0, 12.0], [20.0, 24.0], []]
     off = [[9.0, 11.0], [18.0, 22.0], [5.0]]
     assert module.paired_block_differences(on, off) == [1.0, 2.0]
+
+
+def test_a_worktree_of_a_commit_is_the_code_a_bench_server_runs() -> None:
+    common = bench_common()
+    with common.git_worktree("HEAD~1") as (checkout, commit):
+        assert commit == common._git("rev-parse", "HEAD~1")
+        assert common._git("-C", str(checkout), "rev-parse", "HEAD") == commit
+        env = common.base_env(PYTHONPATH=str(checkout / "src"))
+        assert common.voice_fsm_source(env) == (checkout / "src").resolve()
+    assert not checkout.exists()
+    assert str(checkout) not in common._git("worktree", "list")

@@ -6,8 +6,8 @@ button: switching hands-free on opens the microphone, the page streams it all th
 the server's Silero VAD starts and ends the turns (`vad.speech_started`, `vad.speech_stopped`).
 
 - `test_hands_free_two_turns`: `voice-fsm serve` with no API key, so the embedded engines
-  answer (faster-whisper tiny.en, SmolLM2, Piper); two questions, two whole turns, then the
-  switch off.
+  answer (faster-whisper with Whisper base, SmolLM2, Piper); two questions, two whole turns,
+  then the switch off.
 - `test_hands_free_barge_in`: the real OpenAI adapters against the fake OpenAI server, whose
   long reply is streamed at about real time, so the second question always arrives while the
   first reply is being spoken: the page silences it at once.
@@ -354,7 +354,7 @@ def test_hands_free_two_turns(
         assert {"capital", "france"} <= words(heard[0]), heard
         assert "capital" in words(heard[1]), heard
         if "italy" not in words(heard[1]):
-            warnings.warn(f"tiny.en heard question 2 as {heard[1]!r}", stacklevel=1)
+            warnings.warn(f"Whisper heard question 2 as {heard[1]!r}", stacklevel=1)
         replies = []
         for turn in (1, 2):
             (done,) = bp.received("response.done", turn=turn)

@@ -9,11 +9,11 @@ from contextlib import aclosing
 import httpx
 
 from voice_fsm.adapters.base import ChatMessage, TranscriptDone
-from voice_fsm.adapters.connection_reuse import ConnectionReuseTransport
 from voice_fsm.adapters.fake import tone
-from voice_fsm.adapters.openai_client import make_openai_client
-from voice_fsm.adapters.openai_llm import OpenAILanguageModel
-from voice_fsm.adapters.openai_stt import OpenAISpeechToText
+from voice_fsm.adapters.openai.client import make_openai_client
+from voice_fsm.adapters.openai.connection_reuse import ConnectionReuseTransport
+from voice_fsm.adapters.openai.llm import OpenAILanguageModel
+from voice_fsm.adapters.openai.stt import OpenAISpeechToText
 from voice_fsm.testing import FakeOpenAIConfig
 
 from support.openai_wire import openai_settings

@@ -22,6 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from voice_fsm.latency_stats import percentile
+from voice_fsm.machine import State
 
 from support.prometheus import bucket_index, prometheus_with_turns
 from support.servers import console_script, fake_env, free_port, run_talk, running_server
@@ -468,5 +469,5 @@ def test_the_prometheus_queries_run_on_a_real_prometheus_and_agree_with_the_turn
     assert rising == {(e["code"], e["stage"]) for e in turns.errors}, rising
     # Sessions by state: one series per state.
     states = {s["metric"]["state"] for s in answer("voice_fsm_sessions_by_state")}
-    assert states == {"idle", "recording", "transcribing", "thinking", "speaking"}
+    assert states == {state.value for state in State}
     assert answer("sum(voice_fsm_sessions{")

@@ -10,16 +10,18 @@ import json
 import os
 import re
 import shutil
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, get_args
 
 import pytest
 from pydantic import AliasChoices, BaseModel
 
-from voice_fsm import docs_gen
+from voice_fsm import docs_gen, machine
 from voice_fsm.errors import ErrorCode
 from voice_fsm.events import ClientEvent, ServerEvent, client_event_adapter, server_event_adapter
 from voice_fsm.settings import Settings
+from voice_fsm.shared_names import Edge, MachineTable, render_constants_js
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL_MD = ROOT / "docs" / "protocol.md"
@@ -31,6 +33,7 @@ GENERATED = (
     docs_gen.OBSERVABILITY_PATH,
     docs_gen.SETTINGS_PATH,
     docs_gen.ENV_EXAMPLE_PATH,
+    docs_gen.WEB_CONSTANTS_PATH,
 )
 
 
@@ -88,6 +91,103 @@ def test_check_lists_stale_files_and_a_run_fixes_them(
         assert (tmp_path / path).read_bytes() == (ROOT / path).read_bytes()
 
 
+def test_a_stale_web_constants_js_is_listed_and_rewritten(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy_generated(tmp_path)
+    constants = tmp_path / docs_gen.WEB_CONSTANTS_PATH
+    constants.write_text(
+        constants.read_text(encoding="utf-8").replace("'barge_in'", "'interrupt'"),
+        encoding="utf-8",
+    )
+
+    assert docs_gen.main(["--check", "--root", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.splitlines()[0] == "stale: web/constants.js"
+    assert docs_gen.main(["--root", str(tmp_path)]) == 0
+    assert constants.read_bytes() == (ROOT / docs_gen.WEB_CONSTANTS_PATH).read_bytes()
+
+
+def test_a_state_added_to_the_table_gets_its_diagram_docs_entry_and_js_constant(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Adding a state and a transition to machine.py's table, and nothing else, then `make
+    docs`: the diagrams (docs/states.md, README.md), the state's row in docs/states.md and the
+    page's constants all have them."""
+    extended = StrEnum(
+        "State", {s.name: s.value for s in machine.State} | {"TOOL_CALLING": "tool_calling"}
+    )
+    transitions = [
+        *machine.TRANSITIONS,
+        {
+            "trigger": "tool_called",
+            "source": [extended.THINKING],
+            "dest": extended.TOOL_CALLING,
+            "why": "the language model asked for a tool",
+        },
+    ]
+    monkeypatch.setattr(machine, "State", extended)
+    monkeypatch.setattr(machine, "TRANSITIONS", transitions)
+    copy_generated(tmp_path)
+
+    assert sorted(map(str, docs_gen.stale_files(tmp_path))) == [
+        "README.md",
+        "docs/states.md",
+        "web/constants.js",
+    ]
+    assert docs_gen.main(["--root", str(tmp_path)]) == 0
+
+    states = (tmp_path / docs_gen.STATES_PATH).read_text(encoding="utf-8")
+    readme = (tmp_path / docs_gen.README_PATH).read_text(encoding="utf-8")
+    edge = "    thinking --> tool_calling: tool_called\n"
+    assert edge in states.split("```mermaid")[1].split("```")[0]
+    assert edge in readme.split("<!-- diagram:begin -->")[1].split("```")[1]
+    assert "\n| `tool_calling` | `tool_called` | - |\n" in states
+    assert (
+        "\n| `thinking` | `transcribed`, `acted` | "
+        "`barge_in`, `replied`, `act`, `spoken`, `cancel`, `fail`, `tool_called` |" in states
+    )
+    row = "| `tool_called` | thinking | tool_calling | the language model asked for a tool |"
+    assert f"\n{row}\n" in states
+    js = (tmp_path / docs_gen.WEB_CONSTANTS_PATH).read_text(encoding="utf-8")
+    assert "'speaking', 'acting', 'tool_calling']);" in js
+    assert "  TOOL_CALLING: 'tool_calling',\n" in js
+    assert "  TOOL_CALLED: 'tool_called',\n" in js
+    transition = (
+        "{ trigger: 'tool_called', source: Object.freeze(['thinking']), dest: 'tool_calling' }"
+    )
+    assert transition in js
+    # The rest of what is generated did not change.
+    for path in set(GENERATED) - {
+        docs_gen.STATES_PATH,
+        docs_gen.README_PATH,
+        docs_gen.WEB_CONSTANTS_PATH,
+    }:
+        assert (tmp_path / path).read_bytes() == (ROOT / path).read_bytes(), path
+    # And the session's machine, built from the same table, goes there.
+    model = type("Model", (), {})()
+    built = machine.build_machine(model)
+    assert "tool_calling" in built.states
+    assert built.get_transitions("tool_called", "thinking", "tool_calling")
+
+
+def test_the_docs_functions_take_a_table() -> None:
+    table = MachineTable(
+        states=("off", "on"),
+        initial="off",
+        transitions=(Edge("flip", ("off",), "on", "a | b"), Edge("flop", ("on",), "off")),
+    )
+
+    assert docs_gen.mermaid_diagram(table) == (
+        "stateDiagram-v2\n    [*] --> off\n    off --> on: flip\n    on --> off: flop\n"
+    )
+    assert "| `flip` | off | on | a \\| b |" in docs_gen.transition_table(table)
+    assert "| `off` | the session's start, `flop` | `flip` |" in docs_gen.state_table(table)
+    js = render_constants_js(table)
+    assert "export const STATES = Object.freeze(['off', 'on']);" in js
+    assert "export const INITIAL_STATE = 'off';" in js
+    assert "export const TRIGGER = Object.freeze({ FLIP: 'flip', FLOP: 'flop' });" in js
+
+
 def test_missing_markers_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     copy_generated(tmp_path)
     (tmp_path / docs_gen.STATES_PATH).write_text("# States\n", encoding="utf-8")
@@ -108,7 +208,7 @@ def test_replace_section_keeps_the_text_around_it() -> None:
 def test_transition_table_has_a_row_per_transition() -> None:
     table = docs_gen.transition_table()
     assert "| `stop` | recording | transcribing |" in table
-    assert "| `cancel` | recording, transcribing, thinking, speaking | idle |" in table
+    assert "| `cancel` | recording, transcribing, thinking, speaking, acting | idle |" in table
 
 
 def resolve(document: Any, ref: str) -> Any:
@@ -171,9 +271,13 @@ def test_protocol_md_examples_are_valid_messages() -> None:
     seen: set[str] = set()
     for example in examples:
         data = json.loads(example)
-        adapter = client_event_adapter if data["type"] in CLIENT_TYPES else server_event_adapter
-        seen.add(adapter.validate_python(data).type)
-    assert seen == CLIENT_TYPES | SERVER_TYPES
+        # `tool.result` goes both ways: a client's example has no `ok`.
+        client = data["type"] in CLIENT_TYPES and (
+            "ok" not in data or data["type"] != "tool.result"
+        )
+        adapter = client_event_adapter if client else server_event_adapter
+        seen.add(("client " if client else "server ") + adapter.validate_python(data).type)
+    assert seen == {f"client {t}" for t in CLIENT_TYPES} | {f"server {t}" for t in SERVER_TYPES}
 
 
 def test_protocol_md_points_at_the_schema() -> None:

@@ -8,13 +8,18 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import structlog
 import uvicorn
 import websockets
+from structlog.testing import capture_logs
+from websockets.exceptions import ConnectionClosed
 
 from voice_fsm.adapters.fake import FakeLanguageModel, FakeSpeechToText
 from voice_fsm.app import create_app
 from voice_fsm.audio import bytes_for_ms
+from voice_fsm.events import ConversationClear
 from voice_fsm.providers import Pipeline
+from voice_fsm.session import Inbox, Session
 
 from session_harness import StartingTextToSpeech, fake_pipeline, make_settings
 from support.servers import free_port
@@ -55,6 +60,24 @@ async def server() -> AsyncIterator[RunningServer]:
     yield RunningServer(uv, port, pipeline, app)
     uv.should_exit = True
     await asyncio.wait_for(task, 10)
+
+
+async def _a_turn(ws: Any) -> list[Any]:
+    await ws.send(json.dumps({"type": "input_audio.start"}))
+    await ws.send(b"\x01\x00" * (bytes_for_ms(300) // 2))
+    await ws.send(json.dumps({"type": "input_audio.stop"}))
+    return await _events_until(ws, "turn.metrics")
+
+
+async def _until_closed(ws: Any) -> tuple[list[Any], ConnectionClosed]:
+    """What the server sends until it closes the connection, and how it closed it."""
+    seen: list[Any] = []
+    while True:
+        try:
+            message = await asyncio.wait_for(ws.recv(), 5)
+        except ConnectionClosed as closed:
+            return seen, closed
+        seen.append("audio" if isinstance(message, bytes) else json.loads(message))
 
 
 async def _events_until(ws: Any, kind: str) -> list[Any]:
@@ -149,3 +172,50 @@ async def test_page_and_health(server: RunningServer) -> None:
         health = (await http.get("/healthz")).json()
         assert health["status"] == "ok"
         assert health["tts"] == {"provider": "fake", "model": "fake-tts"}
+
+
+async def test_a_bug_in_a_command_handler_ends_its_session_with_one_error_and_1011(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handle = Session._handle
+
+    async def buggy(self: Session, item: Inbox) -> None:
+        if isinstance(item, ConversationClear):
+            raise RuntimeError("a bug in a command handler")
+        await handle(self, item)
+
+    monkeypatch.setattr(Session, "_handle", buggy)
+    async with websockets.connect(server.ws_url) as other:
+        await other.recv()
+        with capture_logs() as logs:
+            async with websockets.connect(server.ws_url) as ws:
+                await ws.recv()
+                await ws.send(json.dumps({"type": "conversation.clear"}))
+                received, closed = await _until_closed(ws)
+
+        assert [(e["type"], e["code"], e["stage"], e["retryable"]) for e in received] == [
+            ("error", "internal-error", "server", False)
+        ]
+        assert closed.rcvd is not None
+        assert closed.rcvd.code == 1011
+        crashes = [line for line in logs if line["event"] == "session.crashed"]
+        assert len(crashes) == 1
+        assert crashes[0]["log_level"] == "error"
+        # What the JSON log line says: the traceback down to the handler that raised.
+        rendered = structlog.processors.format_exc_info(None, "error", dict(crashes[0]))
+        assert "Traceback" in rendered["exception"]
+        assert "in buggy" in rendered["exception"]
+        assert "RuntimeError: a bug in a command handler" in rendered["exception"]
+
+        # The session that was already open, and a new one, are served as before.
+        assert [e for e in await _a_turn(other) if e != "audio"][-1]["type"] == "turn.metrics"
+    async with websockets.connect(server.ws_url) as later:
+        assert json.loads(await later.recv())["type"] == "session.created"
+        events = [e for e in await _a_turn(later) if e != "audio"]
+        assert "error" not in [e["type"] for e in events]
+    endpoint = server.app.state.endpoint
+    for _ in range(200):
+        if not endpoint.sessions:
+            break
+        await asyncio.sleep(0.01)
+    assert endpoint.sessions == set()

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Literal
 
 import httpx
 import openai
 import pytest
+from openai.lib.streaming.chat import ChatCompletionStreamState
+from openai.types.chat import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionMessageParam,
+    ChatCompletionToolParam,
+)
 
+from voice_fsm.adapters.base import ChatMessage, ToolCall, ToolSpec
+from voice_fsm.adapters.fake import FakeLanguageModel, ScriptedReply
 from voice_fsm.audio import pcm_to_wav
 from voice_fsm.testing import FakeOpenAIConfig, create_fake_openai_app, speech_pcm
 from voice_fsm.testing.fake_openai import parse_multipart, running_fake_openai, words
+from voice_fsm.testing.fake_tool_calls import calling, disobedient
 
 KEY = "sk-test-0123456789"
 WAV = pcm_to_wav(bytes(48_000))  # one second of silence
@@ -253,3 +265,268 @@ def test_running_in_a_thread(config: FakeOpenAIConfig) -> None:
     assert response.status_code == 200
     assert base_url.startswith("http://127.0.0.1:")
     assert base_url.endswith("/v1")
+
+
+# ---------------------------------------------------------------- tool calls
+
+WEATHER_TOOL: ChatCompletionToolParam = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather now in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Weather in Paris, Rome?"}]
+PARIS_AND_ROME = calling(
+    ("get_weather", {"city": "Paris"}),
+    ("get_weather", {"city": "Rome"}),
+    text="Let me look that up.",
+)
+
+
+async def raw_chunks(http: httpx.AsyncClient, **body: Any) -> list[dict[str, Any]]:
+    """The JSON chunks of a streamed chat completion, as sent."""
+    response = await http.post(
+        "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={"model": "gpt-6-luna", "stream": True, **body},
+    )
+    assert response.status_code == 200, response.text
+    events = [line.removeprefix("data: ") for line in response.text.split("\n\n") if line]
+    assert events[-1] == "[DONE]"
+    return [json.loads(event) for event in events[:-1]]
+
+
+async def test_streamed_tool_calls_have_openais_exact_shape(
+    config: FakeOpenAIConfig, http: httpx.AsyncClient
+) -> None:
+    config.chat_script = PARIS_AND_ROME
+    chunks = await raw_chunks(
+        http, messages=USER, tools=[WEATHER_TOOL], stream_options={"include_usage": True}
+    )
+    for raw in chunks:  # every chunk is one the SDK's types accept as they are
+        ChatCompletionChunk.model_validate(raw, strict=True)
+    deltas = [raw["choices"][0]["delta"] for raw in chunks if raw["choices"]]
+    text = "".join(delta.get("content") or "" for delta in deltas)
+    pieces = [piece for delta in deltas for piece in delta.get("tool_calls", [])]
+    openings = [piece for piece in pieces if "id" in piece]
+
+    assert text == "Let me look that up."
+    assert deltas[0] == {"role": "assistant", "content": "", "refusal": None}
+    assert all("tool_calls" not in delta for delta in deltas[: len(words(text)) + 1])
+    assert [sorted(piece) for piece in openings] == [["function", "id", "index", "type"]] * 2
+    assert [piece["index"] for piece in openings] == [0, 1]
+    for piece in openings:
+        assert re.fullmatch(r"call_[0-9a-zA-Z]{24}", piece["id"])
+        assert piece["type"] == "function"
+        assert piece["function"] == {"name": "get_weather", "arguments": ""}
+    fragments = {
+        index: [p["function"]["arguments"] for p in pieces if "id" not in p and p["index"] == index]
+        for index in (0, 1)
+    }
+    assert all(
+        sorted(p) == ["function", "index"] and list(p["function"]) == ["arguments"]
+        for p in pieces
+        if "id" not in p
+    )
+    assert len(fragments[0]) > 1  # the arguments come in several pieces
+    assert json.loads("".join(fragments[0])) == {"city": "Paris"}
+    assert json.loads("".join(fragments[1])) == {"city": "Rome"}
+    assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"]["completion_tokens"] > len(words(text))
+
+
+async def test_a_reply_of_only_calls_opens_with_the_first_call(
+    config: FakeOpenAIConfig, http: httpx.AsyncClient
+) -> None:
+    config.chat_script = calling(("get_weather", {"city": "Paris"}))
+    chunks = await raw_chunks(http, messages=USER, tools=[WEATHER_TOOL])
+    for raw in chunks:
+        ChatCompletionChunk.model_validate(raw, strict=True)
+
+    first = chunks[0]["choices"][0]["delta"]
+    assert (first["role"], first["content"]) == ("assistant", None)
+    assert first["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": ""}
+
+
+async def test_the_sdks_stream_helper_rebuilds_both_calls(
+    config: FakeOpenAIConfig, http: httpx.AsyncClient
+) -> None:
+    config.chat_script = PARIS_AND_ROME
+    # The accumulation behind the SDK's `chat.completions.stream` (which insists on strict
+    # tools), fed the chunks as the SDK reads them.
+    state: ChatCompletionStreamState[None] = ChatCompletionStreamState()
+    stream = await sdk(http).chat.completions.create(
+        model="gpt-6-luna", messages=USER, tools=[WEATHER_TOOL], stream=True
+    )
+    kinds = [event.type async for chunk in stream for event in state.handle_chunk(chunk)]
+    completion = state.get_final_completion()
+
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content == "Let me look that up."
+    calls = choice.message.tool_calls or []
+    assert [(call.function.name, json.loads(call.function.arguments)) for call in calls] == [
+        ("get_weather", {"city": "Paris"}),
+        ("get_weather", {"city": "Rome"}),
+    ]
+    assert kinds.count("tool_calls.function.arguments.done") == 2
+
+
+async def test_tool_calls_without_streaming(
+    config: FakeOpenAIConfig, http: httpx.AsyncClient
+) -> None:
+    config.chat_script = PARIS_AND_ROME
+    completion = await sdk(http).chat.completions.create(
+        model="gpt-6-luna", messages=USER, tools=[WEATHER_TOOL]
+    )
+    ChatCompletion.model_validate(completion.model_dump(), strict=True)
+
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content == "Let me look that up."
+    calls = choice.message.tool_calls or []
+    assert [call.type for call in calls] == ["function", "function"]
+    assert calls[1].type == "function"
+    assert json.loads(calls[1].function.arguments) == {"city": "Rome"}
+
+
+async def test_the_scripted_model_answers_the_results_and_the_history_is_recorded(
+    config: FakeOpenAIConfig, http: httpx.AsyncClient
+) -> None:
+    config.chat_script = calling(
+        ("get_weather", {"city": "Paris"}), answer=lambda results: f"It is {results[0]}."
+    )
+    client = sdk(http)
+    first = await client.chat.completions.create(
+        model="gpt-6-luna", messages=USER, tools=[WEATHER_TOOL]
+    )
+    (call,) = first.choices[0].message.tool_calls or []
+    history: list[ChatCompletionMessageParam] = [
+        *USER,
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},  # type: ignore[list-item]
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+    ]
+    second = await client.chat.completions.create(
+        model="gpt-6-luna", messages=history, tools=[WEATHER_TOOL]
+    )
+
+    assert second.choices[0].message.content == "It is sunny."
+    assert second.choices[0].message.tool_calls is None
+    recorded = config.received("chat")[1].json
+    assert recorded is not None
+    assert recorded["tools"] == [WEATHER_TOOL]
+    assert [m["role"] for m in recorded["messages"]] == ["user", "assistant", "tool"]
+    assert recorded["messages"][1]["tool_calls"][0]["id"] == call.id
+    assert recorded["messages"][2] == {"role": "tool", "tool_call_id": call.id, "content": "sunny"}
+
+
+async def test_without_a_script_tools_change_nothing(
+    config: FakeOpenAIConfig, http: httpx.AsyncClient
+) -> None:
+    completion = await sdk(http).chat.completions.create(
+        model="m", messages=USER, tools=[WEATHER_TOOL]
+    )
+    assert completion.choices[0].message.content == config.reply
+    assert completion.choices[0].finish_reason == "stop"
+
+
+@pytest.mark.parametrize(
+    ("mistake", "name", "valid_json"),
+    [("unknown-tool", "launch_rockets", True), ("invalid-json", "get_weather", False)],
+)
+async def test_a_disobedient_model(
+    config: FakeOpenAIConfig,
+    http: httpx.AsyncClient,
+    mistake: Literal["unknown-tool", "invalid-json"],
+    name: str,
+    valid_json: bool,
+) -> None:
+    config.chat_script = disobedient(mistake)
+    chunks = await raw_chunks(http, messages=USER, tools=[WEATHER_TOOL])
+    pieces = [p for c in chunks for p in c["choices"][0]["delta"].get("tool_calls", [])]
+    arguments = "".join(p["function"]["arguments"] for p in pieces)
+
+    assert [p["function"]["name"] for p in pieces if "id" in p] == [name]
+    try:
+        json.loads(arguments)
+        parsed = True
+    except json.JSONDecodeError:
+        parsed = False
+    assert parsed is valid_json
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"messages": USER, "tools": []}, "Invalid 'tools': empty array."),
+        (
+            {"messages": USER, "tools": [{"type": "function", "function": {"name": "a b"}}]},
+            "Invalid 'tools[0].function.name'",
+        ),
+        (
+            {"messages": [*USER, {"role": "tool", "tool_call_id": "call_x", "content": "1"}]},
+            "messages with role 'tool' must be a response",
+        ),
+        (
+            {
+                "messages": [
+                    *USER,
+                    {"role": "assistant", "content": None, "tool_calls": [
+                        {"id": "call_x", "type": "function",
+                         "function": {"name": "f", "arguments": "{}"}}]},
+                    {"role": "user", "content": "And?"},
+                ]
+            },
+            "did not have response messages: call_x",
+        ),
+    ],
+    ids=["empty-tools", "bad-name", "orphan-result", "unanswered-call"],
+)  # fmt: skip
+async def test_tools_and_tool_messages_are_checked_as_openai_does(
+    http: httpx.AsyncClient, body: dict[str, Any], message: str
+) -> None:
+    response = await http.post(
+        "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={"model": "m", **body},
+    )
+    assert response.status_code == 400
+    assert message in response.json()["error"]["message"]
+
+
+# ---------------------------------------------------------------- the in-process fake model
+
+
+async def test_fake_language_model_follows_its_script_then_its_reply() -> None:
+    call = ToolCall("call_1", "get_weather", '{"city":"Paris"}')
+    llm = FakeLanguageModel(
+        "Done.", script=[ScriptedReply("Let me look.", (call,)), ScriptedReply(tool_calls=(call,))]
+    )
+    spec = ToolSpec("get_weather", "Weather.", {"type": "object"})
+    asked = [ChatMessage("user", "Weather?")]
+    replies = [[event async for event in llm.reply(asked, tools=[spec])] for _ in range(3)]
+
+    assert replies == [["Let", " me", " look.", call], [call], ["Done."]]
+    assert llm.tools_offered == [[spec]] * 3
+    assert llm.ledger.calls == [asked] * 3
+    assert llm.ledger.open == 0
+
+
+async def test_fake_language_model_with_a_script_function() -> None:
+    def script(messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> ScriptedReply | None:
+        if messages[-1].role == "tool":
+            return ScriptedReply(f"It is {messages[-1].content}.")
+        return None
+
+    llm = FakeLanguageModel("Hello.", script=script)
+    result = [ChatMessage("tool", "sunny", tool_call_id="call_1")]
+
+    assert [e async for e in llm.reply(result)] == ["It", " is", " sunny."]
+    assert [e async for e in llm.reply([ChatMessage("user", "Hi")])] == ["Hello."]

@@ -6,12 +6,14 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pytest
+from openai.types.realtime import RealtimeServerEvent
+from pydantic import BaseModel, ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
 
@@ -26,7 +28,9 @@ MANUAL = {"type": "transcription", "audio": {"input": {"turn_detection": None}}}
 
 
 @pytest.fixture
-def config(realtime_server: tuple[FakeRealtimeConfig, str]) -> FakeRealtimeConfig:
+def config(realtime_server: tuple[FakeRealtimeConfig, str]) -> Iterator[FakeRealtimeConfig]:
+    """The fake, reset; afterwards, every event it sent in the test is checked against the
+    SDK's own models of them (the shapes a client reads)."""
     config = realtime_server[0]
     config.reset(
         transcript=TRANSCRIPT,
@@ -36,7 +40,60 @@ def config(realtime_server: tuple[FakeRealtimeConfig, str]) -> FakeRealtimeConfi
         tts_first_audio_delay=0.0,
         tts_chunk_delay=0.0,
     )
-    return config
+    yield config
+    sent = config.sent()
+    assert sent or all(c.refused is not None for c in config.connections)
+    problems = {e["type"]: p for e in sent if (p := sdk_problems(e))}
+    assert problems == {}
+
+
+SDK_EVENTS: dict[str, type[BaseModel]] = {
+    get_args(model.model_fields["type"].annotation)[0]: model
+    for model in get_args(get_args(RealtimeServerEvent)[0])
+}
+
+
+def sdk_problems(event: dict[str, Any]) -> list[str]:
+    """Why the SDK's model of `event` would not take it: a missing or mistyped field, or one
+    the model does not know (the SDK keeps unknown fields, so it would not say so itself)."""
+    model = SDK_EVENTS.get(str(event.get("type")))
+    if model is None:
+        return [f"no server event of type {event.get('type')!r} in the SDK"]
+    try:
+        parsed = model.model_validate(event)
+    except ValidationError as err:
+        return [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
+    return unknown_fields(parsed, str(event["type"]))
+
+
+SESSION_IDS = {"id", "object", "expires_at"}
+"""OpenAI's session.created / .updated carry the session's id, object and expiry (as the SDK's
+RealtimeSessionCreateResponse has them), but the SDK types those events' session as the
+request's shape, which has none: not counted as unknown."""
+
+
+def unknown_fields(value: Any, where: str) -> list[str]:
+    if isinstance(value, BaseModel):
+        known = SESSION_IDS if where.endswith(("created.session", "updated.session")) else set()
+        found = [f"{where}.{name}" for name in value.model_extra or {} if name not in known]
+        for name in type(value).model_fields:
+            found += unknown_fields(getattr(value, name), f"{where}.{name}")
+        return found
+    if isinstance(value, list):
+        return [p for i, item in enumerate(value) for p in unknown_fields(item, f"{where}[{i}]")]
+    return []
+
+
+def test_the_sdk_check_catches_a_mismatch() -> None:
+    part = {"type": "output_audio", "transcript": ""}
+    where = {"response_id": "r", "item_id": "i", "output_index": 0, "content_index": 0}
+    event = {"type": "response.content_part.added", "event_id": "e", **where, "part": part}
+    assert sdk_problems(event) == ["part.type: Input should be 'text' or 'audio'"]
+    assert sdk_problems({**event, "part": {"type": "audio"}}) == []
+    assert sdk_problems({**event, "part": {"type": "audio"}, "extra": 1}) == [
+        "response.content_part.added.extra"
+    ]
+    assert sdk_problems({"type": "response.spoken", "event_id": "e"}) != []
 
 
 @pytest.fixture
@@ -426,3 +483,35 @@ async def test_hang_ups_close_the_connection_instead_of_answering(
         assert (await receive(ws, "response.done"))["response"]["status"] == "completed"
     assert config.hang_up_on == {"response.create": 0}
     assert [c.index for c in config.connections] == [0, 1]
+
+
+async def test_the_transcript_keeps_pace_with_the_audio_and_a_paraphrase_replaces_both(
+    ws_url: str, config: FakeRealtimeConfig
+) -> None:
+    text, said = "Read this sentence out loud.", "Sure! Here is your sentence."
+
+    async def respond() -> list[dict[str, Any]]:
+        async with session(ws_url, "model=gpt-realtime-2.1-mini") as ws:
+            await send(ws, "response.create", response=spoken(text))
+            events = []
+            while (event := json.loads(await ws.recv()))["type"] != "response.done":
+                events.append(event)
+            return events
+
+    verbatim = await respond()
+    config.paraphrase = lambda asked: said if asked == text else asked
+    paraphrased = await respond()
+    for events, expected in ((verbatim, text), (paraphrased, said)):
+        kinds = [e["type"] for e in events]
+        deltas = [e["delta"] for e in events if e["type"].endswith("transcript.delta")]
+        audio = [e["delta"] for e in events if e["type"] == "response.output_audio.delta"]
+        assert "".join(deltas) == expected
+        assert b"".join(map(base64.b64decode, audio)) == speech_pcm(expected)
+        assert kinds.index("response.output_audio_transcript.delta") < kinds.index(
+            "response.output_audio.delta"
+        )
+        assert kinds.index("response.output_audio_transcript.done") > max(
+            i for i, kind in enumerate(kinds) if kind == "response.output_audio.delta"
+        )
+        done = next(e for e in events if e["type"] == "response.output_audio_transcript.done")
+        assert done["transcript"] == expected

@@ -17,9 +17,10 @@ import pytest
 from pydantic import SecretStr
 
 from voice_fsm.adapters.fake import FakeSpeechToText, FakeTextToSpeech
+from voice_fsm.adapters.local.builders import vad_factory as _vad_factory
 from voice_fsm.audio import bytes_for_ms
 from voice_fsm.events import InputAudioStart, InputAudioStop, SessionConfig, SessionUpdate
-from voice_fsm.providers import Pipeline, _vad_factory, build_pipeline
+from voice_fsm.providers import Pipeline, build_pipeline
 from voice_fsm.settings import (
     FakeSettings,
     LimitSettings,

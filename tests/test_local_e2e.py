@@ -8,6 +8,7 @@ transcribed by the same speech-to-text, and must give back words of the reply te
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Iterator
 
@@ -55,7 +56,7 @@ def turn(server_url: str) -> TalkResult:
 def test_the_session_reports_local_engines(turn: TalkResult) -> None:
     created = turn.session
     assert (created.stt.provider, created.llm.provider, created.tts.provider) == ("local",) * 3
-    assert "tiny.en" in created.stt.model
+    assert created.stt.model == "whisper-base"
 
 
 def test_a_spoken_question_gets_a_spoken_answer(turn: TalkResult) -> None:
@@ -70,7 +71,7 @@ def test_a_spoken_question_gets_a_spoken_answer(turn: TalkResult) -> None:
 
 def test_the_reply_audio_says_the_reply_text(turn: TalkResult) -> None:
     from voice_fsm.adapters.base import TranscriptDone
-    from voice_fsm.adapters.local_stt import WhisperSpeechToText
+    from voice_fsm.adapters.local.stt import WhisperSpeechToText
     from voice_fsm.settings import LocalSettings
 
     async def transcribe() -> str:
@@ -82,5 +83,36 @@ def test_the_reply_audio_says_the_reply_text(turn: TalkResult) -> None:
     expected = words(turn.reply) - {"a", "the", "of", "is", "and", "to", "in"}
     assert expected, turn.reply
     overlap = expected & words(heard)
-    # Piper and tiny.en are not perfect, but most words of the reply must come back.
+    # Piper and Whisper are not perfect, but most words of the reply must come back.
     assert len(overlap) >= max(1, len(expected) // 2), (turn.reply, heard)
+
+
+def tool_turn(server_url: str, question: str) -> TalkResult:
+    from voice_fsm.testing.speech import spoken
+
+    pcm = spoken(question, total_s=2.5)
+    return asyncio.run(talk(server_url, pcm, realtime=False, time_limit=90))
+
+
+def test_the_built_in_calculator_answers_a_spoken_sum(server_url: str) -> None:
+    """The embedded model calls the calculator (on by default with it), and says its result."""
+    result = tool_turn(server_url, "What is 17 times 23?")
+    assert result.ok, result.error
+    calls = [event for event in result.events if event.type == "tool.call"]
+    outcomes = [event for event in result.events if event.type == "tool.result"]
+    assert [call.name for call in calls] == ["calculator"], (result.transcript, calls)
+    assert [json.loads(o.output)["result"] for o in outcomes] == [391], outcomes
+    assert "391" in result.reply.replace(",", ""), result.reply
+    assert result.metrics is not None
+    assert [tool.name for tool in result.metrics.tools] == ["calculator"]
+
+
+def test_the_built_in_clock_answers_the_day_of_the_week(server_url: str) -> None:
+    import datetime
+
+    result = tool_turn(server_url, "What day of the week is it today?")
+    assert result.ok, result.error
+    calls = [event for event in result.events if event.type == "tool.call"]
+    assert [call.name for call in calls] == ["clock"], (result.transcript, calls)
+    today = datetime.datetime.now().astimezone().strftime("%A")
+    assert today.lower() in result.reply.lower(), (today, result.reply)

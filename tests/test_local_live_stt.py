@@ -10,8 +10,8 @@ from collections.abc import Callable
 import pytest
 
 from voice_fsm.adapters.base import TranscriptDelta
-from voice_fsm.adapters.local_live_stt import IDLE_RATIO, IncrementalTranscription, stable_prefix
-from voice_fsm.adapters.local_runtime import BACKGROUND, URGENT, InferenceLane, StopFlag
+from voice_fsm.adapters.local.live_stt import IDLE_RATIO, IncrementalTranscription, stable_prefix
+from voice_fsm.adapters.local.runtime import BACKGROUND, URGENT, InferenceLane, StopFlag
 from voice_fsm.audio import bytes_for_ms
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 
@@ -143,7 +143,7 @@ async def test_a_failing_decode_is_a_provider_error_and_close_is_safe() -> None:
 async def test_whisper_transcribes_live_and_skips_the_final_decode_after_silence() -> None:
     require_engine("faster_whisper")
     require_engine("piper")
-    from voice_fsm.adapters.local_stt import WhisperSpeechToText
+    from voice_fsm.adapters.local.stt import WhisperSpeechToText
     from voice_fsm.settings import LocalSettings
     from voice_fsm.testing.speech import silence, spoken
 

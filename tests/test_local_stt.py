@@ -1,4 +1,5 @@
-"""WhisperSpeechToText with the real tiny.en model, on speech synthesized by Piper."""
+"""WhisperSpeechToText with the real models (Whisper base by default, tiny.en as an option), on
+speech synthesized by Piper."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from voice_fsm.adapters.base import SpeechToText, TranscriptDelta, TranscriptDone, TranscriptEvent
-from voice_fsm.adapters.local_models import LocalModelMissing
-from voice_fsm.adapters.local_runtime import InferenceLane
+from voice_fsm.adapters.local.packages import LocalModelMissing
+from voice_fsm.adapters.local.runtime import InferenceLane
 from voice_fsm.audio import SAMPLE_RATE, pcm16_to_float, resample
 from voice_fsm.errors import ProviderError, Stage
 from voice_fsm.settings import LocalSettings
@@ -24,7 +26,7 @@ from support.local import require_engine
 require_engine("faster_whisper")
 require_engine("piper")
 
-from voice_fsm.adapters.local_stt import WhisperSpeechToText, model_label  # noqa: E402
+from voice_fsm.adapters.local.stt import WhisperSpeechToText, model_label  # noqa: E402
 from voice_fsm.testing.speech import silence, spoken  # noqa: E402
 
 QUESTION = "What is the capital of France?"
@@ -67,14 +69,85 @@ async def test_transcribes_a_question(
     events = await collect(stt, say(QUESTION))
 
     assert isinstance(stt, SpeechToText)
-    assert (stt.provider, stt.model) == ("local", "whisper-tiny.en")
+    assert (stt.provider, stt.model) == ("local", "whisper-base")
     assert isinstance(events[-1], TranscriptDone)
     assert all(isinstance(event, TranscriptDelta) for event in events[:-1])
     assert len(events) >= 2
     text = events[-1].text
-    assert "capital" in text.lower()
-    assert "france" in text.lower()
+    assert text == "What is the capital of France?"
     assert text == "".join(e.text for e in events[:-1]).strip()
+
+
+class EncoderSpy:
+    """The CTranslate2 model, recording the number of frames each encode is given."""
+
+    def __init__(self, model: object, fail: str | None = None) -> None:
+        self._model = model
+        self.frames: list[int] = []
+        self.fail = fail
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._model, name)
+
+    def encode(self, features: Any, **options: object) -> object:
+        self.frames.append(features.shape[-1])
+        return self._model.encode(features, **options)  # type: ignore[attr-defined]
+
+    def generate(self, *args: object, **options: object) -> object:
+        if self.fail == "decoding":
+            raise RuntimeError("decoder exploded")
+        return self._model.generate(*args, **options)  # type: ignore[attr-defined]
+
+
+@module_loop
+async def test_a_turn_is_decoded_on_a_window_cut_to_its_length_and_said_once(
+    stt: WhisperSpeechToText, say: Callable[[str], bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = EncoderSpy(stt._whisper.model)  # type: ignore[union-attr]
+    monkeypatch.setattr(stt._whisper, "model", spy)
+    pcm = say("How many days are in a leap year?") + silence(1.0)
+
+    events = await collect(stt, pcm)
+
+    text = events[-1].text  # type: ignore[union-attr]
+    assert text.startswith("How many days are in a leap")
+    assert text.lower().count("how many") == 1  # not started over in the padding
+    # The turn at 16 kHz plus 1.5 s of silence, a frame each 10 ms, an even number of them.
+    samples = len(resample(pcm16_to_float(pcm), SAMPLE_RATE, 16_000)) + 24_000
+    assert spy.frames == [samples // 160 // 2 * 2]  # not Whisper's 3000
+
+
+@module_loop
+async def test_a_turn_longer_than_a_window_takes_the_thirty_second_path(
+    stt: WhisperSpeechToText, say: Callable[[str], bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = EncoderSpy(stt._whisper.model)  # type: ignore[union-attr]
+    monkeypatch.setattr(stt._whisper, "model", spy)
+
+    events = await collect(stt, say(QUESTION) + silence(29.0))
+
+    assert "capital of france" in events[-1].text.lower()  # type: ignore[union-attr]
+    assert spy.frames
+    assert set(spy.frames) == {3000}
+
+
+@pytest.fixture(scope="module")
+def tiny() -> WhisperSpeechToText:
+    return WhisperSpeechToText(LocalSettings(stt_model="tiny.en"))
+
+
+@module_loop
+async def test_tiny_is_an_option_decoded_on_thirty_second_windows(
+    tiny: WhisperSpeechToText, say: Callable[[str], bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = EncoderSpy(tiny._whisper.model)  # type: ignore[union-attr]
+    monkeypatch.setattr(tiny._whisper, "model", spy)
+
+    events = await collect(tiny, say(QUESTION))
+
+    assert tiny.model == "whisper-tiny.en"
+    assert "capital of france" in events[-1].text.lower()  # type: ignore[union-attr]
+    assert set(spy.frames) == {3000}  # on short windows tiny starts the utterance over
 
 
 @module_loop
@@ -124,7 +197,7 @@ async def test_closing_the_stream_stops_the_worker_between_segments(
             yield SimpleNamespace(text=f" word{index}")
 
     monkeypatch.setattr(stt._whisper, "transcribe", lambda audio, **_: (endless(), None))
-    stream = stt.transcribe(bytes(4800))
+    stream = stt.transcribe(silence(29.0))  # longer than a short window: 30 s segments
 
     assert await anext(stream) == TranscriptDelta("word0")
     await stream.aclose()
@@ -175,8 +248,9 @@ async def test_event_loop_stays_responsive(
 
 @module_loop
 @pytest.mark.parametrize("when", ["features", "decoding"])
+@pytest.mark.parametrize("seconds", [2.0, 29.0])
 async def test_engine_failure_becomes_a_provider_error(
-    stt: WhisperSpeechToText, monkeypatch: pytest.MonkeyPatch, when: str
+    stt: WhisperSpeechToText, monkeypatch: pytest.MonkeyPatch, when: str, seconds: float
 ) -> None:
     def segments() -> Iterator[object]:
         raise RuntimeError("decoder exploded")
@@ -187,10 +261,17 @@ async def test_engine_failure_becomes_a_provider_error(
             raise RuntimeError("bad audio")
         return segments(), None
 
-    monkeypatch.setattr(stt._whisper, "transcribe", failing)
+    def bad_features(audio: object, **options: object) -> object:
+        raise RuntimeError("bad audio")
+
+    monkeypatch.setattr(stt._whisper, "transcribe", failing)  # 30 s windows
+    if when == "features":  # a short window
+        monkeypatch.setattr(stt._whisper, "feature_extractor", bad_features)
+    else:
+        monkeypatch.setattr(stt._whisper, "model", EncoderSpy(stt._whisper.model, "decoding"))  # type: ignore[union-attr]
 
     with pytest.raises(ProviderError) as caught:
-        await collect(stt, bytes(4800))
+        await collect(stt, silence(seconds))
 
     assert caught.value.stage is Stage.STT
     assert isinstance(caught.value.__cause__, RuntimeError)
@@ -215,6 +296,7 @@ def test_warm_up_and_transcribe_sync(stt: WhisperSpeechToText, say: Callable[[st
 
 
 def test_model_label() -> None:
+    assert model_label("base") == "whisper-base"
     assert model_label("tiny.en") == "whisper-tiny.en"
     assert model_label("whisper-tiny.en") == "whisper-tiny.en"
     assert model_label("/models/my-whisper") == "/models/my-whisper"

@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 
 from voice_fsm.adapters.base import PCM_SAMPLE_RATE
-from voice_fsm.adapters.local_models import LocalModelMissing
+from voice_fsm.adapters.local.packages import LocalModelMissing
 from voice_fsm.audio import rms
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.settings import LocalSettings
@@ -21,7 +21,7 @@ from support.local import require_engine
 
 piper = require_engine("piper")
 
-from voice_fsm.adapters.local_tts import PiperTextToSpeech  # noqa: E402
+from voice_fsm.adapters.local.tts import PiperTextToSpeech  # noqa: E402
 
 # One event loop for the module's tests: the shared voice's lane must not outlive it.
 pytestmark = pytest.mark.asyncio(loop_scope="module")

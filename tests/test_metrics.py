@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from starlette.testclient import TestClient
 
-from voice_fsm.adapters.local_runtime import InferenceLane, StopFlag, watchers
+from voice_fsm.adapters.local.runtime import InferenceLane, StopFlag, watchers
 from voice_fsm.app import create_app
 from voice_fsm.machine import State
 from voice_fsm.metrics import BUCKETS, STAGE_TIMINGS, Metrics
@@ -229,6 +229,35 @@ def test_provider_requests_are_counted_by_the_stage_and_its_provider() -> None:
     )
     assert get("voice_fsm_turns_total", {"outcome": "ok", "mode": "hands_free"}) == 1
     assert get("voice_fsm_errors_total", {"code": "unknown", "stage": "unknown"}) is None
+
+
+def test_tool_calls_are_counted_by_tool_and_outcome_and_client_tools_under_one_name() -> None:
+    metrics = Metrics()
+    tools = [
+        {"name": "get_weather", "runs_on": "server", "ok": True, "kind": None, "ms": 212},
+        {"name": "get_weather", "runs_on": "server", "ok": False, "kind": "timeout", "ms": 500},
+        {"name": "open_door_x7", "runs_on": "client", "ok": True, "kind": None, "ms": 40},
+    ]
+    record = TurnRecord(
+        session_id="s",
+        turn=1,
+        outcome="ok",
+        mode="push_to_talk",
+        providers={"stt": "openai", "llm": "openai", "tts": "openai"},
+        timings={"voice_to_voice_ms": 900},
+        tools=tools,
+    )
+    metrics.turn_ended(record)
+    get = metrics.registry.get_sample_value
+    weather = {"name": "get_weather", "runs_on": "server"}
+    assert get("voice_fsm_tool_calls_total", {**weather, "outcome": "ok"}) == 1
+    assert get("voice_fsm_tool_calls_total", {**weather, "outcome": "timeout"}) == 1
+    assert get("voice_fsm_tool_seconds_sum", weather) == 0.712
+    client = {"name": "client", "runs_on": "client"}
+    assert get("voice_fsm_tool_calls_total", {**client, "outcome": "ok"}) == 1
+    text = metrics.exposition().decode()
+    assert "open_door_x7" not in text  # a client's names never become series
+    assert record.log_fields()["tools"] == tools
 
 
 # ---------------------------------------------------------------- the engines' lanes

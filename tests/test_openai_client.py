@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 from voice_fsm.adapters.base import ChatMessage
-from voice_fsm.adapters.openai_llm import OpenAILanguageModel
+from voice_fsm.adapters.openai.llm import OpenAILanguageModel
 from voice_fsm.testing import FakeOpenAIConfig
 
 QUESTION = [ChatMessage("user", "What is the capital of France?")]

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosedError, InvalidStatus, InvalidU
 from websockets.frames import Close
 from websockets.http11 import Response as WsResponse
 
-from voice_fsm.adapters.openai_errors import translate, translating
+from voice_fsm.adapters.openai.errors import translate, translating
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 
 from support.openai_wire import BASE_URL as OPENAI_URL

@@ -19,13 +19,9 @@ from voice_fsm.adapters.base import (
     TranscriptDone,
     TranscriptEvent,
 )
-from voice_fsm.adapters.openai_client import make_openai_client
-from voice_fsm.adapters.openai_realtime_stt import (
-    OpenAIRealtimeSpeechToText,
-    SpeechStarted,
-    SpeechStopped,
-    VadEvent,
-)
+from voice_fsm.adapters.openai.client import make_openai_client
+from voice_fsm.adapters.openai.realtime_stt import OpenAIRealtimeSpeechToText
+from voice_fsm.adapters.openai.realtime_transcription import SpeechStarted, SpeechStopped, VadEvent
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.settings import Settings
 from voice_fsm.testing.fake_realtime import FakeRealtimeConfig

@@ -13,8 +13,9 @@ from structlog.testing import capture_logs
 
 from voice_fsm import provider_requests
 from voice_fsm.adapters.base import TextToSpeech
-from voice_fsm.adapters.openai_client import make_openai_client
-from voice_fsm.adapters.openai_realtime_tts import VERBATIM, OpenAIRealtimeTextToSpeech
+from voice_fsm.adapters.openai import speech_fidelity
+from voice_fsm.adapters.openai.client import make_openai_client
+from voice_fsm.adapters.openai.realtime_tts import VERBATIM, OpenAIRealtimeTextToSpeech
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.testing.fake_openai import speech_pcm
 from voice_fsm.testing.fake_realtime import (
@@ -432,3 +433,52 @@ async def test_aclose_closes_every_session(
     await held.aclose()
     others = asyncio.all_tasks() - {asyncio.current_task()}
     assert not others, others
+
+
+async def test_a_verbatim_read_is_kept_and_not_counted(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    speech_fidelity.reset_counts()
+    tts = make_tts()
+    with capture_logs() as logs:
+        await speak(tts)
+    assert tts.last_transcript == TEXT
+    assert speech_fidelity.counts() == {"checked": 1, "diverged": 0}
+    assert not [log for log in logs if log["event"] == "tts.diverged"]
+
+
+async def test_a_paraphrase_is_logged_and_counted_while_its_audio_still_plays(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    answer = "Paris is indeed the capital, and a lovely city to visit in spring. " * 6
+    fake.paraphrase = lambda text: answer
+    speech_fidelity.reset_counts()
+    seen: list[speech_fidelity.Divergence] = []
+    remove = speech_fidelity.add_listener(seen.append)
+    tts = make_tts()
+    try:
+        with capture_logs() as logs:
+            chunks = await speak(tts)
+    finally:
+        remove()
+    assert b"".join(chunks) == speech_pcm(answer)  # the audio is not held back or cut
+    assert tts.last_transcript == answer
+    assert speech_fidelity.counts() == {"checked": 1, "diverged": 1}
+    [log] = [log for log in logs if log["event"] == "tts.diverged"]
+    assert log["log_level"] == "warning"
+    assert log["sent"] == TEXT
+    assert log["spoken"].startswith("Paris is indeed")
+    assert len(log["spoken"]) <= 200
+    assert log["word_error_rate"] > 0.2
+    assert [(d.sent, d.spoken) for d in seen] == [(TEXT, answer)]
+
+
+async def test_the_divergence_log_keeps_the_key_out(
+    make_tts: Callable[..., OpenAIRealtimeTextToSpeech], fake: FakeRealtimeConfig
+) -> None:
+    fake.paraphrase = lambda text: f"My key is {KEY} and nothing else."
+    with capture_logs() as logs:
+        await speak(make_tts(), f"Please read {KEY} back.")
+    [log] = [log for log in logs if log["event"] == "tts.diverged"]
+    assert KEY not in log["sent"]
+    assert KEY not in log["spoken"]

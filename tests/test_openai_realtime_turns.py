@@ -10,8 +10,8 @@ import pytest
 
 from voice_fsm import provider_requests
 from voice_fsm.adapters.base import LiveTranscription, TurnDetector
-from voice_fsm.adapters.openai_realtime_stt import OpenAIRealtimeSpeechToText
-from voice_fsm.adapters.openai_realtime_turns import RealtimeTurnDetector, turn_detection
+from voice_fsm.adapters.openai.realtime_stt import OpenAIRealtimeSpeechToText
+from voice_fsm.adapters.openai.realtime_turns import RealtimeTurnDetector, turn_detection
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.settings import VadSettings
 from voice_fsm.testing.fake_realtime import FakeRealtimeConfig
@@ -57,7 +57,7 @@ async def collect(live: LiveTranscription) -> list[str]:
 def feed(turns: TurnDetector, pcm: bytes, frame_ms: int = 20) -> None:
     step = 48 * frame_ms
     for offset in range(0, len(pcm), step):
-        turns.append(pcm[offset : offset + step])
+        assert turns.feed(pcm[offset : offset + step]) == []  # its events come later
 
 
 async def test_each_utterance_is_a_turn_transcribed_on_the_one_connection(
@@ -163,7 +163,7 @@ async def test_a_dropped_connection_ends_the_events_and_the_turn_in_progress(
     with pytest.raises(ProviderError) as caught:
         await live.finish()
     assert caught.value is detector.error
-    detector.append(voiced(0.1))  # ignored, does not raise
+    assert detector.feed(voiced(0.1)) == []  # ignored, does not raise
 
 
 async def test_an_error_event_ends_the_detector(

@@ -16,8 +16,8 @@ import respx
 from pydantic import SecretStr
 
 from voice_fsm.adapters.base import TranscriptDelta, TranscriptDone, TranscriptEvent
-from voice_fsm.adapters.openai_client import make_openai_client
-from voice_fsm.adapters.openai_stt import OpenAISpeechToText
+from voice_fsm.adapters.openai.client import make_openai_client
+from voice_fsm.adapters.openai.stt import OpenAISpeechToText
 from voice_fsm.errors import ErrorCode, ProviderError
 from voice_fsm.settings import Settings, SttSettings
 

@@ -13,8 +13,8 @@ import pytest
 import respx
 from pydantic import SecretStr
 
-from voice_fsm.adapters.openai_client import make_openai_client
-from voice_fsm.adapters.openai_tts import OpenAITextToSpeech
+from voice_fsm.adapters.openai.client import make_openai_client
+from voice_fsm.adapters.openai.tts import OpenAITextToSpeech
 from voice_fsm.errors import ErrorCode, ProviderError
 from voice_fsm.settings import Settings, TtsSettings
 

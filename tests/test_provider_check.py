@@ -14,8 +14,8 @@ import respx
 from structlog.testing import capture_logs
 
 from voice_fsm import provider_check
-from voice_fsm.adapters.openai_client import make_openai_client
-from voice_fsm.adapters.openai_errors import translate
+from voice_fsm.adapters.openai.client import make_openai_client
+from voice_fsm.adapters.openai.errors import translate
 from voice_fsm.errors import ErrorCode, Stage
 from voice_fsm.provider_check import ProviderCheck
 from voice_fsm.settings import Settings

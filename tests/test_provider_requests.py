@@ -9,8 +9,8 @@ from structlog.testing import capture_logs
 
 from voice_fsm import provider_requests
 from voice_fsm.adapters.base import ChatMessage
-from voice_fsm.adapters.openai_client import make_openai_client
-from voice_fsm.adapters.openai_llm import OpenAILanguageModel
+from voice_fsm.adapters.openai.client import make_openai_client
+from voice_fsm.adapters.openai.llm import OpenAILanguageModel
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.events import InputAudioStart, InputAudioStop
 from voice_fsm.turn_record import TurnRecord

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
+from pydantic import ValidationError
 
 from voice_fsm import providers
+from voice_fsm.adapters import registry
+from voice_fsm.adapters.base import TranscriptDone, TranscriptEvent
+from voice_fsm.adapters.entry import Build, Entry
+from voice_fsm.adapters.openai.builders import live_transcription
 from voice_fsm.providers import (
     ConfigError,
-    live_transcription,
+    build_pipeline,
     resolve_provider,
     resolve_providers,
     resolve_vad,
@@ -97,8 +104,8 @@ def test_the_speech_api_gets_its_own_model_unless_one_is_set(
 
 @pytest.mark.usefixtures("no_env")
 def test_openai_stages_get_the_realtime_adapters(monkeypatch: pytest.MonkeyPatch) -> None:
-    from voice_fsm.adapters.openai_realtime_stt import OpenAIRealtimeSpeechToText
-    from voice_fsm.adapters.openai_realtime_tts import OpenAIRealtimeTextToSpeech
+    from voice_fsm.adapters.openai.realtime_stt import OpenAIRealtimeSpeechToText
+    from voice_fsm.adapters.openai.realtime_tts import OpenAIRealtimeTextToSpeech
     from voice_fsm.providers import build_pipeline
 
     monkeypatch.setattr(providers, "local_engines_installed", lambda: False)
@@ -216,3 +223,76 @@ async def test_start_starts_the_adapters_that_have_something_to_prepare() -> Non
     pipeline = fake_pipeline(tts=tts)  # its speech-to-text and language model have nothing
     await pipeline.start()
     assert tts.starts == 1
+
+
+# ---------------------------------------------------------------- a provider of one's own
+
+
+class EchoSpeechToText:
+    """A speech-to-text provider of our own: it says how much audio it was given."""
+
+    provider = "echo"
+    model = "echo-1"
+
+    def __init__(self, language: str | None) -> None:
+        self.language = language
+        self.closed = False
+
+    async def transcribe(
+        self, pcm: bytes, *, language: str | None = None
+    ) -> AsyncIterator[TranscriptEvent]:
+        yield TranscriptDone(f"{len(pcm)} bytes in {language or self.language}")
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def echo(build: Build) -> EchoSpeechToText:
+    return EchoSpeechToText(build.settings.stt.language)
+
+
+@pytest.mark.usefixtures("no_env")
+async def test_a_provider_is_one_row_in_its_stages_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOICE_FSM_STT__PROVIDER", "echo")
+    monkeypatch.setenv("VOICE_FSM_STT__LANGUAGE", "fr")
+    for stage in ("LLM", "TTS"):
+        monkeypatch.setenv(f"VOICE_FSM_{stage}__PROVIDER", "fake")
+    with pytest.raises(ValidationError, match="Input should be 'auto', 'openai'"):
+        settings()  # no such provider yet
+
+    monkeypatch.setitem(registry.SPEECH_TO_TEXT, "echo", Entry(echo))
+
+    pipeline = build_pipeline(settings())
+    assert pipeline.describe()["stt"] == {"provider": "echo", "model": "echo-1"}
+    assert [event async for event in pipeline.stt.transcribe(b"\0" * 480)] == [
+        TranscriptDone("480 bytes in fr")
+    ]
+    await pipeline.aclose()
+    assert isinstance(pipeline.stt, EchoSpeechToText)
+    assert pipeline.stt.closed
+    # A speech-to-text provider only: the language model's table does not have it.
+    monkeypatch.setenv("VOICE_FSM_LLM__PROVIDER", "echo")
+    with pytest.raises(ConfigError, match="LLM__PROVIDER=echo: this stage's providers are openai"):
+        build_pipeline(settings())
+
+
+@pytest.mark.usefixtures("no_env")
+def test_a_row_says_what_its_provider_needs_and_when_auto_picks_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(providers, "local_engines_installed", lambda: False)
+    needs = Entry(echo, needs=lambda reach: None if reach.key else "a key to echo with.")
+    monkeypatch.setitem(registry.SPEECH_TO_TEXT, "echo", needs)
+    monkeypatch.setenv("VOICE_FSM_STT__PROVIDER", "echo")
+    with pytest.raises(ConfigError) as refused:
+        resolve_provider(settings(), "stt")
+    assert str(refused.value) == "VOICE_FSM_STT__PROVIDER=echo needs a key to echo with."
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert resolve_provider(settings(), "stt") == "echo"
+    # auto takes the first row that says yes: openai's, with a key; else this one.
+    picked = Entry(echo, auto=lambda reach: not reach.local)
+    monkeypatch.setitem(registry.SPEECH_TO_TEXT, "echo", picked)
+    monkeypatch.setenv("VOICE_FSM_STT__PROVIDER", "auto")
+    assert resolve_provider(settings(), "stt") == "openai"
+    monkeypatch.delenv("OPENAI_API_KEY")
+    assert resolve_provider(settings(), "stt") == "echo"

@@ -16,7 +16,11 @@ from openai.types.realtime.realtime_error import RealtimeError
 from structlog.testing import capture_logs
 from websockets.exceptions import ConnectionClosedOK
 
-from voice_fsm.adapters.realtime_pool import PoolClosedError, PooledSession, RealtimeSessionPool
+from voice_fsm.adapters.openai.realtime_pool import (
+    PoolClosedError,
+    PooledSession,
+    RealtimeSessionPool,
+)
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 
 from support.servers import eventually

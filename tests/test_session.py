@@ -29,7 +29,7 @@ from voice_fsm.providers import Pipeline
 from voice_fsm.session import Session
 from voice_fsm.turn_record import LOG_FIELDS, TurnRecord
 
-from conftest import ClientFactory
+from conftest import ClientFactory, record_trigger_callers
 from session_harness import Client, Received, fake_pipeline, kinds, make_settings
 
 START = InputAudioStart(type="input_audio.start")
@@ -427,6 +427,38 @@ async def test_barge_in_cancels_the_reply_and_records_again(
 # ---------------------------------------------------------------- the driver task
 
 
+async def test_only_the_driver_moves_the_machine() -> None:
+    # The `connect` fixture checks this for every session test when it closes the session;
+    # here a whole turn, and the check itself catching a trigger fired elsewhere.
+    holder: list[Client] = []
+
+    async def send(event: Any) -> None:
+        await holder[0].receive(event)
+
+    session = Session(fake_pipeline(), make_settings(), send)
+    client = Client(session)
+    holder.append(client)
+    fired_by: list[asyncio.Task[Any] | None] = []
+    record_trigger_callers(session, fired_by)
+    driver = asyncio.create_task(session.run())
+    try:
+        await client.send(START)
+        await client.speak()
+        await client.send(STOP)
+        await client.until("turn.metrics")
+        assert len(fired_by) == 5  # start, stop, transcribed, replied, spoken
+        assert set(fired_by) == {driver}
+
+        async def elsewhere() -> None:
+            await session.machine.events["start"].trigger(session)
+
+        await asyncio.create_task(elsewhere())
+        assert fired_by[-1] is not driver
+    finally:
+        driver.cancel()
+        await asyncio.gather(driver, return_exceptions=True)
+
+
 async def test_cancelling_the_driver_stops_the_turn_and_its_streams() -> None:
     pipeline = _slow_pipeline()
     holder: list[Client] = []
@@ -440,7 +472,7 @@ async def test_cancelling_the_driver_stops_the_turn_and_its_streams() -> None:
     driver = asyncio.create_task(session.run())
     await client.until("session.created")
     await _reach(client, "speaking")
-    stage_task = session._stage_task
+    stage_task = session._stage.task
     assert stage_task is not None
     assert not stage_task.done()
 
@@ -720,10 +752,25 @@ async def test_switching_hands_free_off_mid_recording_ends_that_turn(
     connect: ClientFactory,
 ) -> None:
     from voice_fsm.hands_free import HandsFree
+    from voice_fsm.hands_free_mode import HandsFreeMode
 
     client = await connect()
     session = client.session
-    session.hands_free = HandsFree(detector=None)  # type: ignore[arg-type]
+
+    async def failed(err: object) -> None:
+        raise AssertionError(err)
+
+    class Deaf:
+        """A detector that hears nothing (the turn below is started by hand)."""
+
+        def feed(self, pcm: bytes) -> list[Any]:
+            return []
+
+        async def aclose(self) -> None:
+            pass
+
+    control = session._turn_control()
+    session.hands_free = HandsFreeMode(HandsFree(Deaf()), control, failed=failed)  # type: ignore[arg-type]
     await client.send(START)
     await client.until("state", state="recording")
     await client.send(

@@ -380,3 +380,23 @@ def test_misspelt_names_are_found() -> None:
         ["VOICE_FSM_LLM__MODLE", "VOICE_FSM_LLM__MODEL", "voice_fsm_port", "PATH", "VOICE_FSM_TTS"]
     )
     assert found == ["VOICE_FSM_LLM__MODLE"]
+
+
+def test_mcp_servers_are_a_json_list_each_with_one_transport_and_a_safe_label(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from voice_fsm.settings import McpServer
+
+    servers = '[{"command": ["python", "-m", "weather"], "env": {"KEY": "s3cret"}},'
+    servers += ' {"url": "https://user:tok3n@tools.example.com/mcp?key=s3cret"}]'
+    monkeypatch.setenv("VOICE_FSM_TOOLS__MCP_SERVERS", servers)
+    stdio, http = Settings(_env_file=None).tools.mcp_servers  # type: ignore[call-arg]
+    assert stdio.command == ["python", "-m", "weather"]
+    assert stdio.label == "weather"
+    assert http.label == "tools.example.com"  # no credentials, path or query in the logs
+    with pytest.raises(ValueError, match="either"):
+        McpServer(command=["x"], url="https://h/mcp")
+    with pytest.raises(ValueError, match="either"):
+        McpServer()
+    monkeypatch.setenv("VOICE_FSM_TOOLS__MCP_SERVERS", "")
+    assert Settings(_env_file=None).tools.mcp_servers == []  # type: ignore[call-arg]

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -109,13 +110,20 @@ def as_someone_else(command: list[str]) -> list[str]:
 
 
 def test_without_root_the_test_programs_say_what_is_missing_and_go_on() -> None:
-    done = subprocess.run(
-        as_someone_else([str(REPO / ".ci/test-programs")]),
-        env=clean_env(TEST_PROGRAMS="sh voice-fsm-no-such-program"),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    # A clone may sit in a folder only root can enter (mktemp -d makes 0700 folders), so
+    # the other user runs a copy from a folder anyone can read.
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o755)
+        script = Path(folder) / "test-programs"
+        shutil.copy2(REPO / ".ci/test-programs", script)
+        os.chmod(script, 0o755)
+        done = subprocess.run(
+            as_someone_else([str(script)]),
+            env=clean_env(TEST_PROGRAMS="sh voice-fsm-no-such-program"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     assert done.returncode == 0
     assert done.stderr == (
         "test-programs: voice-fsm-no-such-program not installed (and this is not root with "

@@ -147,6 +147,7 @@ def test_live_sessions_are_counted_by_state() -> None:
             "transcribing": 0,
             "thinking": 0,
             "speaking": 1,
+            "acting": 0,
         },
     }
     assert history.snapshot()["sessions"]["live"] == 0
@@ -197,5 +198,7 @@ async def test_the_routes_serve_the_page_and_the_snapshot_behind_the_key() -> No
     assert snapshot["summary"] == app.state.turn_history.summary()
     assert snapshot["sessions"] == {
         "live": 0,
-        "by_state": dict.fromkeys(["idle", "recording", "transcribing", "thinking", "speaking"], 0),
+        "by_state": dict.fromkeys(
+            ["idle", "recording", "transcribing", "thinking", "speaking", "acting"], 0
+        ),
     }

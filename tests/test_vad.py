@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from voice_fsm.adapters.local_models import LocalModelMissing
+from voice_fsm.adapters.local.packages import LocalModelMissing
 from voice_fsm.audio import SAMPLE_RATE, bytes_for_ms, float_to_pcm16, pcm16_to_float
 
 from support.local import require_engine

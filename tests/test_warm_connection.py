@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 from structlog.testing import capture_logs
 
-from voice_fsm.adapters import warm_connection
 from voice_fsm.adapters.base import ChatMessage, Preparable, Startable
-from voice_fsm.adapters.openai_llm import OpenAILanguageModel
+from voice_fsm.adapters.openai import warm_connection
+from voice_fsm.adapters.openai.llm import OpenAILanguageModel
 from voice_fsm.testing import FakeOpenAIConfig
 
 from support.servers import eventually, free_port

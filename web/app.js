@@ -1,18 +1,23 @@
 // voice-fsm page: hold the button (or the space bar) to talk, release to send; or switch hands-free
 // on and just talk (the server's voice activity detection starts and ends the turns). Wires the socket
 // (protocol.js), the microphone (capture.js), playback (player.js) and the displays: the state
-// diagram (machine.js), the conversation (conversation.js), latency (latency.js), errors (errors.js).
+// diagram (machine.js), the conversation (conversation.js) and its tool calls (tools.js), latency
+// (latency.js), errors (errors.js).
+// The page's own state is one record (client.js): every change to it is a named change, and the
+// controls show `view(client)`.
 import { Capture } from './capture.js';
+import { changes, connectionText, createClient, replying, view, wantsAudio } from './client.js';
+import { MESSAGE_LEVEL_CODES as MESSAGE_LEVEL, MODE, SAMPLE_RATE, SERVER_EVENT, STATE } from './constants.js';
 import { Conversation } from './conversation.js';
 import { accessErrorText, describeError, micErrorText, shortError } from './errors.js';
 import { V2vChart, renderWaterfall } from './latency.js';
 import { MachineDiagram } from './machine.js';
 import { Player } from './player.js';
-import { Connection, REPLY_STATES, messages, socketUrl } from './protocol.js';
+import { Connection, messages, socketUrl } from './protocol.js';
+import { ToolCalls } from './tools.js';
 
-const SAMPLE_RATE = 24000;
-// Errors that end the turn (the others drop one message and leave the turn as it was).
-const MESSAGE_LEVEL_CODES = new Set(['invalid-message', 'invalid-state', 'invalid-audio']);
+// Errors about one message (the others end the turn): that message is dropped, the turn goes on.
+const MESSAGE_LEVEL_CODES = new Set(MESSAGE_LEVEL);
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -36,41 +41,28 @@ const ui = {
   engines: $('engines'),
 };
 
-const app = {
-  state: 'idle', // the server's state
-  turn: 0, // the server's turn number, from the last `state` event
-  connection: 'connecting',
-  sessions: 0, // session.created messages seen (a second one means we reconnected)
-  modes: [], // session.created.modes
-  holders: new Set(), // what is holding the talk button down: "pointer", "key", "api"
-  starting: false, // between press and input_audio.start (waiting for the microphone)
-  recording: false, // input_audio.start sent, input_audio.stop not yet
-  stopping: null, // promise: flushing the last audio, then input_audio.stop
-  handsFree: false, // hands-free switched on and the microphone streaming
-  handsFreeStarting: false, // switched on, waiting for the microphone
-  modeSent: 'push_to_talk', // the mode the server has (or was last asked for) in this session
-  leavingHandsFree: false, // push_to_talk sent; its session.updated not yet received
-  speech: false, // hands-free: the server hears speech (vad.speech_started … vad.speech_stopped)
-  vadTurn: null, // the turn the last vad.speech_started belongs to
-  startsSent: 0, // input_audio.start messages this session …
-  recordingsSeen: 0, // … and `state: recording` events; equal when the server confirmed the last
-  confirmedTurn: null, // the server's turn number of our current recording, once confirmed
-  dropBelow: 0, // audio of turns below this is stale (interrupted) and ignored
-  cancelledTurn: -1, // the reply of this turn was cancelled with the Stop button
-  audioMs: new Map(), // turn -> duration_ms of its reply audio (audio.done)
-  retryAt: 0, // when the next reconnect attempt starts (Date.now() ms)
-  retryTimer: null,
-  closeReason: '', // the reason the server gave when it last closed the socket
-  sessionUpdate: sessionFromQuery(),
-  created: null, // the last session.created event (its stages' providers and models)
-};
+const client = createClient(sessionFromQuery());
+const CHANGES_KEPT = 200;
+
+/** Apply the named change `name` (client.js) and return what it returns. */
+function change(name, ...args) {
+  const result = changes[name](client, ...args);
+  hooks.changes.push(name);
+  if (hooks.changes.length > CHANGES_KEPT) hooks.changes.splice(0, hooks.changes.length - CHANGES_KEPT);
+  return result;
+}
 
 let ctx = null;
-const player = new Player({ onChange: render });
+let retryTimer = null;
+const player = new Player({ onChange: syncPlayback });
 const capture = new Capture({ onChunk: sendChunk });
 const conn = new Connection(socketUrl(), { onEvent, onAudio, onStatus });
 const machine = new MachineDiagram($('machine'));
 const conversation = new Conversation($('conversation'));
+const tools = new ToolCalls((turn) => {
+  const entry = conversation.get(turn);
+  return entry ? entry.el : null;
+});
 const chart = new V2vChart($('v2v-chart'), { limit: 20 });
 
 // Hooks for tests and for poking around in the console.
@@ -90,7 +82,7 @@ const hooks = {
     return player.activeSources;
   },
   get recording() {
-    return app.recording;
+    return client.talk === 'sending';
   },
   /** The page is playing reply audio (the server may be idle already: it sent the whole reply). */
   get playing() {
@@ -98,25 +90,43 @@ const hooks = {
   },
   /** Hands-free is on: the microphone streams and the server's VAD starts and ends turns. */
   get handsFree() {
-    return app.handsFree;
+    return client.handsFree === 'on';
   },
   /** Hands-free: the server hears speech right now (between vad.speech_started and _stopped). */
   get speechDetected() {
-    return app.speech;
+    return client.vad.speech;
   },
+  /** The page's whole state (client.js), and the names of its last changes, in order. */
+  client,
+  changes: [],
   vadEvents: [], // 'started' / 'stopped' for every vad.speech_started / _stopped, in order (page lifetime)
-  state: 'idle',
+  /** The server's state as the page shows it. */
+  get state() {
+    return client.server.state;
+  },
   stateHistory: [], // every state the page showed, in order, consecutive duplicates folded
   events: [], // the type of every server event received, in order
-  connection: 'connecting',
+  get connection() {
+    return client.connection.status;
+  },
   reconnects: 0, // sessions created after the first one
-  refused: null, // {status, error} while the server refuses this page a token (401/403)
+  /** {status, error} while the server refuses this page a token (401/403). */
+  get refused() {
+    return client.connection.refused;
+  },
   sessionId: null,
-  turn: 0,
+  get turn() {
+    return client.server.turn;
+  },
   // Per session (reset by session.created):
   lastPlayedMs: null, // played_ms when playback was last cut off (barge-in or Stop)
   lastMetrics: null, // the last turn.metrics event
   lastError: null, // the last error event
+  /** The session's tool calls, in order: {turn, call_id, name, arguments, runs_on, status
+   * ('running' | 'ok' | 'failed' | 'cancelled'), ok, output, error, duration_ms}. */
+  get toolCalls() {
+    return tools.list;
+  },
   sentAudioBytes: 0,
   receivedAudioBytes: 0,
   droppedAudioBytes: 0, // binary frames outside audio.start … audio.done of a wanted turn
@@ -152,9 +162,9 @@ async function openMic() {
     return true;
   } catch (err) {
     // Some browsers cannot connect a microphone to a context at another sample rate: fall back to
-    // the default rate; the worklet resamples to 24 kHz and playback buffers keep their own rate.
+    // the default rate; the worklet resamples to SAMPLE_RATE and playback buffers keep their own rate.
     if (err && err.captureStage === 'graph' && err.name === 'NotSupportedError' && ctx.sampleRate === SAMPLE_RATE) {
-      console.warn('24 kHz capture graph not supported; using the default sample rate', err);
+      console.warn(`${SAMPLE_RATE} Hz capture graph not supported; using the default sample rate`, err);
       const old = ctx;
       ctx = new (window.AudioContext || window.webkitAudioContext)({ latencyHint: 'interactive' });
       player.attach(ctx);
@@ -180,9 +190,8 @@ function sendChunk(buffer) {
 // ------------------------------------------------------------------ push to talk
 
 async function press(source) {
-  const first = app.holders.size === 0;
-  app.holders.add(source);
-  if (!first || app.starting || app.recording || app.handsFree || app.handsFreeStarting) return;
+  const first = change('held', source);
+  if (!first || client.talk !== 'off' || client.handsFree !== 'off') return;
   if (!conn.isOpen) {
     showError('Not connected to the server yet. Wait for it to reconnect.', 'not-connected');
     return;
@@ -196,25 +205,25 @@ async function press(source) {
 
   // A new turn. Whatever is playing stops now; the server cancels a reply in flight when it gets
   // input_audio.start (barge-in), and anything still on the wire from it is ignored.
-  const wasReplying = REPLY_STATES.has(app.state);
+  const wasReplying = replying(client);
   const wasPlaying = player.playing || player.accepting;
   const played = cutPlayback('You interrupted it');
-  app.dropBelow = Math.max(app.dropBelow, app.turn + 1);
+  change('newTurn', client.server.turn + 1);
   clearError();
   conversation.begin();
-  app.starting = true;
+  change('talkOpening');
   render();
 
   try {
-    if (app.stopping) await app.stopping;
+    if (client.flushing) await client.flushing;
     const wasReady = capture.readyFor(ctx);
     const ok = await openMic();
-    const stillHeld = app.holders.size > 0;
+    const stillHeld = client.held.size > 0;
     if (!ok || !stillHeld || !conn.isOpen) {
       conversation.abandon();
       // No turn after all; a reply we silenced is cancelled rather than left talking unheard.
-      if (wasReplying && REPLY_STATES.has(app.state)) {
-        app.cancelledTurn = app.turn;
+      if (wasReplying && replying(client)) {
+        change('replyCancelled');
         conn.send(messages.responseCancel(played));
       }
       if (ok && !stillHeld && !wasReady) {
@@ -225,45 +234,44 @@ async function press(source) {
     ui.hint.textContent = '';
     // A barge-in tells the server how much of the interrupted reply was heard.
     conn.send(messages.inputAudioStart(wasReplying || wasPlaying ? played : undefined));
-    app.startsSent += 1;
-    app.confirmedTurn = null;
     capture.start();
-    app.recording = true;
+    change('talkRecording');
   } finally {
-    app.starting = false;
+    change('talkOpened');
     render();
   }
 }
 
 function release(source) {
-  if (!app.holders.delete(source) || app.holders.size > 0) return;
-  if (!app.recording) return; // press() notices the release itself while it is still starting
-  app.recording = false;
+  if (!change('unheld', source)) return;
+  if (client.talk !== 'sending') return; // press() notices the release itself while it is still opening
+  change('talkReleased');
   render();
   // Send the last partial chunk, then input_audio.stop (the server keeps commands in order, so this
   // is right even when its `state: recording` has not arrived yet).
-  app.stopping = capture
-    .stop(true)
-    .then(() => {
-      conn.send(messages.inputAudioStop());
-    })
-    .finally(() => {
-      app.stopping = null;
-    });
+  change(
+    'flushing',
+    capture
+      .stop(true)
+      .then(() => {
+        conn.send(messages.inputAudioStop());
+      })
+      .finally(() => change('flushed')),
+  );
 }
 
 function releaseAll() {
-  for (const source of [...app.holders]) release(source);
+  for (const source of [...client.held]) release(source);
 }
 
 /** Stop button / Escape: stop the reply being prepared or spoken. */
 function stopReply() {
   const audible = player.playing;
   const played = cutPlayback('Stopped');
-  if (REPLY_STATES.has(app.state)) {
-    app.cancelledTurn = app.turn;
+  if (replying(client)) {
+    change('replyCancelled');
     conn.send(messages.responseCancel(played));
-    if (!audible) conversation.cancelled(app.turn);
+    if (!audible) conversation.cancelled(client.server.turn);
   }
   render();
 }
@@ -273,8 +281,7 @@ function stopReply() {
  * played_ms of the reply in flight (0 when none of its audio had played). With `how`, the turn
  * whose audio was audible gets a note in the conversation.
  */
-function cutPlayback(how) {
-  const replyTurn = REPLY_STATES.has(app.state) ? app.turn : player.turn;
+function cutPlayback(how, replyTurn = replying(client) ? client.server.turn : player.turn) {
   const audioTurn = player.turn;
   const hadAudio = player.playing || player.accepting;
   const audible = player.playing;
@@ -283,7 +290,7 @@ function cutPlayback(how) {
   const played = audioTurn !== null && audioTurn === replyTurn ? playedOfAudio : 0;
   if (hadAudio) hooks.lastPlayedMs = played;
   if (how && audible && audioTurn !== null) {
-    conversation.cut(audioTurn, playedOfAudio, app.audioMs.get(audioTurn), how);
+    conversation.cut(audioTurn, playedOfAudio, client.audio.durations.get(audioTurn), how);
   }
   return played;
 }
@@ -292,6 +299,7 @@ function clearConversation() {
   cutPlayback();
   conn.send(messages.conversationClear());
   conversation.clear();
+  tools.reset();
   clearError();
   showMetrics(null);
   hooks.lastMetrics = null;
@@ -306,114 +314,99 @@ function clearConversation() {
 // reply is in flight or still playing interrupts it (the page silences it on vad.speech_started).
 // The talk button is disabled meanwhile: it shows when the server hears speech.
 
-const HANDS_FREE_TIP = {
-  available: 'Talk without holding the button: the microphone stays on and the server detects when you speak.',
-  missing: "The server doesn't support hands-free mode yet: it offers push-to-talk only.",
-};
-
 function updateHandsFreeAvailability() {
-  const available = app.modes.includes('hands_free');
-  if (!available && (ui.handsFree.checked || app.handsFree)) {
+  if (!client.modes.includes(MODE.HANDS_FREE) && (ui.handsFree.checked || client.handsFree === 'on')) {
     ui.handsFree.checked = false;
     stopHandsFree({ tellServer: false });
   }
-  const tip = available ? HANDS_FREE_TIP.available : HANDS_FREE_TIP.missing;
-  ui.handsFreeLabel.title = tip;
-  ui.handsFree.title = tip;
-  ui.handsFreeNote.textContent = available ? '' : 'Not supported by this server yet.';
   render();
 }
 
 /** Ask the server for `mode` unless it has it (or was asked) already. */
 function requestMode(mode) {
-  if (app.modeSent === mode) return true;
+  if (client.mode.sent === mode) return true;
   if (!conn.send(messages.sessionUpdate({ mode }))) return false;
-  app.modeSent = mode;
+  change('modeRequested', mode);
   return true;
 }
 
 /** The switch went on (or a new session while it is on): open the microphone and stream it. */
 async function startHandsFree() {
-  if (app.handsFree || app.handsFreeStarting) return;
+  if (client.handsFree !== 'off') return;
   const giveUp = () => {
     ui.handsFree.checked = false;
     render();
   };
   if (!conn.isOpen) return render(); // the switch stays on: the next session.created starts it
-  if (!app.modes.includes('hands_free')) return giveUp();
+  if (!client.modes.includes(MODE.HANDS_FREE)) return giveUp();
   try {
     ensureContext();
   } catch (err) {
     showError(err.message, 'no-web-audio');
     return giveUp();
   }
-  app.handsFreeStarting = true;
+  change('handsFreeOpening');
   render();
   try {
     // A push-to-talk recording in progress is sent as if the button had been released.
     releaseAll();
-    if (app.stopping) await app.stopping;
+    if (client.flushing) await client.flushing;
     const ok = await openMic();
     if (!ui.handsFree.checked || !conn.isOpen) return; // switched off, or the socket closed
-    if (!ok || !app.modes.includes('hands_free')) return giveUp();
+    if (!ok || !client.modes.includes(MODE.HANDS_FREE)) return giveUp();
     // The mode first, so the server never sees a frame outside a turn in push-to-talk mode.
-    if (!requestMode('hands_free')) return;
-    app.handsFree = true;
-    app.speech = false;
+    if (!requestMode(MODE.HANDS_FREE)) return;
+    change('handsFreeOn');
     capture.start();
   } finally {
-    app.handsFreeStarting = false;
+    change('handsFreeOpened');
     render();
   }
 }
 
 /** The switch went off (or the socket closed): stop streaming; the server goes back to push-to-talk. */
 function stopHandsFree({ tellServer = true } = {}) {
-  const was = app.handsFree;
-  app.handsFree = false;
-  app.speech = false;
-  if (was) capture.stop(false);
-  if (tellServer && conn.isOpen && app.modeSent === 'hands_free' && requestMode('push_to_talk')) {
+  if (change('handsFreeOff')) capture.stop(false);
+  if (tellServer && conn.isOpen && client.mode.sent === MODE.HANDS_FREE && requestMode(MODE.PUSH_TO_TALK)) {
     // A turn the server was recording stays open after the switch: see onSessionUpdated.
-    app.leavingHandsFree = true;
+    change('leavingHandsFree');
   }
   render();
 }
 
 function onSessionUpdated(event) {
-  if (app.created && event.session) {
-    app.created = { ...app.created, session: { ...app.created.session, ...event.session } };
+  if (client.created && event.session) {
+    change('sessionUpdated', event.session);
     showEngines();
   }
   const mode = event.session && event.session.mode;
-  if (mode === 'push_to_talk' && app.modeSent === 'hands_free' && !app.leavingHandsFree) {
+  if (mode === MODE.PUSH_TO_TALK && client.mode.sent === MODE.HANDS_FREE && !client.mode.leaving) {
     // The server ended hands-free mode itself: its speech detection could not start or failed
     // (the error just before says why). Switch it off here too; it may be switched on again.
-    app.modeSent = 'push_to_talk';
+    change('modeRequested', MODE.PUSH_TO_TALK);
     ui.handsFree.checked = false;
     stopHandsFree({ tellServer: false });
     return;
   }
-  if (!app.leavingHandsFree || mode !== 'push_to_talk') return;
-  app.leavingHandsFree = false;
+  if (!client.mode.leaving || mode !== MODE.PUSH_TO_TALK) return;
+  change('leftHandsFree');
   // The server handles messages in order: if it is recording now, that is a hands-free turn it
   // began before it switched modes, and nothing would end it. Discard it.
-  const ours = app.recording || app.starting || app.handsFree || app.handsFreeStarting;
-  if (app.state === 'recording' && !ours) {
+  if (client.server.state === STATE.RECORDING && client.talk === 'off' && client.handsFree === 'off') {
     conn.send(messages.responseCancel());
-    conversation.discarded(app.turn);
+    conversation.discarded(client.server.turn);
   }
 }
 
 function onSpeechStarted(event) {
   hooks.vadEvents.push('started');
-  app.speech = true;
-  app.vadTurn = event.turn;
-  if (app.state !== 'recording' || event.turn !== app.turn) {
+  const newTurn = client.server.state !== STATE.RECORDING || event.turn !== client.server.turn;
+  change('speechStarted', event.turn);
+  if (newTurn) {
     // A new turn. As on a push-to-talk press, whatever plays stops now: the server has cancelled a
     // reply in flight (barge-in), and anything still on the wire from it is ignored.
     cutPlayback('You interrupted it');
-    app.dropBelow = Math.max(app.dropBelow, event.turn);
+    change('newTurn', event.turn);
     clearError();
     conversation.begin();
   }
@@ -422,7 +415,7 @@ function onSpeechStarted(event) {
 
 function onSpeechStopped() {
   hooks.vadEvents.push('stopped');
-  app.speech = false;
+  change('speechStopped');
   render();
 }
 
@@ -432,51 +425,63 @@ function onEvent(event) {
   if (!event || typeof event.type !== 'string') return;
   hooks.events.push(event.type);
   switch (event.type) {
-    case 'session.created':
+    case SERVER_EVENT.SESSION_CREATED:
       onSessionCreated(event);
       break;
-    case 'session.updated':
+    case SERVER_EVENT.SESSION_UPDATED:
       onSessionUpdated(event);
       break;
-    case 'vad.speech_started':
+    case SERVER_EVENT.VAD_SPEECH_STARTED:
       onSpeechStarted(event);
       break;
-    case 'vad.speech_stopped':
+    case SERVER_EVENT.VAD_SPEECH_STOPPED:
       onSpeechStopped(event);
       break;
-    case 'state':
+    case SERVER_EVENT.STATE:
       onState(event);
       break;
-    case 'transcript.delta':
+    case SERVER_EVENT.TRANSCRIPT_DELTA:
       conversation.transcript(event.turn, event.text, false);
       break;
-    case 'transcript.done':
+    case SERVER_EVENT.TRANSCRIPT_DONE:
       conversation.transcript(event.turn, event.text, true);
       break;
-    case 'response.delta':
+    case SERVER_EVENT.RESPONSE_DELTA:
       conversation.reply(event.turn, event.text);
       break;
-    case 'response.done':
+    case SERVER_EVENT.RESPONSE_DONE:
       conversation.reply(event.turn, event.text, { final: true, interrupted: event.interrupted });
       break;
-    case 'audio.start':
-      if (event.turn >= app.dropBelow && event.turn > app.cancelledTurn) {
+    case SERVER_EVENT.AUDIO_START:
+      if (wantsAudio(client, event.turn)) {
         player.beginTurn(event.turn, event.sample_rate);
+        syncPlayback();
       } else {
         player.endTurn();
       }
       break;
-    case 'audio.done':
-      app.audioMs.set(event.turn, event.duration_ms);
+    case SERVER_EVENT.AUDIO_DONE:
+      change('audioDone', event.turn, event.duration_ms);
       if (player.turn === event.turn) player.endTurn();
       break;
-    case 'turn.metrics':
+    case SERVER_EVENT.TOOL_CALL:
+      // Shown only: this page declares no tools, so a call it should run (runs_on client) is
+      // not answered; the server times it out and the model hears so.
+      tools.call(event);
+      break;
+    case SERVER_EVENT.TOOL_RESULT:
+      tools.result(event);
+      break;
+    case SERVER_EVENT.TOOL_CANCELLED:
+      tools.cancelled(event);
+      break;
+    case SERVER_EVENT.TURN_METRICS:
       hooks.lastMetrics = event;
       showMetrics(event);
       conversation.metrics(event.turn, renderWaterfall(event));
       chart.add(event.voice_to_voice_ms, `Turn ${event.turn}`);
       break;
-    case 'error':
+    case SERVER_EVENT.ERROR:
       hooks.lastError = event;
       showError(describeError(event), event.code, event.message);
       // A finished turn keeps its outcome: an error between turns (hands-free detection lost)
@@ -491,71 +496,52 @@ function onEvent(event) {
 }
 
 function onSessionCreated(event) {
-  app.sessions += 1;
-  const reconnected = app.sessions > 1;
+  change('sessionCreated', event);
+  const reconnected = client.sessions > 1;
   if (reconnected) hooks.reconnects += 1;
   hooks.sessionId = event.session_id;
   // A new session numbers its turns afresh; the conversation stays on screen.
   conversation.newSession(event.session_id, { reconnected });
+  tools.reset();
   const shown = ui.metrics.querySelector('.metrics-title');
   if (reconnected && shown && !shown.textContent.includes('(')) shown.textContent += ' (before reconnecting)';
-  app.turn = 0;
-  hooks.turn = 0;
   hooks.lastMetrics = null; // hooks are per session; the screen keeps the old turns
   hooks.lastError = null;
   hooks.lastPlayedMs = null;
-  app.startsSent = 0;
-  app.recordingsSeen = 0;
-  app.confirmedTurn = null;
-  app.dropBelow = 0;
-  app.cancelledTurn = -1;
-  app.audioMs.clear();
-  app.speech = false;
-  app.vadTurn = null;
-  app.leavingHandsFree = false;
-  app.modeSent = (event.session && event.session.mode) || 'push_to_talk';
   player.stop();
   player.endTurn();
   player.turn = null;
+  syncPlayback();
   if (event.output_audio && event.output_audio.sample_rate) player.sampleRate = event.output_audio.sample_rate;
-  app.created = event;
   showEngines();
-  app.modes = Array.isArray(event.modes) ? event.modes : [];
   updateHandsFreeAvailability();
 
   // The settings of the page's URL, and push-to-talk unless the server starts that way. Hands-free
   // (the switch still on after a reconnect) is asked for once the microphone streams again.
-  const update = { ...app.sessionUpdate };
-  if (app.modeSent !== 'push_to_talk') update.mode = 'push_to_talk';
+  const update = { ...client.sessionUpdate };
+  if (client.mode.sent !== MODE.PUSH_TO_TALK) update.mode = MODE.PUSH_TO_TALK;
   if (Object.keys(update).length > 0 && conn.send(messages.sessionUpdate(update))) {
-    if (update.mode) app.modeSent = update.mode;
+    if (update.mode) change('modeRequested', update.mode);
   }
-  if (ui.handsFree.checked && app.modes.includes('hands_free')) startHandsFree();
+  if (ui.handsFree.checked && client.modes.includes(MODE.HANDS_FREE)) startHandsFree();
 }
 
 function onState(event) {
-  app.turn = event.turn;
-  hooks.turn = event.turn;
-  if (event.state === 'recording') {
-    // Our own start (or a barge-in): nothing from earlier turns may play or show any more.
-    app.dropBelow = event.turn;
-    if (event.turn !== app.vadTurn) {
-      // Started by our input_audio.start (a hands-free turn starts with vad.speech_started).
-      app.recordingsSeen += 1;
-      if (app.recording && app.recordingsSeen === app.startsSent) app.confirmedTurn = event.turn;
-    }
-    cutPlayback();
+  // What was replying is judged on the state before this event, with this event's turn.
+  const replyTurn = replying(client) ? event.turn : player.turn;
+  const endedOurRecording = change('serverState', event);
+  if (event.state === STATE.RECORDING) {
+    cutPlayback(undefined, replyTurn);
     clearError();
     conversation.confirm(event.turn);
+    tools.turnEnded(event.turn - 1);
   } else {
-    if (event.previous === 'recording' && app.recording && app.confirmedTurn === event.turn) {
-      // The server ended our recording itself (an error such as audio-too-long): stop sending audio.
-      app.recording = false;
-      capture.stop(false);
-    }
-    conversation.phase(event.turn, event.state === 'idle' ? 'done' : event.state);
+    if (event.state === STATE.IDLE) tools.turnEnded(event.turn);
+    // The server ended our recording itself (an error such as audio-too-long): stop sending audio.
+    if (endedOurRecording) capture.stop(false);
+    conversation.phase(event.turn, event.state === STATE.IDLE ? 'done' : event.state);
   }
-  setState(event.state, event.previous);
+  showState(event.state, event.previous);
 }
 
 function onAudio(data) {
@@ -564,52 +550,50 @@ function onAudio(data) {
 }
 
 function onStatus(status, { retryInMs, refused, closed } = {}) {
-  app.connection = status;
-  hooks.connection = status;
-  clearInterval(app.retryTimer);
-  app.retryTimer = null;
+  clearInterval(retryTimer);
+  retryTimer = null;
   if (status === 'closed') {
-    hooks.refused = refused || null;
-    app.closeReason = (closed && closed.reason) || '';
-    if (refused) showError(accessErrorText(refused), 'not-allowed');
     // Whatever was in flight belonged to the old session.
-    app.holders.clear();
-    if (app.recording) capture.stop(false);
-    app.recording = false;
-    if (app.handsFree) stopHandsFree({ tellServer: false });
-    cutPlayback();
+    const replyTurn = replying(client) ? client.server.turn : player.turn;
+    const wasRecording = change('closed', {
+      retryAt: Date.now() + (retryInMs || 0),
+      refused: refused || null,
+      closeReason: (closed && closed.reason) || '',
+    });
+    if (refused) showError(accessErrorText(refused), 'not-allowed');
+    if (wasRecording) capture.stop(false);
+    if (client.handsFree === 'on') stopHandsFree({ tellServer: false });
+    cutPlayback(undefined, replyTurn);
     conversation.disconnected();
-    setState('idle');
-    app.retryAt = Date.now() + (retryInMs || 0);
-    showCountdown();
-    app.retryTimer = setInterval(showCountdown, 250);
+    tools.turnEnded(Infinity);
+    showState(client.server.state);
+    retryTimer = setInterval(showConnection, 250);
   } else if (status === 'open') {
-    ui.connection.textContent = 'Connected';
-    hooks.refused = null;
+    change('opened');
     if (ui.error.dataset.code === 'not-allowed') clearError();
   } else {
-    ui.connection.textContent = app.sessions > 0 ? 'Reconnecting…' : 'Connecting…';
+    change('connecting');
   }
-  ui.connection.dataset.status = status;
   render();
 }
 
-function showCountdown() {
-  const seconds = Math.max(1, Math.ceil((app.retryAt - Date.now()) / 1000));
-  const why = hooks.refused ? 'Not allowed to connect' : `Disconnected${app.closeReason ? ` (${app.closeReason})` : ''}`;
-  ui.connection.textContent = `${why}. Reconnecting in ${seconds} s…`;
+function showConnection() {
+  ui.connection.textContent = connectionText(client, Date.now());
 }
 
 // ------------------------------------------------------------------ display
 
-function setState(state, previous) {
-  app.state = state;
-  hooks.state = state;
-  ui.state.textContent = state;
-  document.body.dataset.state = state;
+/** The server's state changed to `state` (from `previous`, when the server said so). */
+function showState(state, previous) {
   machine.show(state, previous);
   const history = hooks.stateHistory;
   if (history[history.length - 1] !== state) history.push(state);
+  render();
+}
+
+/** The player started or stopped playing, or its turn changed. */
+function syncPlayback() {
+  change('playback', player.playing, player.turn);
   render();
 }
 
@@ -624,7 +608,7 @@ const STAGES = [
  * the session in the footer. The session's `voice` is a name of OpenAI's voices: only OpenAI's
  * speech follows it (Piper speaks with its configured voice, its model; the fakes ignore it). */
 function showEngines() {
-  const created = app.created;
+  const created = client.created;
   const parts = [];
   for (const [key, name] of STAGES) {
     const info = created[key];
@@ -698,34 +682,33 @@ function clearError() {
   ui.error.hidden = true;
 }
 
+/** Show `view(client)`: every control follows the client state. */
 function render() {
-  const open = app.connection === 'open';
-  const talking = app.recording || app.starting;
-  const handsFree = app.handsFree || app.handsFreeStarting;
-  const replying = REPLY_STATES.has(app.state) || player.playing;
-  ui.talk.disabled = !open || handsFree;
-  ui.talk.setAttribute('aria-pressed', String(talking));
-  ui.talk.classList.toggle('active', talking);
-  ui.talk.classList.toggle('hands-free', handsFree);
-  ui.talk.classList.toggle('speech', app.handsFree && app.speech);
-  let label = 'Hold to talk';
-  if (app.handsFreeStarting || (app.starting && !app.handsFree)) label = 'Opening microphone…';
-  else if (app.handsFree && app.speech) label = 'Hearing you…';
-  else if (app.handsFree) label = replying ? 'Talk to interrupt' : 'Hands-free: just talk';
-  else if (app.recording) label = 'Listening… release to send';
-  else if (replying) label = 'Hold to interrupt';
-  ui.talkLabel.textContent = label;
-  ui.listening.hidden = !app.handsFree;
-  ui.listening.dataset.speech = String(app.handsFree && app.speech);
-  ui.listening.textContent = app.speech ? 'hearing you…' : 'listening…';
-  ui.howTo.hidden = handsFree;
-  ui.howToHandsFree.hidden = !handsFree;
-  ui.playback.hidden = !player.playing;
-  machine.setPlaying(player.playing);
-  conversation.playing(player.playing ? player.turn : null);
-  ui.stop.disabled = !(REPLY_STATES.has(app.state) || player.playing);
-  ui.clear.disabled = !open || app.state !== 'idle' || talking;
-  ui.handsFree.disabled = !open || !app.modes.includes('hands_free');
+  const v = view(client);
+  ui.state.textContent = v.state;
+  document.body.dataset.state = v.state;
+  ui.connection.dataset.status = v.connection;
+  showConnection();
+  ui.talk.disabled = v.talk.disabled;
+  ui.talk.setAttribute('aria-pressed', String(v.talk.pressed));
+  ui.talk.classList.toggle('active', v.talk.pressed);
+  ui.talk.classList.toggle('hands-free', v.talk.handsFree);
+  ui.talk.classList.toggle('speech', v.talk.speech);
+  ui.talkLabel.textContent = v.talk.label;
+  ui.listening.hidden = v.listening.hidden;
+  ui.listening.dataset.speech = String(v.listening.speech);
+  ui.listening.textContent = v.listening.text;
+  ui.howTo.hidden = v.howToHidden;
+  ui.howToHandsFree.hidden = v.howToHandsFreeHidden;
+  ui.playback.hidden = !v.playing;
+  machine.setPlaying(v.playing);
+  conversation.playing(v.playingTurn);
+  ui.stop.disabled = v.stopDisabled;
+  ui.clear.disabled = v.clearDisabled;
+  ui.handsFree.disabled = v.handsFreeSwitch.disabled;
+  ui.handsFreeLabel.title = v.handsFreeSwitch.tip;
+  ui.handsFree.title = v.handsFreeSwitch.tip;
+  ui.handsFreeNote.textContent = v.handsFreeSwitch.note;
 }
 
 // ------------------------------------------------------------------ input
@@ -807,7 +790,7 @@ function sessionFromQuery() {
   return session;
 }
 
-setState('idle');
+showState(client.server.state);
 clearError();
 showMetrics(null);
 updateHandsFreeAvailability();

@@ -1,4 +1,5 @@
-// Capture worklet: microphone float32 -> PCM16 little-endian mono at 24 kHz, in 40 ms chunks.
+// Capture worklet: microphone float32 -> PCM16 little-endian mono at the protocol's rate, in 40 ms
+// chunks; capture.js gives the rate and the chunk size (`processorOptions`).
 //
 // Runs on the audio thread. The main thread controls it through `port`:
 //   {type: "start", gen}        drop anything buffered and begin collecting recording `gen`
@@ -6,16 +7,17 @@
 // Chunks are posted as {type: "chunk", gen, buffer}, the buffer (transferred) holding
 // `chunkSamples * 2` bytes (the last one of a recording may be shorter).
 //
-// The AudioContext normally runs at 24 kHz, so samples pass straight through. If the browser
-// would not give us a 24 kHz graph (the page then falls back to the default rate), the input is
+// The AudioContext normally runs at that rate, so samples pass straight through. If the browser
+// would not give us a graph at that rate (the page then falls back to the default rate), the input is
 // resampled here by linear interpolation.
 
 class CaptureProcessor extends AudioWorkletProcessor {
   constructor(options) {
     super();
     const opts = (options && options.processorOptions) || {};
-    this.targetRate = opts.targetRate || 24000;
-    this.chunkSamples = opts.chunkSamples || 960; // 40 ms at 24 kHz
+    this.targetRate = opts.targetRate;
+    this.chunkSamples = opts.chunkSamples;
+    if (!(this.targetRate > 0 && this.chunkSamples > 0)) throw new Error('capture-processor needs targetRate and chunkSamples');
     this.step = sampleRate / this.targetRate; // input samples per output sample
     this.active = false;
     this.gen = 0;

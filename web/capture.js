@@ -1,9 +1,11 @@
 // Microphone capture, main-thread side: one getUserMedia stream for the whole page (permission is
 // asked once), fed through capture-worklet.js, which posts PCM16 LE chunks of 40 ms.
+import { SAMPLE_RATE } from './constants.js';
 
 export const WORKLET_URL = '/static/capture-worklet.js';
-export const CAPTURE_RATE = 24000;
-export const CHUNK_SAMPLES = 960; // 40 ms at 24 kHz
+export const CAPTURE_RATE = SAMPLE_RATE; // the protocol's rate: the server takes no other
+export const CHUNK_MS = 40;
+export const CHUNK_SAMPLES = (CAPTURE_RATE * CHUNK_MS) / 1000;
 
 const AUDIO_CONSTRAINTS = {
   audio: { echoCancellation: true, noiseSuppression: true, channelCount: 1 },

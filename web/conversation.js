@@ -3,6 +3,7 @@
 // the turn's latency waterfall. The ids `transcript` and `reply` always sit on the newest
 // entry's text elements (on hidden placeholders while there is no turn), so exactly one
 // element has each id.
+import { BUSY_STATES, STATE } from './constants.js';
 
 const PHASE_WORDS = {
   pending: 'starting…',
@@ -10,13 +11,15 @@ const PHASE_WORDS = {
   transcribing: 'transcribing…',
   thinking: 'thinking…',
   speaking: 'speaking…',
+  acting: 'running tools…',
   done: 'done',
   interrupted: 'interrupted',
   cancelled: 'cancelled',
   error: 'failed',
   disconnected: 'connection lost',
 };
-const OPEN_PHASES = new Set(['pending', 'recording', 'transcribing', 'thinking', 'speaking']);
+// A turn is open while it is pending or the server is busy with it (every state but idle).
+const OPEN_PHASES = new Set(['pending', ...BUSY_STATES]);
 
 function make(tag, className, text) {
   const node = document.createElement(tag);
@@ -185,7 +188,7 @@ export class Conversation {
         other.setPhase('interrupted', true);
       }
     }
-    entry.setPhase('recording');
+    entry.setPhase(STATE.RECORDING);
     return entry;
   }
 

@@ -6,11 +6,12 @@
 // exact figure in `data-value` ('' when no turn has it); `window.voiceFsmDashboard` holds the
 // last snapshot, the polls made and the status.
 
+import { STATES } from './constants.js';
 import { formatMs, niceMax, svgEl } from './latency.js';
 
 const POLL_MS = 2000;
 const RECENT_ROWS = 15;
-const STATE_ORDER = ['idle', 'recording', 'transcribing', 'thinking', 'speaking'];
+const STATE_ORDER = STATES;
 
 /** What is summarised, as the `turn.completed` line names it, with the colour of its stage. */
 const STAGES = [

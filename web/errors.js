@@ -1,32 +1,35 @@
 // Wording of everything that can go wrong, in plain words: the server's `error` events (one entry
-// per code of src/voice_fsm/errors.py) and microphone failures.
+// per code of src/voice_fsm/errors.py, by its name in constants.js) and microphone failures.
+import { ERROR_CODE, STAGE } from './constants.js';
 
 /** The stage of a provider error, in words. */
 export const STAGE_WORDS = {
-  stt: 'speech recognition',
-  llm: 'language model',
-  tts: 'speech synthesis',
+  [STAGE.STT]: 'speech recognition',
+  [STAGE.LLM]: 'language model',
+  [STAGE.TTS]: 'speech synthesis',
 };
 
 // Each entry gives the sentence before the code and the advice after it:
 // "<lead> (<code>). <advice>". `{service}` is replaced by "The speech recognition service" etc.
 const ERROR_WORDING = {
-  'invalid-message': ['The server did not understand a message from this page', 'Reloading the page may help.'],
-  'invalid-state': ['The server was not ready for that', 'Wait for the current step to finish and try again.'],
-  'invalid-audio': ['The server could not use the audio it received', 'Try again.'],
-  'no-audio': ['That was too short', 'Hold the button for as long as you speak.'],
-  'audio-too-long': ['That recording was too long for the server', 'Keep it shorter and try again.'],
-  'no-speech': ["I didn't catch anything", 'Speak a little louder or closer to the microphone and try again.'],
-  'provider-auth': ["{service} refused the server's API key", "Check the key in the server's settings."],
-  'provider-rate-limited': ['{service} is busy', 'Try again in a moment.'],
-  'provider-timeout': ['{service} took too long to answer', 'Try again in a moment.'],
-  'provider-unavailable': ['{service} cannot be reached right now', 'Try again shortly.'],
-  'provider-error': ['{service} returned an error', 'Trying again may not help; the server log has the details.'],
-  'internal-error': ['Something went wrong on the server', 'Try again; the server log has the details.'],
+  [ERROR_CODE.INVALID_MESSAGE]: ['The server did not understand a message from this page', 'Reloading the page may help.'],
+  [ERROR_CODE.INVALID_STATE]: ['The server was not ready for that', 'Wait for the current step to finish and try again.'],
+  [ERROR_CODE.INVALID_AUDIO]: ['The server could not use the audio it received', 'Try again.'],
+  [ERROR_CODE.NO_AUDIO]: ['That was too short', 'Hold the button for as long as you speak.'],
+  [ERROR_CODE.AUDIO_TOO_LONG]: ['That recording was too long for the server', 'Keep it shorter and try again.'],
+  [ERROR_CODE.NO_SPEECH]: ["I didn't catch anything", 'Speak a little louder or closer to the microphone and try again.'],
+  [ERROR_CODE.PROVIDER_AUTH]: ["{service} refused the server's API key", "Check the key in the server's settings."],
+  [ERROR_CODE.PROVIDER_RATE_LIMITED]: ['{service} is busy', 'Try again in a moment.'],
+  [ERROR_CODE.PROVIDER_TIMEOUT]: ['{service} took too long to answer', 'Try again in a moment.'],
+  [ERROR_CODE.PROVIDER_UNAVAILABLE]: ['{service} cannot be reached right now', 'Try again shortly.'],
+  [ERROR_CODE.PROVIDER_ERROR]: ['{service} returned an error', 'Trying again may not help; the server log has the details.'],
+  [ERROR_CODE.INTERNAL]: ['Something went wrong on the server', 'Try again; the server log has the details.'],
 };
 
 /** Every code the page has words for (the codes of src/voice_fsm/errors.py). */
 export const KNOWN_ERROR_CODES = Object.keys(ERROR_WORDING);
+const unworded = Object.values(ERROR_CODE).filter((code) => !(code in ERROR_WORDING));
+if (unworded.length > 0) console.error('errors.js has no words for the error codes', unworded);
 
 function serviceWords(stage) {
   const words = STAGE_WORDS[stage];

@@ -1,6 +1,8 @@
 // Playback of the server's reply audio: PCM16 LE mono frames of any length, scheduled back to back
 // as AudioBufferSourceNodes behind a small jitter buffer, and stoppable at once (barge-in).
 
+import { SAMPLE_RATE } from './constants.js';
+
 const JITTER_S = 0.05;
 
 export class Player {
@@ -8,7 +10,7 @@ export class Player {
   constructor({ onChange } = {}) {
     this.onChange = onChange || (() => {});
     this.ctx = null;
-    this.sampleRate = 24000;
+    this.sampleRate = SAMPLE_RATE; // until audio.start or session.created says otherwise
     this.sources = new Set(); // {src, samples, stopped} still scheduled or playing
     this.nextTime = 0;
     this.carry = null; // an odd trailing byte, joined to the next frame

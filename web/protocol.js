@@ -1,8 +1,6 @@
-// WebSocket protocol v1: JSON text frames for events, binary frames for PCM16 LE mono 24 kHz audio.
-// See src/voice_fsm/events.py for the authoritative message models.
-
-export const PROTOCOL = 1;
-export const REPLY_STATES = new Set(['transcribing', 'thinking', 'speaking']);
+// WebSocket protocol v1: JSON text frames for events, binary frames for audio (constants.js's AUDIO:
+// PCM16 LE mono at SAMPLE_RATE). See src/voice_fsm/events.py for the authoritative message models.
+import { CLIENT_EVENT } from './constants.js';
 
 /** ws: or wss: to /ws on the page's own host. */
 export function socketUrl(loc = window.location) {
@@ -63,12 +61,12 @@ function withPlayed(message, playedMs) {
 
 /** Client -> server messages. */
 export const messages = {
-  sessionUpdate: (session) => ({ type: 'session.update', session }),
+  sessionUpdate: (session) => ({ type: CLIENT_EVENT.SESSION_UPDATE, session }),
   /** With `playedMs` (a barge-in): how much of the interrupted reply was played. */
-  inputAudioStart: (playedMs) => withPlayed({ type: 'input_audio.start' }, playedMs),
-  inputAudioStop: () => ({ type: 'input_audio.stop' }),
-  responseCancel: (playedMs) => withPlayed({ type: 'response.cancel' }, playedMs),
-  conversationClear: () => ({ type: 'conversation.clear' }),
+  inputAudioStart: (playedMs) => withPlayed({ type: CLIENT_EVENT.INPUT_AUDIO_START }, playedMs),
+  inputAudioStop: () => ({ type: CLIENT_EVENT.INPUT_AUDIO_STOP }),
+  responseCancel: (playedMs) => withPlayed({ type: CLIENT_EVENT.RESPONSE_CANCEL }, playedMs),
+  conversationClear: () => ({ type: CLIENT_EVENT.CONVERSATION_CLEAR }),
 };
 
 /** "STT openai gpt-transcribe · LLM … · TTS … · session abc · protocol 1" */

@@ -5,6 +5,10 @@ end a connection, whichever comes first: the client leaves (or is dropped for no
 driver ends, the receive loop ends, or the connection's watch decides to close it (idle, too
 long, or the server draining), which waits for a turn in flight to finish first. Each of them
 ends the others, so nothing is left waiting on a connection that is gone.
+
+None of them ends on its own but by a bug: one that raises is logged with its traceback
+(`session.crashed`), the client is told with one `internal-error`, and the connection closes
+with 1011; the server goes on serving the other sessions.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from voice_fsm.access import deny
 from voice_fsm.admission import SessionSlots
 from voice_fsm.connection import ClientConnection
-from voice_fsm.errors import ErrorCode, InputError
-from voice_fsm.events import client_event_adapter
+from voice_fsm.errors import ErrorCode, InputError, Stage
+from voice_fsm.events import ErrorEvent, client_event_adapter
 from voice_fsm.logging_setup import get_logger
 from voice_fsm.machine import State
 from voice_fsm.providers import Pipeline
@@ -36,6 +40,7 @@ CLOSE_IDLE = (1000, "idle timeout")
 CLOSE_TOO_LONG = (1008, "session time limit reached")
 CLOSE_SHUTDOWN = (1001, "server shutting down")
 CLOSE_INTERNAL = (1011, "internal error")
+CRASH_MESSAGE = "The server failed on an internal error and closed the session."
 
 
 def parse_text(text: str, max_bytes: int) -> Submission:
@@ -57,6 +62,11 @@ def describe_validation_error(err: ValidationError) -> str:
         return f"Unknown or missing message type: {first.get('input', {}).get('type')!r}."[:300]
     where = ".".join(str(part) for part in first["loc"][1:]) or "message"
     return f"Invalid {where}: {first['msg']}."[:300]
+
+
+def _failure(task: asyncio.Task[Any]) -> BaseException | None:
+    """What a finished task raised, other than being cancelled."""
+    return None if task.cancelled() else task.exception()
 
 
 def client_address(websocket: WebSocket) -> str:
@@ -121,7 +131,7 @@ class SessionEndpoint:
         tasks = {driver, receiver, watch, gone}
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            close = watch.result() if watch.done() else None
+            close = watch.result() if watch.done() and _failure(watch) is None else None
             if close is None and driver.done() and not connection.gone.is_set():
                 close = CLOSE_INTERNAL  # the driver cannot end on its own but by a bug
             if close == CLOSE_SHUTDOWN and session.state != State.IDLE:
@@ -131,8 +141,20 @@ class SessionEndpoint:
                 task.cancel()
             await asyncio.wait(tasks)
             self.sessions.discard(session)
-        if not driver.cancelled() and driver.exception() is not None:
-            session.log.error("session.crashed", exc_info=driver.exception())
+        crashes = [crash for task in (driver, receiver, watch) if (crash := _failure(task))]
+        for crash in crashes:
+            session.log.error("session.crashed", exc_info=crash)
+        if crashes:
+            close = CLOSE_INTERNAL
+            await connection.send(
+                ErrorEvent(
+                    code=ErrorCode.INTERNAL,
+                    stage=Stage.SERVER,
+                    message=CRASH_MESSAGE,
+                    retryable=False,
+                    turn=session.turn.number,
+                )
+            )
         if close is not None:
             await connection.close(*close)
             if close == CLOSE_SHUTDOWN:

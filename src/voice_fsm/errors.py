@@ -35,6 +35,11 @@ class ErrorCode(StrEnum):
 
 
 # Waiting and trying again can help for these; the others need a change by someone.
+MESSAGE_LEVEL_CODES = frozenset(
+    {ErrorCode.INVALID_MESSAGE, ErrorCode.INVALID_STATE, ErrorCode.INVALID_AUDIO}
+)
+"""Errors in a client's message: reported, and the turn (if any) goes on."""
+
 RETRYABLE_CODES = frozenset(
     {
         ErrorCode.PROVIDER_RATE_LIMITED,

@@ -9,16 +9,29 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import Field, TypeAdapter, field_validator
 
+from voice_fsm import PROTOCOL_VERSION
+from voice_fsm.audio import SAMPLE_RATE
 from voice_fsm.errors import ErrorCode, Stage
+from voice_fsm.machine import State
+from voice_fsm.protocol_base import Message
+
+# Re-exported: every protocol message can be imported from here.
+from voice_fsm.tool_events import MAX_CLIENT_TOOLS as MAX_CLIENT_TOOLS
+from voice_fsm.tool_events import ClientTool as ClientTool
+from voice_fsm.tool_events import ToolCallEvent as ToolCallEvent
+from voice_fsm.tool_events import ToolCancelled as ToolCancelled
+from voice_fsm.tool_events import ToolResultCommand as ToolResultCommand
+from voice_fsm.tool_events import ToolResultEvent as ToolResultEvent
+from voice_fsm.tool_events import ToolTiming as ToolTiming
 
 Mode = Literal["push_to_talk", "hands_free"]
-StateName = Literal["idle", "recording", "transcribing", "thinking", "speaking"]
+StateName = State
+"""A state of the session's machine: the table in machine.py is the one list of them."""
 
 
-class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Message = Message
 
 
 # ---------------------------------------------------------------- client -> server
@@ -29,6 +42,15 @@ class SessionConfig(_Message):
     voice: str | None = Field(default=None, max_length=100)
     language: str | None = Field(default=None, min_length=2, max_length=16)
     mode: Mode | None = None
+    tools: list[ClientTool] | None = Field(default=None, max_length=MAX_CLIENT_TOOLS)
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_names(cls, value: list[ClientTool] | None) -> list[ClientTool] | None:
+        names = [tool.name for tool in value or []]
+        if len(set(names)) != len(names):
+            raise ValueError("tool names must be unique")
+        return value
 
 
 class SessionUpdate(_Message):
@@ -56,7 +78,12 @@ class ConversationClear(_Message):
 
 
 ClientEvent = Annotated[
-    SessionUpdate | InputAudioStart | InputAudioStop | ResponseCancel | ConversationClear,
+    SessionUpdate
+    | InputAudioStart
+    | InputAudioStop
+    | ResponseCancel
+    | ConversationClear
+    | ToolResultCommand,
     Field(discriminator="type"),
 ]
 client_event_adapter: TypeAdapter[ClientEvent] = TypeAdapter(ClientEvent)
@@ -67,7 +94,7 @@ client_event_adapter: TypeAdapter[ClientEvent] = TypeAdapter(ClientEvent)
 
 class AudioFormat(_Message):
     encoding: Literal["pcm16le"] = "pcm16le"
-    sample_rate: int = 24_000
+    sample_rate: int = SAMPLE_RATE
     channels: int = 1
 
 
@@ -167,6 +194,8 @@ class TurnMetrics(_Message):
     tts_first_audio_ms: int | None
     tts_ms: int | None
     voice_to_voice_ms: int | None
+    tools: list[ToolTiming] = Field(default_factory=list)
+    """Each tool call of the turn that ended, in order."""
 
 
 class ErrorEvent(_Message):
@@ -191,7 +220,27 @@ ServerEvent = Annotated[
     | VadSpeechStarted
     | VadSpeechStopped
     | TurnMetrics
+    | ToolCallEvent
+    | ToolResultEvent
+    | ToolCancelled
     | ErrorEvent,
     Field(discriminator="type"),
 ]
 server_event_adapter: TypeAdapter[ServerEvent] = TypeAdapter(ServerEvent)
+
+
+def session_created(
+    session_id: str, stages: dict[str, dict[str, str]], hands_free: bool, config: SessionConfig
+) -> SessionCreated:
+    """The first event of a session: its stages' providers and models, and what it offers."""
+    return SessionCreated(
+        session_id=session_id,
+        protocol=PROTOCOL_VERSION,
+        input_audio=AudioFormat(),
+        output_audio=AudioFormat(),
+        stt=StageInfo(**stages["stt"]),
+        llm=StageInfo(**stages["llm"]),
+        tts=StageInfo(**stages["tts"]),
+        modes=["push_to_talk", "hands_free"] if hands_free else ["push_to_talk"],
+        session=config,
+    )

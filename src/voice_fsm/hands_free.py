@@ -1,10 +1,9 @@
 """Hands-free turns: the client streams the microphone all the time and voice activity
 detection decides when a turn starts and ends.
 
-The detector is either local (a `SpeechDetector`, Silero VAD: `feed` returns its events at
-once) or the speech-to-text provider's own (a `TurnDetector`, OpenAI Realtime's VAD: its
-events arrive later on a task of its own and are relayed into the session's inbox as
-`Detected`, and each turn it finds comes transcribed).
+The detector is a `TurnDetector`: the embedded one (Silero VAD) decides in `feed`, a
+provider's (OpenAI Realtime's VAD) later, its events relayed into the session's inbox as
+`Detected` by a task of their own, and each turn it finds comes transcribed.
 
 `HandsFree` keeps the last seconds of the stream, so a turn that the detector confirms a
 little after the speech began still starts with its first syllable.
@@ -15,17 +14,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from voice_fsm.adapters.base import LiveSpeechToText, LiveTranscription, TurnDetector
 from voice_fsm.audio import BYTES_PER_SAMPLE, SAMPLE_RATE, bytes_for_ms
 from voice_fsm.errors import VoiceError
 from voice_fsm.vad_events import SpeechStarted, VadEvent
 
-if TYPE_CHECKING:
-    from voice_fsm.vad import SpeechDetector
-
-DetectorFactory = Callable[[], "SpeechDetector"]
+DetectorFactory = Callable[[], TurnDetector]
 
 
 class TurnDetectorFactory(Protocol):
@@ -47,20 +43,16 @@ Relay = Callable[[Detected], Awaitable[None]]
 
 class HandsFree:
     def __init__(
-        self,
-        detector: SpeechDetector | TurnDetector,
-        *,
-        relay: Relay | None = None,
-        keep_ms: int = 1500,
+        self, detector: TurnDetector, *, relay: Relay | None = None, keep_ms: int = 1500
     ) -> None:
+        """`relay`: where the events the detector decides later go (a detector that decides
+        them all in `feed` needs none)."""
         self.detector = detector
         self._keep = bytes_for_ms(keep_ms)
         self._recent = bytearray()  # the end of the stream, at most `keep_ms`
         self._position = 0  # bytes fed since the start of the stream
         self._relay: asyncio.Task[None] | None = None
-        if isinstance(detector, TurnDetector):
-            if relay is None:
-                raise ValueError("a provider's detector needs a relay for its events")
+        if relay is not None:
             self._relay = asyncio.create_task(self._run_relay(detector, relay), name="hands-free")
 
     @property
@@ -68,14 +60,11 @@ class HandsFree:
         return self._position * 1000 // (BYTES_PER_SAMPLE * SAMPLE_RATE)
 
     def feed(self, frame: bytes) -> list[VadEvent]:
-        """The next frame of the stream; the local detector's events decided by it."""
+        """The next frame of the stream; the events the detector decides by it at once."""
         self._position += len(frame)
         self._recent += frame
         if len(self._recent) > self._keep:
             del self._recent[: len(self._recent) - self._keep]
-        if isinstance(self.detector, TurnDetector):
-            self.detector.append(frame)  # its events come through the relay
-            return []
         return self.detector.feed(frame)
 
     def audio_since(self, ms: int) -> bytes:
@@ -84,25 +73,18 @@ class HandsFree:
         return bytes(self._recent[len(self._recent) - (self._position - start) :])
 
     def transcriber(self, event: SpeechStarted) -> LiveSpeechToText | None:
-        """What transcribes the turn `event` starts: the provider's detector, which heard it,
-        or None (the pipeline's speech-to-text)."""
-        if isinstance(self.detector, TurnDetector) and event.item is not None:
+        """What transcribes the turn `event` starts: the detector, when it heard it as one of
+        its items (a provider's), else None (the pipeline's speech-to-text)."""
+        if event.item is not None:
             return _ItemTranscriber(self.detector, event.item)
         return None
 
-    def reset(self) -> None:
-        if not isinstance(self.detector, TurnDetector):
-            self.detector.reset()
-        self._recent.clear()
-        self._position = 0
-
     async def aclose(self) -> None:
-        """Stop relaying and close a provider's detector (its connection)."""
+        """Stop relaying and close the detector (a provider's: its connection)."""
         if self._relay is not None:
             self._relay.cancel()
             await asyncio.wait({self._relay})
-        if isinstance(self.detector, TurnDetector):
-            await self.detector.aclose()
+        await self.detector.aclose()
 
     async def _run_relay(self, detector: TurnDetector, relay: Relay) -> None:
         async for event in detector.events():

@@ -42,6 +42,14 @@ class ByteBoundedQueue(Generic[T]):
         self._bytes += size
         self._changed.set()
 
+    def put_now(self, item: T) -> None:
+        """Queue `item` at once, room or not: for the few small reports the session's own
+        stages make (at most a handful a turn), which must never wait behind a full inbox."""
+        size = item_size(item)
+        self._items.append((item, size))
+        self._bytes += size
+        self._changed.set()
+
     async def get(self) -> T:
         while not self._items:
             self._changed.clear()

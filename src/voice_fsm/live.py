@@ -1,7 +1,8 @@
 """Transcribing a turn while it is being recorded.
 
-A `LiveTurn` feeds the growing recording to a `LiveSpeechToText` provider from one task, in
-order, and forwards the transcript deltas it recognises. When the user stops, `finish` gives
+A `LiveTurn` feeds the recording, an async iterator of chunks that ends when the user stops,
+to a `LiveSpeechToText` provider from one task, in order, and forwards the transcript deltas it
+recognises. When the user stops, `finish` gives
 the final transcript moments later. Any failure of the live path is logged and answered with
 `None`, so the session falls back to transcribing the completed recording: the user's turn
 is not lost because live transcription broke.
@@ -10,7 +11,7 @@ is not lost because live transcription broke.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from voice_fsm.adapters.base import LiveSpeechToText, LiveTranscription
@@ -21,31 +22,24 @@ class LiveTurn:
     def __init__(
         self,
         stt: LiveSpeechToText,
-        audio: bytearray,
+        audio: AsyncIterator[bytes],
         *,
         language: str | None,
         on_delta: Callable[[str], Awaitable[None]],
         log: Any,
     ) -> None:
         self._stt = stt
-        self._audio = audio  # the turn's recording, which grows while we read it
+        self._audio = audio  # the turn's recording, which ends when the user stops
         self._language = language
         self._on_delta = on_delta
         self._log = log
-        self._sent = 0
-        self._arrived = asyncio.Event()
-        self._ended = False
         self._live: LiveTranscription | None = None
         self._forward: asyncio.Task[None] | None = None
         self._task = asyncio.create_task(self._run(), name="live-transcription")
 
-    def audio_arrived(self) -> None:
-        self._arrived.set()
-
     async def finish(self) -> str | None:
-        """The final transcript, or None when the live path failed (fall back)."""
-        self._ended = True
-        self._arrived.set()
+        """The final transcript, or None when the live path failed (fall back). The recording
+        must be complete (closed): this waits until all of it has gone to the provider."""
         await asyncio.wait({self._task})
         live, forward = self._live, self._forward
         if self._task.cancelled() or self._task.exception() is not None or live is None:
@@ -80,15 +74,8 @@ class LiveTurn:
         await self._pump(self._live)
 
     async def _pump(self, live: LiveTranscription) -> None:
-        while True:
-            await self._arrived.wait()
-            self._arrived.clear()
-            while self._sent < len(self._audio):
-                chunk = bytes(self._audio[self._sent :])
-                self._sent += len(chunk)
-                await live.append(chunk)
-            if self._ended:
-                return
+        async for chunk in self._audio:
+            await live.append(chunk)
 
     async def _forward_deltas(self, live: LiveTranscription) -> None:
         async for delta in live.deltas():

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Any, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
-from transitions.extensions.asyncio import AsyncMachine
+if TYPE_CHECKING:
+    from transitions.extensions.asyncio import AsyncMachine
 
 
 class State(StrEnum):
@@ -20,10 +21,12 @@ class State(StrEnum):
     TRANSCRIBING = "transcribing"
     THINKING = "thinking"
     SPEAKING = "speaking"
+    ACTING = "acting"
 
 
-BUSY_STATES = (State.RECORDING, State.TRANSCRIBING, State.THINKING, State.SPEAKING)
-REPLY_STATES = (State.TRANSCRIBING, State.THINKING, State.SPEAKING)
+INITIAL = State.IDLE
+BUSY_STATES = (State.RECORDING, State.TRANSCRIBING, State.THINKING, State.SPEAKING, State.ACTING)
+REPLY_STATES = (State.TRANSCRIBING, State.THINKING, State.SPEAKING, State.ACTING)
 
 
 class Transition(TypedDict):
@@ -65,10 +68,23 @@ TRANSITIONS: list[Transition] = [
         "why": "the first audio of the reply is ready (the rest is still being written)",
     },
     {
+        "trigger": "act",
+        "source": [State.THINKING, State.SPEAKING],
+        "dest": State.ACTING,
+        "why": "the language model called tools: they run (speech already started goes on)",
+    },
+    {
+        "trigger": "acted",
+        "source": [State.ACTING],
+        "dest": State.THINKING,
+        "why": "every tool call has a result: the language model is asked again",
+    },
+    {
         "trigger": "spoken",
-        "source": [State.SPEAKING],
+        "source": [State.SPEAKING, State.THINKING],
         "dest": State.IDLE,
-        "why": "the last reply audio was sent",
+        "why": "the last reply audio was sent (from thinking: the model had nothing to add "
+        "after its tools' results)",
     },
     {
         "trigger": "cancel",
@@ -86,7 +102,11 @@ TRANSITIONS: list[Transition] = [
 
 
 def build_machine(model: Any, **callbacks: Any) -> AsyncMachine:
-    """One machine per session (transitions' queue is per machine, see docs/style)."""
+    """One machine per session (transitions' queue is per machine)."""
+    # Imported here: the states are also read by the event types, which the talk client
+    # imports, and it has no machine to run.
+    from transitions.extensions.asyncio import AsyncMachine
+
     return AsyncMachine(
         model=model,
         states=[s.value for s in State],
@@ -98,20 +118,11 @@ def build_machine(model: Any, **callbacks: Any) -> AsyncMachine:
             }
             for t in TRANSITIONS
         ],
-        initial=State.IDLE.value,
+        initial=INITIAL.value,
         auto_transitions=False,
         send_event=True,
         **callbacks,
     )
-
-
-def mermaid_diagram() -> str:
-    """A Mermaid state diagram of `TRANSITIONS`."""
-    lines = ["stateDiagram-v2", f"    [*] --> {State.IDLE.value}"]
-    for t in TRANSITIONS:
-        for source in t["source"]:
-            lines.append(f"    {source.value} --> {t['dest'].value}: {t['trigger']}")
-    return "\n".join(lines) + "\n"
 
 
 class HasState(Protocol):

@@ -34,7 +34,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from voice_fsm.adapters import local_runtime
+from voice_fsm.adapters.local import runtime as local_runtime
 from voice_fsm.errors import ErrorCode, Stage
 from voice_fsm.machine import HasState, count_states
 from voice_fsm.turn_record import TurnRecord
@@ -142,6 +142,21 @@ class Metrics:
             ["stage", "provider"],
             registry=registry,
         )
+        # By name for the server's tools (the operator's list); a client's tools are all
+        # "client": their names come from the network and would grow the series without end.
+        self.tool_calls = Counter(
+            "voice_fsm_tool_calls",
+            "Tool calls made by turns, by tool and outcome (ok or the failure's kind)",
+            ["name", "runs_on", "outcome"],
+            registry=registry,
+        )
+        self.tool_seconds = Histogram(
+            "voice_fsm_tool_seconds",
+            "Time of each tool call, from the request to its result",
+            ["name", "runs_on"],
+            buckets=BUCKETS,
+            registry=registry,
+        )
         self.queue_depth = Gauge(
             "voice_fsm_engine_queue_depth",
             "Callers waiting for an embedded engine's inference lane",
@@ -190,6 +205,12 @@ class Metrics:
             if ms is not None:
                 provider = providers.get(ran_by, UNKNOWN)
                 self.stage.labels(stage=stage, provider=provider, mode=mode).observe(ms / 1000)
+        for tool in record.tools:
+            runs_on = tool["runs_on"]
+            name = tool["name"] if runs_on == "server" else "client"
+            outcome = "ok" if tool["ok"] else tool.get("kind") or "failed"
+            self.tool_calls.labels(name=name, runs_on=runs_on, outcome=outcome).inc()
+            self.tool_seconds.labels(name=name, runs_on=runs_on).observe(tool["ms"] / 1000)
         for request in record.provider_requests:
             stage = request.get("stage", UNKNOWN)
             provider = providers.get(stage, UNKNOWN)

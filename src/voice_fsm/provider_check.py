@@ -20,7 +20,7 @@ import httpx
 import openai
 from openai import AsyncOpenAI
 
-from voice_fsm.adapters.openai_errors import is_name_lookup_failure, translate
+from voice_fsm.adapters.openai.errors import is_name_lookup_failure, translate
 from voice_fsm.errors import ErrorCode, Stage
 from voice_fsm.logging_setup import get_logger
 from voice_fsm.settings import Settings

@@ -2,11 +2,11 @@
 
 An operator who wants to know why a turn was slow, or to quote it to the provider's support,
 needs the ids the provider gave its requests (OpenAI's ``x-request-id``, a Realtime item or
-response id). Adapters `note` them as they get them, and `openai_errors.translate` notes the
-id of a request that failed (an error response carries one too); the session starts a fresh list for
-each turn with `collect`. A context variable carries the list, because the adapters are
-called from tasks the session starts for the turn (and those tasks' children), which copy the
-context they are created in.
+response id). Adapters `note` them as they get them, and `adapters.openai.errors.translate`
+notes the id of a request that failed (an error response carries one too); the session starts
+a fresh list for each turn with `collect`. A context variable carries the list, because the
+adapters are called from tasks the session starts for the turn (and those tasks' children),
+which copy the context they are created in.
 """
 
 from __future__ import annotations

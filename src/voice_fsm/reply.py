@@ -3,6 +3,11 @@
 The language model's text is cut into speakable pieces (`speech_pieces`) as it streams in;
 each piece goes to text-to-speech while the model goes on, and the audio goes out in order,
 re-framed. The writer and the speaker are two tasks joined by a queue of pieces.
+
+When the model calls tools, the text it wrote before the calls is spoken (the speaker goes
+on), the calls run (`acting.act`) and the model is asked again with their results, up to
+`max_rounds` times; a filler phrase joins the queue when the tools are slow and nothing has
+been said yet. The speaker is the same across rounds, so speech never overlaps.
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
-from voice_fsm.adapters.base import ChatMessage, LanguageModel, TextToSpeech
+from voice_fsm.acting import TurnTools, act
+from voice_fsm.adapters.base import ChatMessage, LanguageModel, TextToSpeech, ToolCall, ToolSpec
 from voice_fsm.adapters.streams import closing_stream
 from voice_fsm.audio import bytes_for_ms
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
@@ -21,8 +27,15 @@ from voice_fsm.turn import Turn
 MAX_AUDIO_FRAME = bytes_for_ms(100)
 """Reply audio goes out in frames of at most 100 ms, so clients can start playing early."""
 
+COULD_NOT_FINISH = "Sorry, I could not finish that."
+"""Said when the model still calls tools after its last round."""
+
 Send = Callable[[ServerEvent], Awaitable[None]]
 SendAudio = Callable[[bytes], Awaitable[None]]
+
+
+class Filler(str):
+    """A piece that fills a silence while tools run: spoken, but not the model's text."""
 
 
 async def speak_while_writing(
@@ -34,12 +47,14 @@ async def speak_while_writing(
     voice: str | None,
     send: Send,
     send_audio: SendAudio,
+    tools: TurnTools | None = None,
 ) -> None:
     """Write `turn`'s reply to `messages` (into `turn.reply`, each delta sent as it comes) and
-    speak it piece by piece through `send_audio`. Raises the writer's failure before the
-    speaker's, which it explains; cancelling this stops both streams."""
+    speak it piece by piece through `send_audio`, running the tools it calls. Raises the
+    writer's failure before the speaker's, which it explains; cancelling this stops both
+    streams and the tools."""
     pieces: asyncio.Queue[str | None] = asyncio.Queue()
-    writer = asyncio.create_task(_write(turn, llm, messages, pieces, send))
+    writer = asyncio.create_task(_write(turn, llm, messages, pieces, send, tools))
     speaker = asyncio.create_task(_speak(turn, tts, voice, pieces, send_audio))
     try:
         done, _ = await asyncio.wait({writer, speaker}, return_when=asyncio.FIRST_EXCEPTION)
@@ -59,19 +74,35 @@ async def _write(
     messages: Sequence[ChatMessage],
     pieces: asyncio.Queue[str | None],
     send: Send,
+    tools: TurnTools | None,
 ) -> None:
     splitter = SentenceSplitter()
+    history = list(messages)
+    rounds = 0
+    max_rounds = tools.settings.max_rounds if tools is not None else 0
+
+    def filler() -> None:
+        if tools is not None and tools.settings.fillers and not turn.reply.strip():
+            phrases = tools.settings.fillers
+            pieces.put_nowait(Filler(phrases[turn.number % len(phrases)]))
+
     with turn.clock.span("llm"):
-        stream = llm.reply(messages)
-        async with closing_stream(stream):
-            async for delta in stream:
-                if not delta:
-                    continue
-                turn.clock.mark_once("llm.first_token")
-                turn.reply += delta
-                await send(ResponseDelta(turn=turn.number, text=delta))
-                for piece in splitter.feed(delta):
-                    pieces.put_nowait(piece)
+        while True:
+            offered = tools.specs() if tools is not None else []
+            start = len(turn.reply)
+            calls = await _write_round(turn, llm, history, offered, splitter, pieces, send)
+            if not calls:
+                break
+            if tools is None or not offered or rounds >= max_rounds:
+                # Out of rounds, or calls to tools it was never given: stop here, and say so.
+                gap = " " if turn.reply and not turn.reply[-1].isspace() else ""
+                await _say(turn, gap + COULD_NOT_FINISH, splitter, pieces, send)
+                break
+            for piece in splitter.flush():  # what it said before the calls is spoken now
+                pieces.put_nowait(piece)
+            rounds += 1
+            text = turn.reply[start:].strip()
+            history += await act(turn, tools, calls, text, send=send, filler=filler)
     turn.reply = turn.reply.strip()
     if not turn.reply:
         raise ProviderError(
@@ -80,6 +111,47 @@ async def _write(
     for piece in splitter.flush():
         pieces.put_nowait(piece)
     pieces.put_nowait(None)
+
+
+async def _write_round(
+    turn: Turn,
+    llm: LanguageModel,
+    messages: Sequence[ChatMessage],
+    tools: Sequence[ToolSpec],
+    splitter: SentenceSplitter,
+    pieces: asyncio.Queue[str | None],
+    send: Send,
+) -> list[ToolCall]:
+    """One call of the model: its text written and queued for speech; the calls it made."""
+    calls: list[ToolCall] = []
+    sep_written = False
+    stream = llm.reply(messages, tools=tools) if tools else llm.reply(messages)
+    async with closing_stream(stream):
+        async for delta in stream:
+            if isinstance(delta, ToolCall):
+                calls.append(delta)
+                continue
+            if not delta:
+                continue
+            turn.clock.mark_once("llm.first_token")
+            if turn.reply and not turn.reply[-1].isspace() and not sep_written:
+                delta = " " + delta.lstrip()  # the round's first words after the last's text
+            sep_written = True
+            await _say(turn, delta, splitter, pieces, send)
+    return calls
+
+
+async def _say(
+    turn: Turn,
+    text: str,
+    splitter: SentenceSplitter,
+    pieces: asyncio.Queue[str | None],
+    send: Send,
+) -> None:
+    turn.reply += text
+    await send(ResponseDelta(turn=turn.number, text=text))
+    for piece in splitter.feed(text):
+        pieces.put_nowait(piece)
 
 
 async def _speak(
@@ -92,7 +164,7 @@ async def _speak(
     pending = b""  # an odd byte left over from the provider's last chunk
     while (piece := await pieces.get()) is not None:
         turn.clock.mark_once("tts.start")
-        turn.spoken.start_piece(piece)
+        turn.spoken.start_piece(piece, filler=isinstance(piece, Filler))
         stream = tts.synthesize(piece, voice=voice)
         async with closing_stream(stream):
             async for chunk in stream:

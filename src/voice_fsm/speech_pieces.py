@@ -180,6 +180,11 @@ class ReplyCap:
             out += self._cut()
         return out
 
+    @property
+    def first_sentence_done(self) -> bool:
+        """Whether the first sentence has been passed on whole."""
+        return self._first_done
+
     def finish(self, cut: bool = False) -> str:
         """The stream has ended: by itself (the last sentence is passed on, even without a full
         stop), or, with `cut`, at the model's own token limit (as at the hard cap)."""
@@ -216,8 +221,10 @@ class SpokenReply:
 
     pieces: list[tuple[str, int]] = field(default_factory=list)  # (text, audio bytes)
 
-    def start_piece(self, text: str) -> None:
-        self.pieces.append((text, 0))
+    def start_piece(self, text: str, *, filler: bool = False) -> None:
+        """A filler ("One moment.") takes its time in the audio but is not the model's text:
+        the history does not keep it."""
+        self.pieces.append(("" if filler else text, 0))
 
     def add_audio(self, nbytes: int) -> None:
         text, sent = self.pieces[-1]
@@ -230,7 +237,8 @@ class SpokenReply:
         left = played_bytes
         for text, nbytes in self.pieces:
             if left >= nbytes:
-                out.append(text)
+                if text:
+                    out.append(text)
                 left -= nbytes
                 continue
             words = text.split()

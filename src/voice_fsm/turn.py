@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from voice_fsm.adapters.base import ChatMessage
 from voice_fsm.audio import bytes_for_ms, duration_ms
-from voice_fsm.events import AudioDone, TurnMetrics
+from voice_fsm.events import AudioDone, ToolTiming, TurnMetrics
 from voice_fsm.speech_pieces import SpokenReply
 
 if TYPE_CHECKING:
     from voice_fsm.live import LiveTurn
 from voice_fsm.timing import Stopwatch
+from voice_fsm.turn_audio import TurnAudio
 
 
 class Turn:
@@ -18,26 +20,34 @@ class Turn:
 
     def __init__(self, number: int) -> None:
         self.number = number
-        self.audio = bytearray()
-        self._audio_released = 0
+        self.audio = TurnAudio()
         self.transcript = ""
         self.reply = ""
         self.audio_sent = 0
+        self.audio_announced = False
+        """The client has had this turn's `audio.start`."""
+        self.tool_timings: list[ToolTiming] = []
+        self.tool_steps: list[ChatMessage] = []
+        """The tool calls that finished and their results, as the history keeps them."""
         self.spoken = SpokenReply()
         self.live: LiveTurn | None = None
         self.clock = Stopwatch()
         self.outcome: str | None = None
         self.provider_requests: list[dict[str, str]] = []
         """The providers' ids of the requests made for this turn (`provider_requests`)."""
+        self.audio_refused = False
+        """It ended with audio-too-long: the rest of its audio, and its stop, are dropped
+        without an error (the client is still sending them)."""
+        self.stray_audio_reported = False
+        """Audio came after it ended, outside any turn, and the client was told once."""
 
     @property
     def audio_in_ms(self) -> int:
-        return duration_ms(len(self.audio) or self._audio_released)
+        return duration_ms(len(self.audio))
 
     def release_audio(self) -> None:
         """Let the turn's audio go once the turn has ended; its length is still reported."""
-        self._audio_released = len(self.audio) or self._audio_released
-        self.audio = bytearray()
+        self.audio.release()
 
     def played_bytes(self, played_ms: int | None) -> int:
         """How much of the reply's audio the user heard: what the client says it played, or
@@ -58,6 +68,7 @@ class Turn:
             tts_ms=ms("tts.start", "tts.end"),
             # From the end of the user's audio to the first reply audio byte sent.
             voice_to_voice_ms=ms("stop", "first_audio_sent"),
+            tools=list(self.tool_timings),
         )
 
     def audio_done(self) -> AudioDone:

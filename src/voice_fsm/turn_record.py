@@ -10,7 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from voice_fsm.turn import Turn
 
 TIMING_FIELDS = (
     "audio_in_ms",
@@ -42,6 +45,7 @@ LOG_FIELDS: dict[str, str] = {
     "local or fake",
     "provider_requests": "the providers' ids of the turn's requests (stage and id), to quote "
     "to their support",
+    "tools": "the turn's tool calls in order: name, runs_on (server or client), ok and ms",
     "code": "the error code, when the outcome is error",
     "stage": "the stage that failed, when the outcome is error",
     "level": "info",
@@ -72,6 +76,8 @@ class TurnRecord:
     """Unix seconds."""
     marks: dict[str, float] = field(default_factory=dict)
     """The turn's moments (stt.start, llm.first_token, ...), in seconds since its start."""
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    """The turn's tool calls in order: name, runs_on, ok, ms."""
 
     def log_fields(self) -> dict[str, Any]:
         """The `turn.completed` log line's fields (the logger adds session_id and turn)."""
@@ -79,6 +85,8 @@ class TurnRecord:
         fields.update(self.timings)
         fields["providers"] = self.providers
         fields["provider_requests"] = self.provider_requests
+        if self.tools:
+            fields["tools"] = self.tools
         if self.code is not None:
             fields["code"] = self.code
         if self.stage is not None:
@@ -88,6 +96,32 @@ class TurnRecord:
 
 class TurnObserver(Protocol):
     def turn_ended(self, record: TurnRecord) -> None: ...
+
+
+def record_of(
+    turn: Turn,
+    *,
+    session_id: str,
+    outcome: str,
+    mode: str,
+    providers: dict[str, str],
+    code: str | None = None,
+    stage: str | None = None,
+) -> TurnRecord:
+    """`turn`'s record, once it has ended."""
+    return TurnRecord(
+        session_id=session_id,
+        turn=turn.number,
+        outcome=outcome,
+        mode=mode,
+        providers=providers,
+        timings=turn.metrics().model_dump(exclude={"type", "turn", "tools"}),
+        tools=[timing.model_dump() for timing in turn.tool_timings],
+        provider_requests=turn.provider_requests,
+        code=code,
+        stage=stage,
+        marks=turn.clock.offsets("start"),
+    )
 
 
 def notify(observers: Sequence[TurnObserver], record: TurnRecord, log: Any) -> None:

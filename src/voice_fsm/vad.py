@@ -11,13 +11,20 @@ One `SileroVad` holds one stream's state; several may share one ONNX session
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
 import numpy as np
 import onnxruntime
 import soxr
 
-from voice_fsm.adapters.local_models import silero_vad_model
+from voice_fsm.adapters.local.models import silero_vad_model
 from voice_fsm.audio import BYTES_PER_SAMPLE, SAMPLE_RATE, pcm16_to_float
 from voice_fsm.vad_events import SpeechStarted, SpeechStopped, VadEvent
+
+if TYPE_CHECKING:
+    from voice_fsm.adapters.base import LiveTranscription
+    from voice_fsm.errors import VoiceError
 
 VAD_SAMPLE_RATE = 16_000
 FRAME_SAMPLES = 512
@@ -141,6 +148,22 @@ class SpeechDetector:
             if event is not None:
                 events.append(event)
         return events
+
+    # The rest of `TurnDetector`: this detector decides everything in `feed`.
+
+    async def events(self) -> AsyncIterator[VadEvent]:
+        return
+        yield  # an async generator with nothing to give
+
+    def transcription(self, item: str) -> LiveTranscription:
+        raise LookupError(f"the embedded VAD has no transcript of {item!r}")
+
+    @property
+    def error(self) -> VoiceError | None:
+        return None
+
+    async def aclose(self) -> None:
+        """Nothing to release: the model is shared."""
 
     def _step(self, prob: float, frame_ms: int) -> VadEvent | None:
         end_ms = frame_ms + FRAME_MS

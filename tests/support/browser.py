@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from voice_fsm.adapters.local_models import local_engines_installed
+from voice_fsm.adapters.local.packages import local_engines_installed
 from voice_fsm.audio import pcm_to_wav
 from voice_fsm.testing import FakeOpenAIConfig
 

@@ -8,7 +8,7 @@ from types import ModuleType
 
 import pytest
 
-from voice_fsm.adapters.local_models import local_engines_installed
+from voice_fsm.adapters.local.packages import local_engines_installed
 
 
 def require_local_engines() -> None:

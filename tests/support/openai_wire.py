@@ -13,10 +13,10 @@ from openai import AsyncOpenAI
 from pydantic import SecretStr
 
 from voice_fsm.adapters.base import ChatMessage, TranscriptDelta
-from voice_fsm.adapters.openai_client import make_openai_client
-from voice_fsm.adapters.openai_llm import OpenAILanguageModel
-from voice_fsm.adapters.openai_stt import OpenAISpeechToText
-from voice_fsm.adapters.openai_tts import OpenAITextToSpeech
+from voice_fsm.adapters.openai.client import make_openai_client
+from voice_fsm.adapters.openai.llm import OpenAILanguageModel
+from voice_fsm.adapters.openai.stt import OpenAISpeechToText
+from voice_fsm.adapters.openai.tts import OpenAITextToSpeech
 from voice_fsm.errors import Stage
 from voice_fsm.settings import LlmSettings, Settings, SttSettings, TtsSettings
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from voice_fsm.errors import VoiceError
 from voice_fsm.vad_events import VadEvent
@@ -33,9 +33,39 @@ TranscriptEvent = TranscriptDelta | TranscriptDone
 
 
 @dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool the language model may call: its name, what it does, and its arguments as a
+    JSON Schema object (the shape every provider's function tools take)."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call the language model asked for. `arguments` is the JSON text it wrote, unchecked:
+    it may be invalid, or not match the tool's schema."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
-    role: Literal["system", "user", "assistant"]
+    """One message of a conversation. An assistant message may carry the tool calls the model
+    asked for (its `content` then the text it wrote before them, maybe empty); a `tool`
+    message is the result of one call, `tool_call_id` naming it."""
+
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+
+ReplyEvent = str | ToolCall
+"""What a language model streams: text deltas, and tool calls, each once complete."""
 
 
 @runtime_checkable
@@ -61,8 +91,13 @@ class LanguageModel(Protocol):
     provider: str
     model: str
 
-    def reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
-        """Stream the assistant's reply to `messages` (system prompt first) as text deltas.
+    def reply(
+        self, messages: Sequence[ChatMessage], *, tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[ReplyEvent]:
+        """Stream the assistant's reply to `messages` (system prompt first): text deltas, and
+        when `tools` are offered, the `ToolCall`s the model makes, each yielded once its
+        arguments are complete (after any text the model wrote before it). A model that
+        calls no tool streams text only.
 
         Raises `ProviderError` (stage llm) on failure.
         """
@@ -149,21 +184,25 @@ class LiveSpeechToText(Protocol):
 
 @runtime_checkable
 class TurnDetector(Protocol):
-    """A provider's own voice activity detection over one continuous audio stream (hands-free
-    mode); it transcribes each turn it finds, so the turn needs no speech-to-text of its own."""
+    """Voice activity detection over one continuous audio stream (hands-free mode): the
+    embedded Silero VAD decides as each frame comes (`feed` returns its events), a provider's
+    own detection decides later (its events come through `events`, each with the provider's
+    `item`, whose transcription it also gives: that turn needs no speech-to-text of its own)."""
 
-    def append(self, pcm: bytes) -> None:
-        """More of the stream (PCM16 24 kHz mono): cheap, never waits for the provider."""
+    def feed(self, pcm: bytes) -> list[VadEvent]:
+        """More of the stream (PCM16 24 kHz mono); the events decided by it at once. Cheap:
+        never waits for a provider."""
         ...
 
     def events(self) -> AsyncIterator[VadEvent]:
-        """Speech started and stopped, at positions of the stream since it was opened, each
-        with the provider's `item` for that speech. Ends when the detector fails (`error`
-        says why) or is closed."""
+        """The events decided later, at positions of the stream since it was opened. Ends when
+        the detector fails (`error` says why) or is closed; at once for one that decides in
+        `feed`."""
         ...
 
     def transcription(self, item: str) -> LiveTranscription:
-        """The transcript of the speech `item`: deltas while it is spoken, then `finish`."""
+        """The transcript of the speech `item` (an event's): deltas while it is spoken, then
+        `finish`."""
         ...
 
     @property

@@ -7,22 +7,27 @@ tests can prove that cancelling a session closes every provider stream.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from voice_fsm.adapters.base import (
     ChatMessage,
     LiveTranscription,
+    ReplyEvent,
+    ToolCall,
+    ToolSpec,
     TranscriptDelta,
     TranscriptDone,
     TranscriptEvent,
 )
 from voice_fsm.audio import SAMPLE_RATE, float_to_pcm16
 from voice_fsm.errors import VoiceError
-from voice_fsm.settings import FakeSettings
+
+if TYPE_CHECKING:
+    from voice_fsm.adapters.entry import Build
 
 
 @dataclass
@@ -137,6 +142,22 @@ class FakeLiveTranscription:
         self._queue.put_nowait(None)
 
 
+@dataclass(frozen=True, slots=True)
+class ScriptedReply:
+    """One reply of a scripted `FakeLanguageModel`: its text, then its tool calls."""
+
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+ReplyScript = (
+    Sequence[ScriptedReply]
+    | Callable[[Sequence[ChatMessage], Sequence[ToolSpec]], ScriptedReply | None]
+)
+"""The replies in turn, or ``(messages, tools) -> reply``; past the list's end, or when the
+callable returns None, the model says its `reply` text."""
+
+
 class FakeLanguageModel:
     provider = "fake"
     model = "fake-llm"
@@ -149,26 +170,49 @@ class FakeLanguageModel:
         token_delay: float = 0.0,
         fail: VoiceError | None = None,
         fail_after_tokens: int = 0,
+        script: ReplyScript | None = None,
     ) -> None:
         self.reply_text = reply
         self.first_token_delay = first_token_delay
         self.token_delay = token_delay
         self.fail = fail
         self.fail_after_tokens = fail_after_tokens
+        self.script = script
         self.ledger = StreamLedger()
+        self.tools_offered: list[list[ToolSpec]] = []
+        """The tools each `reply` was offered, beside the messages in `ledger.calls`."""
 
-    async def reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+    def _scripted(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]
+    ) -> ScriptedReply | None:
+        if self.script is None:
+            return None
+        if callable(self.script):
+            return self.script(messages, tools)
+        replied = len(self.ledger.calls) - 1  # this call is already in the ledger
+        return self.script[replied] if replied < len(self.script) else None
+
+    async def reply(
+        self, messages: Sequence[ChatMessage], *, tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[ReplyEvent]:
         self.ledger.opened += 1
         self.ledger.open += 1
         self.ledger.calls.append(list(messages))
+        self.tools_offered.append(list(tools))
         try:
+            scripted = self._scripted(messages, tools)
+            text = scripted.text if scripted else self.reply_text
+            # A scripted reply of only tool calls has no text at all, not one empty delta.
+            pieces = text.split(" ") if text or scripted is None else []
             await asyncio.sleep(self.first_token_delay)
-            for index, word in enumerate(self.reply_text.split(" ")):
+            for index, word in enumerate(pieces):
                 if self.fail is not None and index >= self.fail_after_tokens:
                     raise self.fail
                 if index:
                     await asyncio.sleep(self.token_delay)
                 yield word if index == 0 else " " + word
+            for call in scripted.tool_calls if scripted else ():
+                yield call
         finally:
             self.ledger.open -= 1
 
@@ -230,17 +274,23 @@ class FakeTextToSpeech:
         return None
 
 
-def fakes_from_settings(
-    settings: FakeSettings,
-) -> tuple[FakeSpeechToText, FakeLanguageModel, FakeTextToSpeech]:
-    return (
-        FakeSpeechToText(settings.transcript, delay=settings.stt_delay),
-        FakeLanguageModel(
-            settings.reply,
-            first_token_delay=settings.llm_first_token_delay,
-            token_delay=settings.llm_token_delay,
-        ),
-        FakeTextToSpeech(
-            first_audio_delay=settings.tts_first_audio_delay, chunk_delay=settings.tts_chunk_delay
-        ),
+def speech_to_text(build: Build) -> FakeSpeechToText:
+    """Provider ``fake`` of speech-to-text: the same transcript for every turn."""
+    fake = build.settings.fake
+    return FakeSpeechToText(fake.transcript, delay=fake.stt_delay)
+
+
+def language_model(build: Build) -> FakeLanguageModel:
+    """Provider ``fake`` of the language model: the same reply, token by token."""
+    fake = build.settings.fake
+    return FakeLanguageModel(
+        fake.reply, first_token_delay=fake.llm_first_token_delay, token_delay=fake.llm_token_delay
+    )
+
+
+def text_to_speech(build: Build) -> FakeTextToSpeech:
+    """Provider ``fake`` of text-to-speech: a tone as long as the text."""
+    fake = build.settings.fake
+    return FakeTextToSpeech(
+        first_audio_delay=fake.tts_first_audio_delay, chunk_delay=fake.tts_chunk_delay
     )

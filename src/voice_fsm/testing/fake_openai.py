@@ -1,9 +1,10 @@
 """A fake OpenAI-compatible HTTP server for tests, demos and benchmarks.
 
-It speaks the wire formats in docs/openai-wire-formats.md: streaming transcriptions (SSE
-without ``[DONE]``), streaming chat completions (role chunk, word chunks, finish chunk, usage
-chunk, ``[DONE]``), chunked PCM speech and the model list, with OpenAI's error bodies. Every
-request is recorded in `FakeOpenAIConfig.requests` so tests can assert what a client sent.
+It speaks OpenAI's wire formats: streaming transcriptions (SSE without ``[DONE]``), streaming
+chat completions (role chunk, word chunks, tool call chunks, finish chunk, usage chunk,
+``[DONE]``), chunked PCM speech and the model list, with OpenAI's error bodies. Every request
+is recorded in `FakeOpenAIConfig.requests` so tests can assert what a client sent. A scripted
+model (`FakeOpenAIConfig.chat_script`, see `fake_tool_calls`) can answer with tool calls.
 
 Run it alone with ``python -m voice_fsm.testing.fake_openai --port 8100``.
 """
@@ -33,6 +34,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from voice_fsm.testing import fake_tool_calls as tool_wire
+from voice_fsm.testing.fake_tool_calls import ChatScript, InvalidRequest
 from voice_fsm.testing.threaded_server import serving_in_thread
 
 T = TypeVar("T")
@@ -110,6 +113,9 @@ class FakeOpenAIConfig:
     tts_chunk_delay: float = 0.01
     tts_chunk_bytes: int = 4800  # 100 ms of PCM16 at 24 kHz
     failures: dict[str, int] = field(default_factory=dict)  # endpoint -> HTTP status to answer
+    chat_script: ChatScript | None = None
+    """The chat model: what to answer (text, tool calls) to the request's messages and tools.
+    None, or the script returning None, answers with `reply`."""
     requests: list[RecordedRequest] = field(default_factory=list)
 
     def received(self, endpoint: str) -> list[RecordedRequest]:
@@ -331,15 +337,23 @@ async def chat_completions(request: Request) -> Response:
     if not isinstance(messages, list) or not messages:
         message = "Invalid 'messages': empty array. Expected an array with minimum length 1."
         raise OpenAIError(400, message, param="messages", code="empty_array")
-    tokens, finish = words(config.reply), "stop"
+    tools = tool_wire.check_tools(body)
+    tool_wire.check_tool_messages(messages)
+    answer = config.chat_script(messages, tools) if config.chat_script else None
+    calls = tool_wire.wire_calls(answer) if answer else []
+    tokens = words(answer.text if answer else config.reply)
+    finish = "tool_calls" if calls else "stop"
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     if isinstance(limit, int) and limit < len(tokens):
-        tokens, finish = tokens[:limit], "length"
+        tokens, finish, calls = tokens[:limit], "length", []
     prompt_tokens = sum(len(str(m.get("content", "")).split()) + 4 for m in messages)
+    completion_tokens = len(tokens) + sum(
+        1 + len(tool_wire.argument_fragments(call.arguments)) for call in calls
+    )
     usage = {
         "prompt_tokens": prompt_tokens,
-        "completion_tokens": len(tokens),
-        "total_tokens": prompt_tokens + len(tokens),
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": 0,
@@ -356,13 +370,17 @@ async def chat_completions(request: Request) -> Response:
         "system_fingerprint": "fp_fake",
     }
     if not body.get("stream"):
-        await asyncio.sleep(config.llm_first_token_delay + config.llm_token_delay * len(tokens))
+        await asyncio.sleep(
+            config.llm_first_token_delay + config.llm_token_delay * completion_tokens
+        )
         reply: dict[str, Any] = {
             "role": "assistant",
-            "content": "".join(tokens),
+            "content": "".join(tokens) or (None if calls else ""),
             "refusal": None,
             "annotations": [],
         }
+        if calls:
+            reply["tool_calls"] = tool_wire.message_tool_calls(calls)
         choice = {"index": 0, "message": reply, "logprobs": None, "finish_reason": finish}
         completion = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
         return JSONResponse(completion, headers=_headers(recorded))
@@ -378,10 +396,15 @@ async def chat_completions(request: Request) -> Response:
         # timer's lateness does not add up over a reply and the profile holds.
         start = asyncio.get_running_loop().time() + config.llm_first_token_delay
         await _sleep_until(start)
-        yield chunk({"role": "assistant", "content": "", "refusal": None})
-        for index, token in enumerate(tokens):
+        # OpenAI opens with the role and empty content, unless the reply is only tool calls:
+        # then the first call's delta carries the role.
+        if tokens or not calls:
+            yield chunk({"role": "assistant", "content": "", "refusal": None})
+        deltas = [{"content": token} for token in tokens]
+        deltas += tool_wire.streamed_call_deltas(calls, first=not deltas)
+        for index, delta in enumerate(deltas):
             await _sleep_until(start + index * config.llm_token_delay)
-            yield chunk({"content": token})
+            yield chunk(delta)
         yield chunk({}, finish)
         if include_usage:
             yield _data({**base, "object": "chat.completion.chunk", "choices": [], "usage": usage})
@@ -461,6 +484,8 @@ async def unknown(request: Request) -> Response:
 
 
 async def _openai_error(_request: Request, err: Exception) -> Response:
+    if isinstance(err, InvalidRequest):
+        err = OpenAIError(400, err.message, param=err.param, code=err.code)
     assert isinstance(err, OpenAIError)
     return err.response()
 
@@ -475,7 +500,7 @@ def create_fake_openai_app(config: FakeOpenAIConfig) -> Starlette:
             Route("/v1/models", models, methods=["GET"]),
             Route("/{path:path}", unknown, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         ],
-        exception_handlers={OpenAIError: _openai_error},
+        exception_handlers={OpenAIError: _openai_error, InvalidRequest: _openai_error},
     )
     app.state.config = config
     app.state.requests = config.requests
@@ -513,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8100)
     defaults = FakeOpenAIConfig()
     for item in fields(FakeOpenAIConfig):
-        if item.name in ("failures", "requests"):
+        if item.name in ("failures", "requests", "chat_script"):
             continue
         value = getattr(defaults, item.name)
         kind = type(value) if value is not None else str

@@ -8,7 +8,9 @@ appended (one per ``delta_every_ms`` of audio), ``input_audio_buffer.committed``
 (see `_Connection.detect`): ``speech_started``, ``speech_stopped``, then the item is committed
 by itself. ``?model=...`` opens a realtime session whose ``response.create`` speaks
 the input text as `voice_fsm.testing.fake_openai.speech_pcm`'s tone in
-``response.output_audio.delta`` chunks. Every event both ways is recorded in
+``response.output_audio.delta`` chunks, with its output transcript's words alongside
+(`FakeRealtimeConfig.paraphrase` makes it say something else, as a model that answers instead
+of reading would). Every event both ways is recorded in
 `FakeRealtimeConfig.events`, and every connection in ``.connections`` (and in ``.closed``
 once it has ended).
 
@@ -29,7 +31,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
@@ -108,6 +110,9 @@ class FakeRealtimeConfig:
     tts_first_audio_delay: float = 0.05
     tts_chunk_delay: float = 0.01
     tts_chunk_bytes: int = 4800  # 100 ms of PCM16 at 24 kHz
+    paraphrase: Callable[[str], str] | None = None
+    """What a speech response says instead of its text (audio and output transcript): a model
+    that answers or paraphrases rather than reading verbatim. None reads verbatim."""
     errors: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Client event type -> the ``error`` object answered instead of handling the event."""
     hang_up_on: dict[str, int] = field(default_factory=dict)
@@ -502,20 +507,33 @@ class _Connection:
             "response.output_item.added", response_id=response_id, output_index=0, item=added
         )
         where = {"response_id": response_id, "item_id": item, "output_index": 0, "content_index": 0}
-        part = {"type": "output_audio", "transcript": ""}
-        await self.send("response.content_part.added", **where, part=part)
-        audio, size = speech_pcm(text), max(2, config.tts_chunk_bytes)
+        # A content part's type is "audio" in the content_part events (the SDK's Part accepts
+        # only "text" and "audio") but "output_audio" in the item's content.
+        await self.send(
+            "response.content_part.added", **where, part={"type": "audio", "transcript": ""}
+        )
+        said = text if config.paraphrase is None else config.paraphrase(text)
+        audio, size = speech_pcm(said), max(2, config.tts_chunk_bytes)
+        pieces, chunks = words(said), -(-len(audio) // size)
+        sent_words = 0
         for index, start in enumerate(range(0, len(audio), size)):
             if index:
                 await asyncio.sleep(config.tts_chunk_delay)
+            # The transcript's words keep pace with the audio, as OpenAI's do.
+            due = -(-len(pieces) * (index + 1) // chunks)  # the first word with the first audio
+            for piece in pieces[sent_words:due]:
+                await self.send("response.output_audio_transcript.delta", **where, delta=piece)
+            sent_words = max(sent_words, due)
             delta = base64.b64encode(audio[start : start + size]).decode()
             self.spoke = True
             await self.send("response.output_audio.delta", **where, delta=delta)
         await self.send("response.output_audio.done", **where)
-        await self.send("response.output_audio_transcript.done", **where, transcript=text)
-        part = {"type": "output_audio", "transcript": text}
-        await self.send("response.content_part.done", **where, part=part)
-        done = {**message, "status": "completed", "content": [part]}
+        await self.send("response.output_audio_transcript.done", **where, transcript=said)
+        await self.send(
+            "response.content_part.done", **where, part={"type": "audio", "transcript": said}
+        )
+        content = {"type": "output_audio", "transcript": said}
+        done = {**message, "status": "completed", "content": [content]}
         await self.send(
             "response.output_item.done", response_id=response_id, output_index=0, item=done
         )

@@ -15,16 +15,27 @@ from voice_fsm.audio import SAMPLE_RATE, float_to_pcm16, resample
 def _voice() -> Any:
     from piper import PiperVoice
 
-    from voice_fsm.adapters.local_models import piper_voice
+    from voice_fsm.adapters.local.models import piper_voice
 
     model, config = piper_voice(None)
     return PiperVoice.load(str(model), config_path=str(config))
 
 
-def spoken(text: str, *, lead_s: float = 0.1, total_s: float | None = None) -> bytes:
+def spoken(
+    text: str, *, lead_s: float = 0.1, total_s: float | None = None, varied: bool = False
+) -> bytes:
     """`text` spoken by Piper as PCM16 24 kHz mono, after `lead_s` of silence and padded
-    with silence to `total_s` seconds when that is longer."""
-    chunks = list(_voice().synthesize(text))
+    with silence to `total_s` seconds when that is longer.
+
+    The same samples every time unless `varied`: Piper draws random noise for the voice's
+    timbre and rhythm, and Whisper base mishears some draws (about 1 in 12 of "What is the
+    capital of France?" came out as "...friends?"), which would make a test's transcript
+    depend on luck. `varied` keeps Piper's own noise, for evaluations that want its spread.
+    """
+    from piper import SynthesisConfig
+
+    config = None if varied else SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    chunks = list(_voice().synthesize(text, syn_config=config))
     samples = np.concatenate([chunk.audio_float_array for chunk in chunks]).astype(np.float32)
     samples = resample(samples, chunks[0].sample_rate, SAMPLE_RATE)
     lead = np.zeros(int(lead_s * SAMPLE_RATE), dtype=np.float32)

@@ -1,0 +1,125 @@
+"""How each stage's OpenAI adapter is built, what it needs and when ``auto`` picks it: the
+builders of the ``openai`` and ``openai-realtime`` rows of the provider tables (`registry`).
+
+The adapters are imported when built, so a set-up without OpenAI does not pay for the SDK.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from voice_fsm.adapters.entry import Build, Detectors, Reach
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+    from voice_fsm.adapters.base import LanguageModel, SpeechToText, TextToSpeech, TurnDetector
+    from voice_fsm.settings import Settings
+
+
+def live_transcription(settings: Settings) -> bool:
+    """Whether OpenAI speech-to-text transcribes while the user talks (Realtime API)."""
+    if settings.stt.live is not None:
+        return settings.stt.live
+    return settings.base_url_for(settings.stt) is None  # compatible servers rarely have it
+
+
+# ------------------------------------------------------------------ what they need, and auto
+
+
+def needs_key(reach: Reach) -> str | None:
+    """A key, or a base URL (a compatible server may take none)."""
+    if reach.key or reach.base_url:
+        return None
+    return f"OPENAI_API_KEY (or VOICE_FSM_{reach.stage.upper()}__API_KEY)."
+
+
+def has_key(reach: Reach) -> bool:
+    """``auto`` with a key: OpenAI (or the compatible server at the base URL)."""
+    return reach.key
+
+
+def speech_api_auto(reach: Reach) -> bool:
+    """``auto`` speaks through the Speech API at a compatible server's base URL only."""
+    return reach.key and reach.base_url
+
+
+def realtime_speech_auto(reach: Reach) -> bool:
+    """``auto`` speaks through Realtime on OpenAI's own API: its Speech API models shut down on
+    2027-01-06."""
+    return reach.key and not reach.base_url
+
+
+def realtime_stt(reach: Reach) -> bool:
+    """Speech-to-text runs through OpenAI's Realtime API (its VAD can find turns)."""
+    return reach.stt == "openai" and live_transcription(reach.settings)
+
+
+def needs_realtime_stt(reach: Reach) -> str | None:
+    if realtime_stt(reach):
+        return None
+    return (
+        "speech-to-text through OpenAI's Realtime API: VOICE_FSM_STT__PROVIDER=openai (or auto, "
+        "with OPENAI_API_KEY) and live transcription (VOICE_FSM_STT__LIVE=true; on by default "
+        "without a base URL)."
+    )
+
+
+# ------------------------------------------------------------------------------ builders
+
+
+def _client(build: Build, stage: str) -> AsyncOpenAI:
+    from voice_fsm.adapters.openai.client import make_openai_client
+
+    settings = build.settings
+    client = build.clients[stage] = make_openai_client(settings, getattr(settings, stage))
+    return client
+
+
+def speech_to_text(build: Build) -> SpeechToText:
+    """Live transcription through Realtime, with completed recordings (and a failed live
+    session) sent to the file API; or the file API alone."""
+    from voice_fsm.adapters.openai.realtime_stt import OpenAIRealtimeSpeechToText
+    from voice_fsm.adapters.openai.stt import OpenAISpeechToText
+
+    settings = build.settings
+    client = _client(build, "stt")
+    stt: SpeechToText = OpenAISpeechToText(settings.stt, client, build.secrets)
+    if live_transcription(settings):
+        stt = OpenAIRealtimeSpeechToText(settings.stt, client, build.secrets, fallback=stt)
+    return stt
+
+
+def language_model(build: Build) -> LanguageModel:
+    from voice_fsm.adapters.openai.llm import OpenAILanguageModel
+
+    return OpenAILanguageModel(build.settings.llm, _client(build, "llm"), build.secrets)
+
+
+def speech_api(build: Build) -> TextToSpeech:
+    """Provider ``openai`` of text-to-speech: the Speech API, or a compatible server."""
+    from voice_fsm.adapters.openai.tts import OpenAITextToSpeech
+
+    return OpenAITextToSpeech(build.settings.tts, _client(build, "tts"), build.secrets)
+
+
+def realtime_speech(build: Build) -> TextToSpeech:
+    """Provider ``openai-realtime`` of text-to-speech."""
+    from voice_fsm.adapters.openai.realtime_tts import OpenAIRealtimeTextToSpeech
+
+    return OpenAIRealtimeTextToSpeech(build.settings.tts, _client(build, "tts"), build.secrets)
+
+
+def realtime_turns(build: Build) -> Detectors:
+    """The Realtime transcription session's own VAD: one connection per hands-free stream."""
+    from voice_fsm.adapters.openai.realtime_stt import OpenAIRealtimeSpeechToText
+    from voice_fsm.adapters.openai.realtime_turns import turn_detection
+
+    stt = build.stt
+    assert isinstance(stt, OpenAIRealtimeSpeechToText)  # what needs_realtime_stt asked for
+    detection = turn_detection(build.settings.vad)
+
+    async def open_turns(*, language: str | None) -> TurnDetector:
+        return await stt.detect_turns(language=language, turn_detection=detection)
+
+    return Detectors(turns=open_turns)

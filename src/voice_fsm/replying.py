@@ -1,0 +1,177 @@
+"""The agent's side of a turn: the stages that run once the user has stopped, and what the
+driver does with their reports.
+
+Entering `transcribing` names the transcription, entering `thinking` the reply (it goes on
+through `speaking`, and through `acting` while tools it calls run, back to `thinking`: one
+stage for the whole reply). Their reports come back through the session's inbox and `handle`
+turns each into the machine's next trigger, called from the driver (`fire`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from transitions.extensions.asyncio import AsyncMachine
+
+from voice_fsm import stages
+from voice_fsm.acting import TurnTools
+from voice_fsm.adapters.base import PCM_SAMPLE_RATE
+from voice_fsm.client_tools import ClientTools
+from voice_fsm.conversation import Conversation
+from voice_fsm.errors import VoiceError
+from voice_fsm.events import (
+    AudioStart,
+    ResponseDone,
+    ServerEvent,
+    SessionConfig,
+    TranscriptDoneEvent,
+)
+from voice_fsm.machine import State
+from voice_fsm.providers import Pipeline
+from voice_fsm.stage_runner import StageRunner
+from voice_fsm.stages import (
+    Acted,
+    Acting,
+    FirstAudio,
+    Spoken,
+    StageFailed,
+    StageResult,
+    Transcribed,
+)
+from voice_fsm.tool_settings import ToolSettings
+from voice_fsm.turns import Turns
+
+Send = Callable[[ServerEvent | bytes], Awaitable[None]]
+
+
+class Replying:
+    def __init__(
+        self,
+        stage: StageRunner,
+        *,
+        pipeline: Pipeline,
+        turns: Turns,
+        conversation: Conversation,
+        config: Callable[[], SessionConfig],
+        instructions: str,
+        client_tools: ClientTools,
+        tool_settings: ToolSettings,
+        state: Callable[[], str],
+        send: Send,
+        fire: Callable[[str], Awaitable[None]],
+        fail: Callable[[VoiceError], Awaitable[None]],
+        finish: Callable[[str], None],
+    ) -> None:
+        self._stage = stage
+        self._pipeline = pipeline
+        self._turns = turns
+        self._conversation = conversation
+        self._config = config
+        self._instructions = instructions
+        self._client_tools = client_tools
+        self._tool_settings = tool_settings
+        self._state = state
+        self._send = send
+        self._fire = fire
+        self._fail = fail
+        self._finish = finish
+        self.driver: asyncio.Task[Any] | None = None
+
+    def name_stages(self, machine: AsyncMachine) -> None:
+        state = machine.get_state
+        state(State.TRANSCRIBING.value).add_callback(
+            "enter", self._stage.entering(self._transcription, Transcribed)
+        )
+        start_reply = self._stage.entering(self._reply, lambda task, _: Spoken(task))
+
+        async def enter_thinking(event: Any) -> None:
+            if event.transition.source != State.ACTING.value:  # back from tools: same stage
+                await start_reply(event)
+
+        state(State.THINKING.value).add_callback("enter", enter_thinking)
+
+    async def handle(self, report: StageResult) -> None:
+        """A stage's report, from the driver: the machine's next step."""
+        if not self._stage.is_current(report):
+            return  # a stage cancelled since it reported
+        turn = self._turns.current
+        match report:
+            case Transcribed():
+                turn.transcript = report.text
+                await self._send(TranscriptDoneEvent(turn=turn.number, text=report.text))
+                await self._fire("transcribed")
+            case FirstAudio():
+                # Audio while tools run is a filler (or speech from before the calls): the
+                # machine stays in acting.
+                if self._state() == State.THINKING:
+                    await self._fire("replied")
+                if not turn.audio_announced:
+                    turn.audio_announced = True
+                    await self._send(AudioStart(turn=turn.number, sample_rate=PCM_SAMPLE_RATE))
+                _let_go(report.go)
+                self._turns.close_live_soon()
+            case Acting():
+                await self._fire("act")
+                _let_go(report.go)
+            case Acted():
+                await self._fire("acted")
+                _let_go(report.go)
+            case Spoken():
+                await self._send(turn.audio_done())
+                await self._send(ResponseDone(turn=turn.number, text=turn.reply, interrupted=False))
+                self._conversation.add_turn(turn.transcript, turn.reply, turn.tool_steps)
+                metrics = turn.metrics()
+                self._finish("ok")
+                await self._fire("spoken")
+                await self._send(metrics)
+            case StageFailed():
+                await self._fail(report.error)
+
+    def _transcription(self) -> Awaitable[str]:
+        return stages.transcribe(
+            self._turns.current,
+            self._pipeline.stt,
+            language=self._config().language,
+            send=self._stage_send,
+            close_soon=self._turns.close_soon,
+            log=self._turns.log,
+        )
+
+    def _reply(self) -> Awaitable[None]:
+        turn, config = self._turns.current, self._config()
+        return stages.reply(
+            turn,
+            self._pipeline.llm,
+            self._pipeline.tts,
+            self._conversation.prompt(config.instructions or self._instructions, turn.transcript),
+            voice=config.voice,
+            send=self._stage_send,
+            first_audio=self._stage.first_audio,
+            tools=self._turn_tools(),
+        )
+
+    def _turn_tools(self) -> TurnTools | None:
+        server = self._pipeline.tools
+        if (server is None or not server.specs()) and not self._client_tools.specs():
+            return None
+        return TurnTools(
+            server=server,
+            client=self._client_tools,
+            settings=self._tool_settings,
+            checkpoint=self._stage.checkpoint,
+        )
+
+    async def _stage_send(self, event: ServerEvent | bytes) -> None:
+        """A stage's events and audio: none once the session is ending. The driver hears of
+        its cancellation only when it next runs, and a stage it let go on (a reply's audio)
+        may be ready to send before that."""
+        if self.driver is not None and self.driver.cancelling():
+            raise asyncio.CancelledError
+        await self._send(event)
+
+
+def _let_go(go: asyncio.Future[None]) -> None:
+    if not go.done():
+        go.set_result(None)
