@@ -25,7 +25,7 @@ class Conversation:
 
     def add_turn(self, user: str, assistant: str, steps: Sequence[ChatMessage] = ()) -> None:
         """`steps`: the turn's tool calls and results, between `user` and `assistant`."""
-        if self._keep and user:
+        if self._keep and (user or assistant or steps):
             self._turns.append((user, tuple(steps), assistant))
 
     def replace_last_reply(self, assistant: str) -> None:
@@ -62,18 +62,20 @@ class Conversation:
     def messages(self) -> list[ChatMessage]:
         out: list[ChatMessage] = []
         for user, steps, assistant in self._turns:
-            out.append(ChatMessage("user", user))
+            if user:  # a reply asked for without a new user message has none
+                out.append(ChatMessage("user", user))
             out.extend(steps)
             if assistant:
                 out.append(ChatMessage("assistant", assistant))
         return out
 
     def prompt(self, instructions: str, user: str) -> list[ChatMessage]:
-        """What the language model is asked: the instructions, the history, `user`."""
+        """What the language model is asked: the instructions, the history, `user` (none when
+        the reply was asked for without a new user message)."""
         return [
             ChatMessage("system", instructions),
             *self.messages(),
-            ChatMessage("user", user),
+            *([ChatMessage("user", user)] if user else []),
         ]
 
     def __len__(self) -> int:

@@ -77,6 +77,28 @@ class ConversationClear(_Message):
     type: Literal["conversation.clear"]
 
 
+# ---------------------------------------------------------------- commands of other front ends
+# Not protocol v1 messages: what a front end speaking another protocol (the Realtime API) asks
+# of the same session core.
+
+
+class ReplyPolicy(_Message):
+    """How the session replies: at once when a turn is transcribed (`auto`), or only when
+    asked (`ReplyCreate`); spoken, or as text only (`speak`)."""
+
+    type: Literal["reply.policy"] = "reply.policy"
+    auto: bool = True
+    speak: bool = True
+
+
+class ReplyCreate(_Message):
+    """Reply now to the conversation as it stands, or to the turn being transcribed once its
+    transcript is in; spoken or as text only."""
+
+    type: Literal["reply.create"] = "reply.create"
+    speak: bool = True
+
+
 ClientEvent = Annotated[
     SessionUpdate
     | InputAudioStart

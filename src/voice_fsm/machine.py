@@ -62,6 +62,20 @@ TRANSITIONS: list[Transition] = [
         "why": "the final transcript arrived",
     },
     {
+        "trigger": "heard",
+        "source": [State.TRANSCRIBING],
+        "dest": State.IDLE,
+        "why": "the final transcript arrived, and the client replies only when it asks "
+        "(a Realtime client commits its audio, then sends response.create)",
+    },
+    {
+        "trigger": "respond",
+        "source": [State.IDLE],
+        "dest": State.THINKING,
+        "why": "the client asks for a reply to the conversation as it stands "
+        "(Realtime response.create)",
+    },
+    {
         "trigger": "replied",
         "source": [State.THINKING],
         "dest": State.SPEAKING,

@@ -52,10 +52,12 @@ async def speak_while_writing(
     """Write `turn`'s reply to `messages` (into `turn.reply`, each delta sent as it comes) and
     speak it piece by piece through `send_audio`, running the tools it calls. Raises the
     writer's failure before the speaker's, which it explains; cancelling this stops both
-    streams and the tools."""
+    streams and the tools. A turn whose reply is text only (`turn.speak` false) is written
+    and not spoken."""
     pieces: asyncio.Queue[str | None] = asyncio.Queue()
     writer = asyncio.create_task(_write(turn, llm, messages, pieces, send, tools))
-    speaker = asyncio.create_task(_speak(turn, tts, voice, pieces, send_audio))
+    speaking = _speak(turn, tts, voice, pieces, send_audio) if turn.speak else _drop(pieces)
+    speaker = asyncio.create_task(speaking)
     try:
         done, _ = await asyncio.wait({writer, speaker}, return_when=asyncio.FIRST_EXCEPTION)
         for task in (writer, speaker):
@@ -152,6 +154,12 @@ async def _say(
     await send(ResponseDelta(turn=turn.number, text=text))
     for piece in splitter.feed(text):
         pieces.put_nowait(piece)
+
+
+async def _drop(pieces: asyncio.Queue[str | None]) -> None:
+    """A reply asked for as text only: its pieces are not spoken."""
+    while await pieces.get() is not None:
+        pass
 
 
 async def _speak(

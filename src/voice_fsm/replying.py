@@ -23,6 +23,7 @@ from voice_fsm.conversation import Conversation
 from voice_fsm.errors import VoiceError
 from voice_fsm.events import (
     AudioStart,
+    ReplyPolicy,
     ResponseDone,
     ServerEvent,
     SessionConfig,
@@ -55,6 +56,7 @@ class Replying:
         turns: Turns,
         conversation: Conversation,
         config: Callable[[], SessionConfig],
+        policy: Callable[[], ReplyPolicy],
         instructions: str,
         client_tools: ClientTools,
         tool_settings: ToolSettings,
@@ -69,6 +71,7 @@ class Replying:
         self._turns = turns
         self._conversation = conversation
         self._config = config
+        self._policy = policy
         self._instructions = instructions
         self._client_tools = client_tools
         self._tool_settings = tool_settings
@@ -101,7 +104,14 @@ class Replying:
             case Transcribed():
                 turn.transcript = report.text
                 await self._send(TranscriptDoneEvent(turn=turn.number, text=report.text))
-                await self._fire("transcribed")
+                policy = self._policy()
+                if turn.reply_wanted or policy.auto:
+                    if not turn.reply_wanted:
+                        turn.speak = policy.speak
+                    await self._fire("transcribed")
+                else:  # the client asks for the reply when it wants it (ReplyCreate)
+                    turn.awaiting_reply = True
+                    await self._fire("heard")
             case FirstAudio():
                 # Audio while tools run is a filler (or speech from before the calls): the
                 # machine stays in acting.
@@ -119,7 +129,8 @@ class Replying:
                 await self._fire("acted")
                 _let_go(report.go)
             case Spoken():
-                await self._send(turn.audio_done())
+                if turn.speak:
+                    await self._send(turn.audio_done())
                 await self._send(ResponseDone(turn=turn.number, text=turn.reply, interrupted=False))
                 self._conversation.add_turn(turn.transcript, turn.reply, turn.tool_steps)
                 metrics = turn.metrics()

@@ -25,6 +25,8 @@ from voice_fsm.events import (
     ConversationClear,
     InputAudioStart,
     InputAudioStop,
+    ReplyCreate,
+    ReplyPolicy,
     ResponseCancel,
     ServerEvent,
     SessionConfig,
@@ -58,6 +60,8 @@ Command = (
     | ResponseCancel
     | ConversationClear
     | ToolResultCommand
+    | ReplyPolicy
+    | ReplyCreate
 )
 Submission = Command | bytes | VoiceError | Detected
 Inbox = Submission | StageResult
@@ -85,6 +89,7 @@ class Session:
             language=settings.stt.language,
             mode="push_to_talk",
         )
+        self.reply_policy = ReplyPolicy()
         self.conversation = Conversation(max_turns=settings.llm.max_history_turns)
         self.client_tools = ClientTools()
         self._turns = Turns(
@@ -122,6 +127,7 @@ class Session:
             turns=self._turns,
             conversation=self.conversation,
             config=lambda: self.config,
+            policy=lambda: self.reply_policy,
             instructions=settings.llm.instructions,
             client_tools=self.client_tools,
             tool_settings=settings.tools,
@@ -163,6 +169,7 @@ class Session:
             await self._turns.wait_closed()
             if self.state != State.IDLE:
                 self._turn_taking.finish(self.end_outcome)
+            self._turn_taking.settle_unanswered()
             self._errors.log_dropped(self.log, final=True)
             self.log.info("session.closed", turns=self.turn.number)
 
@@ -203,6 +210,10 @@ class Session:
                 self.log.info("conversation.cleared")
             case ToolResultCommand():
                 self.client_tools.answer(item)
+            case ReplyPolicy():
+                self.reply_policy = item
+            case ReplyCreate():
+                await self._turn_taking.respond(item.speak)
 
     # ------------------------------------------------------------------ hands-free
 

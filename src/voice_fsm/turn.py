@@ -40,6 +40,13 @@ class Turn:
         without an error (the client is still sending them)."""
         self.stray_audio_reported = False
         """Audio came after it ended, outside any turn, and the client was told once."""
+        self.speak = True
+        """Its reply is spoken; else it is text only."""
+        self.reply_wanted = False
+        """The client asked for a reply while it was transcribed (`ReplyCreate`)."""
+        self.awaiting_reply = False
+        """Transcribed, and waiting for the client to ask for a reply (`ReplyPolicy.auto`
+        off): the machine is idle, the turn not ended."""
 
     @property
     def audio_in_ms(self) -> int:

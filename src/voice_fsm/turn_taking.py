@@ -54,6 +54,7 @@ class TurnTaking:
                 ErrorCode.INVALID_STATE, "Already recording: send input_audio.stop first."
             )
         barge_in = self._state() in REPLY_STATES
+        self.settle_unanswered()
         if not barge_in and (
             heard := self._conversation.trim_to_heard(self._turns.current, played_ms)
         ):
@@ -92,6 +93,32 @@ class TurnTaking:
         if self._state() != State.IDLE:  # else a cancel racing the end of a reply: harmless
             await self.interrupt(played_ms, "cancelled")
             await self._fire("cancel")
+
+    async def respond(self, speak: bool) -> None:
+        """Reply to the conversation as it stands: to the turn waiting for it, or (when the
+        session is transcribing one) once its transcript is in, or with no new user message."""
+        state, turn = self._state(), self._turns.current
+        if state == State.TRANSCRIBING and not turn.reply_wanted:
+            turn.reply_wanted, turn.speak = True, speak
+            return
+        if state != State.IDLE:
+            raise InputError(
+                ErrorCode.INVALID_STATE,
+                f"A reply needs the session at rest; it is {state} (cancel the reply first).",
+            )
+        if not turn.awaiting_reply:
+            turn = self._turns.begin()
+        turn.awaiting_reply, turn.speak = False, speak
+        await self._fire("respond")
+
+    def settle_unanswered(self) -> None:
+        """A transcribed turn the client never asked a reply for ends (outcome `transcribed`):
+        its user message stays in the history."""
+        turn = self._turns.current
+        if turn.awaiting_reply:
+            turn.awaiting_reply = False
+            self._conversation.add_turn(turn.transcript, "")
+            self.finish("transcribed")
 
     async def audio(self, frame: bytes) -> None:
         """A push-to-talk audio frame: kept if a turn is recording."""
