@@ -201,6 +201,23 @@ async def test_a_pause_in_the_speech_starts_a_decode_at_once() -> None:
     assert len(decoder.calls) == 1  # that decode covered all the speech
 
 
+async def test_a_decode_that_ended_just_after_the_speech_did_not_hear_its_end() -> None:
+    # The detector's probability falls before a word's quiet end: in a browser's hands-free
+    # turn, a decode that stopped a few frames after the last speech frame heard 'France' as
+    # 'friends'. Only a decode reaching PAUSE_MS past the speech counts as having heard it all.
+    decoder = FakeDecoder()
+    live = IncrementalTranscription(decoder, speech_then_silence(600), step_ms=650)
+    await feed(live, 700)  # speech to 608 ms, then 92 ms of silence: a step, no pause yet
+    await asyncio.sleep(0.05)
+    assert decoder.calls == [bytes_for_ms(700)]
+    await feed(live, 100)  # the pause: decoded again, since the step ended only 92 ms after
+    assert decoder.calls[1:] == [bytes_for_ms(800)]
+    assert decoder.background == [True, False]
+    await asyncio.sleep(0.05)
+    await live.finish()
+    assert len(decoder.calls) == 2  # the pause's decode heard it all: no final decode
+
+
 class LaneDecoder:
     """Decodes as FakeDecoder does, but in a worker thread of a real lane (shared if given),
     taking `seconds` a decode; notes when each decode ran and at which priority."""

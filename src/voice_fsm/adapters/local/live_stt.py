@@ -121,7 +121,7 @@ class IncrementalTranscription:
         self._finishing = True
         if self._decoding is not None:
             await self._wait_decode()
-        if self._decoded_upto == 0 or self._decoded_upto < self._speech_end:
+        if not self._covers_speech(self._decoded_upto):
             self._start_decode(background=False)
             await self._wait_decode()
         text = self._hypothesis.strip()
@@ -139,13 +139,23 @@ class IncrementalTranscription:
     def _maybe_decode(self) -> None:
         if self._decoding is not None:
             return
-        paused = self._decoded_upto < self._speech_end and len(
-            self._audio
-        ) - self._speech_end >= bytes_for_ms(PAUSE_MS)
-        if paused:
+        paused = self._speech_end > 0 and len(self._audio) - self._speech_end >= bytes_for_ms(
+            PAUSE_MS
+        )
+        if paused and not self._covers_speech(self._decoded_upto):
             self._start_decode(background=False)
         elif len(self._audio) - self._decoded_upto >= self._step and self._may_step():
             self._start_decode(background=True)
+
+    def _covers_speech(self, upto: int) -> bool:
+        """Whether a decode of the first `upto` bytes heard all the speech so far.
+
+        The pause after the last speech frame belongs to it: the VAD's probability falls
+        before a word's quiet end (the 's' of 'France'), and a step decode that stopped a few
+        frames after the last speech frame heard the word cut ('friends')."""
+        if upto == 0:
+            return False
+        return upto >= min(self._speech_end + bytes_for_ms(PAUSE_MS), len(self._audio))
 
     def _may_step(self) -> bool:
         """A step decode only on a decoder idle for IDLE_RATIO times a decode's duration."""
