@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from voice_fsm import PROTOCOL_VERSION, __version__
@@ -30,6 +31,7 @@ from voice_fsm.logging_setup import get_logger
 from voice_fsm.metrics import CONTENT_TYPE, Metrics
 from voice_fsm.model_lifecycle import warn_scheduled_shutdowns
 from voice_fsm.providers import Pipeline, build_pipeline, resolve_providers
+from voice_fsm.realtime import realtime_front_end
 from voice_fsm.settings import Settings
 from voice_fsm.tracing import tracer_observer
 from voice_fsm.turn_history import TurnHistory
@@ -79,6 +81,12 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
             if tracer is not None:
                 await asyncio.to_thread(tracer.shutdown)  # the spans still queued go out
             log.info("server.stopped")
+
+    realtime = realtime_front_end(settings)
+
+    async def realtime_session(websocket: WebSocket) -> None:
+        """The Realtime API (`/v1/realtime`) over the same sessions as protocol v1."""
+        await endpoint.handle(websocket, realtime)
 
     async def page(_request: Request) -> Response:
         return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
@@ -158,6 +166,7 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
             Route("/v1/client_tokens", client_token, methods=["POST"]),
             Route("/v1/page_token", page_token, methods=["POST"]),
             WebSocketRoute("/ws", endpoint.handle),
+            WebSocketRoute("/v1/realtime", realtime_session),
             Mount("/static", StaticFiles(directory=WEB_DIR, check_dir=False), name="static"),
             *([Route("/metrics", metrics_page)] if metrics is not None else []),
         ],

@@ -42,10 +42,11 @@ class ClientConnection:
         self._lock = asyncio.Lock()
         self._transport: asyncio.Transport | None = websocket.scope.get(TRANSPORT_KEY)
 
-    async def send(self, event: ServerEvent | bytes) -> None:
+    async def send(self, event: ServerEvent | bytes | str) -> None:
+        """An event as protocol v1 JSON, audio as a binary frame, or a text frame as is."""
         if self.gone.is_set():
             return
-        data: str | bytes = event if isinstance(event, bytes) else event.model_dump_json()
+        data = event if isinstance(event, bytes | str) else event.model_dump_json()
         async with self._lock:
             if self.gone.is_set() or self.websocket.application_state != WebSocketState.CONNECTED:
                 return

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
@@ -25,7 +26,7 @@ from voice_fsm.access import deny
 from voice_fsm.admission import SessionSlots
 from voice_fsm.connection import ClientConnection
 from voice_fsm.errors import ErrorCode, InputError, Stage
-from voice_fsm.events import ErrorEvent, client_event_adapter
+from voice_fsm.events import ErrorEvent, ServerEvent, client_event_adapter
 from voice_fsm.logging_setup import get_logger
 from voice_fsm.machine import State
 from voice_fsm.providers import Pipeline
@@ -69,6 +70,39 @@ def _failure(task: asyncio.Task[Any]) -> BaseException | None:
     return None if task.cancelled() else task.exception()
 
 
+class FrontEnd(Protocol):
+    """A protocol spoken over one connection: how the session's events go out (`send`) and
+    how a client's message becomes the session's input (`receive`)."""
+
+    async def send(self, event: ServerEvent | bytes) -> None: ...
+
+    async def receive(self, session: Session, message: str | bytes) -> None: ...
+
+    async def attach(self, session: Session) -> None:
+        """Before the session runs: what the protocol asks of it first."""
+
+
+FrontEndFactory = Callable[[WebSocket, ClientConnection], FrontEnd]
+
+
+class ProtocolV1:
+    """Protocol v1: the session's events as they are, commands parsed from JSON text frames,
+    audio as binary frames."""
+
+    def __init__(self, connection: ClientConnection, max_text_bytes: int) -> None:
+        self.send = connection.send
+        self._max_text_bytes = max_text_bytes
+
+    async def attach(self, session: Session) -> None:
+        pass
+
+    async def receive(self, session: Session, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            await session.submit(message)
+        else:
+            await session.submit(parse_text(message, self._max_text_bytes))
+
+
 def client_address(websocket: WebSocket) -> str:
     client = websocket.scope.get("client")
     return str(client[0]) if client else "unknown"
@@ -92,7 +126,8 @@ class SessionEndpoint:
     def draining(self) -> bool:
         return self.slots.draining
 
-    async def handle(self, websocket: WebSocket) -> None:
+    async def handle(self, websocket: WebSocket, front_end: FrontEndFactory | None = None) -> None:
+        """Serve one connection in protocol v1, or in the protocol `front_end` makes."""
         address = client_address(websocket)
         refusal = self.slots.take(address)
         if refusal is not None:
@@ -112,20 +147,25 @@ class SessionEndpoint:
                 await websocket.accept()
             except Exception:  # the client left during the handshake
                 return
-            await self._serve(websocket)
+            await self._serve(websocket, front_end or self._protocol_v1)
         finally:
             self._handlers.discard(task)
             self.slots.give_back(address)
 
-    async def _serve(self, websocket: WebSocket) -> None:
+    def _protocol_v1(self, _websocket: WebSocket, connection: ClientConnection) -> FrontEnd:
+        return ProtocolV1(connection, self.settings.limits.max_text_bytes)
+
+    async def _serve(self, websocket: WebSocket, make_front_end: FrontEndFactory) -> None:
         limits = self.settings.limits
         connection = ClientConnection(
             websocket, send_timeout=limits.send_timeout_s, log=lambda: session.log
         )
-        session = Session(self.pipeline, self.settings, connection.send, observers=self.observers)
+        front_end = make_front_end(websocket, connection)
+        session = Session(self.pipeline, self.settings, front_end.send, observers=self.observers)
+        await front_end.attach(session)
         self.sessions.add(session)
         driver = asyncio.create_task(session.run(), name=f"session-{session.id}")
-        receiver = asyncio.create_task(self._receive(websocket, connection, session))
+        receiver = asyncio.create_task(self._receive(websocket, connection, session, front_end))
         watch = asyncio.create_task(self._watch(connection, session))
         gone = asyncio.create_task(connection.gone.wait())
         tasks = {driver, receiver, watch, gone}
@@ -146,7 +186,7 @@ class SessionEndpoint:
             session.log.error("session.crashed", exc_info=crash)
         if crashes:
             close = CLOSE_INTERNAL
-            await connection.send(
+            await front_end.send(
                 ErrorEvent(
                     code=ErrorCode.INTERNAL,
                     stage=Stage.SERVER,
@@ -162,7 +202,11 @@ class SessionEndpoint:
         session.log.info("connection.closed", reason=connection.gone_reason or close)
 
     async def _receive(
-        self, websocket: WebSocket, connection: ClientConnection, session: Session
+        self,
+        websocket: WebSocket,
+        connection: ClientConnection,
+        session: Session,
+        front_end: FrontEnd,
     ) -> None:
         limits = self.settings.limits
         # Fast enough for 10 ms audio frames, slow enough that a flood cannot starve others.
@@ -176,9 +220,9 @@ class SessionEndpoint:
                 break
             connection.last_message_at = time.monotonic()
             if message.get("bytes") is not None:
-                await session.submit(message["bytes"])
+                await front_end.receive(session, message["bytes"])
             elif message.get("text") is not None:
-                await session.submit(parse_text(message["text"], limits.max_text_bytes))
+                await front_end.receive(session, message["text"])
             await pace.wait()
         connection.lost("disconnected")
 

@@ -1,0 +1,156 @@
+"""A Realtime session's configuration as voice-fsm applies it, and `session.update` turned into
+the session core's commands.
+
+What the session does not apply is not echoed: `session.updated` shows the configuration in
+effect. Supported: `instructions`, `output_modalities` (`audio` or `text`),
+`audio.input.turn_detection` (`server_vad`, `semantic_vad` applied as `server_vad`, or null:
+the client commits), `audio.output.voice`, and the one audio format (`audio/pcm` at 24 kHz);
+another format, or a transcription session, refuses the whole update.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from openai.types.realtime import (
+    RealtimeAudioConfig,
+    RealtimeAudioConfigInput,
+    RealtimeAudioConfigOutput,
+    RealtimeSessionCreateRequest,
+    SessionCreatedEvent,
+    SessionUpdatedEvent,
+)
+from openai.types.realtime.realtime_audio_formats import AudioPCM
+from openai.types.realtime.realtime_audio_input_turn_detection import ServerVad
+from pydantic import ValidationError
+
+from voice_fsm.audio import SAMPLE_RATE
+from voice_fsm.events import ReplyPolicy, SessionConfig, SessionUpdate
+from voice_fsm.realtime.wire import EventError, new_id
+
+Modality = Literal["text", "audio"]
+PCM = AudioPCM(type="audio/pcm", rate=SAMPLE_RATE)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class RealtimeConfig:
+    model: str
+    instructions: str
+    voice: str | None
+    turn_detection: ServerVad | None = None
+    output_modalities: list[Modality] = field(default_factory=lambda: ["audio"])
+
+    @property
+    def speak(self) -> bool:
+        return "audio" in self.output_modalities
+
+    def policy(self) -> ReplyPolicy:
+        """How the session core replies under this configuration."""
+        vad = self.turn_detection
+        auto = vad is not None and vad.create_response is not False
+        return ReplyPolicy(auto=auto, speak=self.speak)
+
+    def session(self) -> RealtimeSessionCreateRequest:
+        output = RealtimeAudioConfigOutput(format=PCM, voice=self.voice)
+        return RealtimeSessionCreateRequest(
+            type="realtime",
+            model=self.model,
+            instructions=self.instructions,
+            output_modalities=list(self.output_modalities),
+            audio=RealtimeAudioConfig(
+                input=RealtimeAudioConfigInput(format=PCM, turn_detection=self.turn_detection),
+                output=output,
+            ),
+        )
+
+    def created(self) -> str:
+        return _session_event(
+            SessionCreatedEvent(
+                type="session.created", event_id=new_id("event"), session=self.session()
+            )
+        )
+
+    def updated(self) -> str:
+        return _session_event(
+            SessionUpdatedEvent(
+                type="session.updated", event_id=new_id("event"), session=self.session()
+            )
+        )
+
+
+def _session_event(event: SessionCreatedEvent | SessionUpdatedEvent) -> str:
+    """The event's JSON, with `turn_detection` null when it is off (left out, a client could
+    not tell it from the API's default)."""
+    data: dict[str, Any] = event.model_dump(mode="json", exclude_none=True)
+    data["session"]["audio"]["input"].setdefault("turn_detection", None)
+    return json.dumps(data, separators=(",", ":"))
+
+
+def apply(
+    config: RealtimeConfig, request: object, event_id: str | None
+) -> tuple[RealtimeConfig, SessionUpdate]:
+    """`config` with `request` (a `session.update`'s session) applied, and the session core's
+    update; raises `EventError` (and changes nothing) for what cannot be applied."""
+    if not isinstance(request, RealtimeSessionCreateRequest):
+        raise EventError(
+            "Only realtime sessions are served here, not transcription sessions.",
+            code="unsupported_session_type",
+            param="session.type",
+            event_id=event_id,
+        )
+    changes: dict[str, Any] = {}
+    if request.instructions is not None:
+        changes["instructions"] = request.instructions
+    if request.output_modalities:
+        changes["output_modalities"] = ["audio" if "audio" in request.output_modalities else "text"]
+    audio = request.audio
+    if audio is not None and audio.input is not None:
+        _check_format(audio.input.format, "session.audio.input.format", event_id)
+        if "turn_detection" in audio.input.model_fields_set:
+            vad = audio.input.turn_detection
+            changes["turn_detection"] = None if vad is None else _as_server_vad(vad)
+    if audio is not None and audio.output is not None:
+        _check_format(audio.output.format, "session.audio.output.format", event_id)
+        voice = audio.output.voice
+        if voice is not None:
+            changes["voice"] = voice if isinstance(voice, str) else voice.id
+    applied = replace(config, **changes)
+    try:
+        core = SessionConfig(
+            instructions=applied.instructions,
+            voice=applied.voice,
+            mode="push_to_talk" if applied.turn_detection is None else "hands_free",
+        )
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        param = f"session.{first['loc'][0]}" if first["loc"] else "session"
+        raise EventError(
+            f"Invalid value for '{param}': {first['msg']}.",
+            code="invalid_value",
+            param=param,
+            event_id=event_id,
+        ) from None
+    return applied, SessionUpdate(type="session.update", session=core)
+
+
+def _check_format(value: object, param: str, event_id: str | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, AudioPCM) and value.rate in (None, SAMPLE_RATE):
+        return
+    raise EventError(
+        f"Only audio/pcm at {SAMPLE_RATE} Hz is supported.",
+        code="unsupported_audio_format",
+        param=param,
+        event_id=event_id,
+    )
+
+
+def _as_server_vad(vad: object) -> ServerVad:
+    """Server VAD with the client's choice of an automatic response; the detector's own
+    thresholds are the server's settings (not echoed as if applied)."""
+    create = getattr(vad, "create_response", None)
+    interrupt = getattr(vad, "interrupt_response", None)
+    return ServerVad(type="server_vad", create_response=create, interrupt_response=interrupt)

@@ -1,0 +1,191 @@
+"""`/v1/realtime`: the Realtime API's client events turned into the session core's commands,
+and the core's events rendered back (`render.py`).
+
+With turn detection off, the client's appended audio waits here, bounded by the longest turn
+the server accepts, until it commits: the commit becomes one push-to-talk turn (start, the
+audio, stop) whose reply waits for `response.create`. With `server_vad` the audio goes to the
+session's hands-free detector as it comes, and each turn it detects is answered at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import TYPE_CHECKING, Any
+
+from openai.types.realtime import (
+    InputAudioBufferAppendEvent,
+    InputAudioBufferClearedEvent,
+    InputAudioBufferClearEvent,
+    InputAudioBufferCommitEvent,
+    ResponseCancelEvent,
+    ResponseCreateEvent,
+    SessionUpdateEvent,
+)
+
+from voice_fsm.audio import bytes_for_ms, duration_ms
+from voice_fsm.connection import ClientConnection
+from voice_fsm.events import (
+    InputAudioStart,
+    InputAudioStop,
+    ReplyCreate,
+    ResponseCancel,
+    ServerEvent,
+)
+from voice_fsm.realtime import config as session_config
+from voice_fsm.realtime.config import RealtimeConfig
+from voice_fsm.realtime.render import Renderer
+from voice_fsm.realtime.wire import EventError, dump, new_id, parse
+from voice_fsm.settings import Settings
+
+if TYPE_CHECKING:
+    from voice_fsm.session import Session
+
+MAX_EVENT_BYTES = 1024 * 1024
+"""The largest client event: an append of about 16 s of audio, base64-encoded."""
+CHUNK = bytes_for_ms(100)
+"""A commit's audio goes to the session in pieces of this size, as a live client's would."""
+DEFAULT_MODEL = "voice-fsm"
+
+
+class RealtimeFrontEnd:
+    def __init__(self, connection: ClientConnection, settings: Settings, model: str | None) -> None:
+        self._connection = connection
+        config = RealtimeConfig(
+            model=model or DEFAULT_MODEL,
+            instructions=settings.llm.instructions,
+            voice=settings.tts.voice,
+        )
+        self.renderer = Renderer(config, connection.send)
+        self._buffer = bytearray()
+        self._max_buffer = bytes_for_ms(round(settings.limits.max_audio_seconds * 1000))
+        self._min_commit_ms = settings.limits.min_audio_ms
+
+    async def attach(self, session: Session) -> None:
+        self.renderer.session = session
+        await session.submit(self.renderer.config.policy())
+
+    async def send(self, event: ServerEvent | bytes) -> None:
+        await self.renderer.send(event)
+
+    async def receive(self, session: Session, message: str | bytes) -> None:
+        try:
+            if isinstance(message, bytes):
+                raise EventError(
+                    "Binary frames are not part of the Realtime API: send audio in "
+                    "input_audio_buffer.append events.",
+                    code="invalid_frame",
+                )
+            if len(message) > MAX_EVENT_BYTES:
+                raise EventError(
+                    f"An event may be at most {MAX_EVENT_BYTES} bytes.", code="event_too_large"
+                )
+            await self._handle(session, parse(message))
+        except EventError as err:
+            await self._connection.send(dump(err.event()))
+
+    async def _handle(self, session: Session, event: Any) -> None:
+        event_id = event.event_id if isinstance(event.event_id, str) else None
+        match event:
+            case SessionUpdateEvent():
+                applied, update = session_config.apply(
+                    self.renderer.config, event.session, event_id
+                )
+                self.renderer.config = applied
+                await session.submit(applied.policy())
+                await session.submit(update)
+            case InputAudioBufferAppendEvent():
+                await self._append(session, event.audio, event_id)
+            case InputAudioBufferCommitEvent():
+                await self._commit(session, event_id)
+            case InputAudioBufferClearEvent():
+                self._buffer.clear()
+                cleared = InputAudioBufferClearedEvent(
+                    type="input_audio_buffer.cleared", event_id=new_id("event")
+                )
+                await self._connection.send(dump(cleared))
+            case ResponseCreateEvent():
+                await session.submit(ReplyCreate(speak=self._speaks(event, event_id)))
+            case ResponseCancelEvent():
+                if self.renderer.response is None:
+                    raise EventError(
+                        "Cancellation failed: no active response found.",
+                        code="response_cancel_not_active",
+                        event_id=event_id,
+                    )
+                await session.submit(ResponseCancel(type="response.cancel"))
+            case _:
+                raise EventError(
+                    f"{event.type} is not supported by this server yet.",
+                    code="unsupported_event",
+                    param="type",
+                    event_id=event_id,
+                )
+
+    async def _append(self, session: Session, audio: str, event_id: str | None) -> None:
+        try:
+            pcm = base64.b64decode(audio, validate=True)
+        except (binascii.Error, ValueError):
+            raise EventError(
+                "The audio is not valid base64.",
+                code="invalid_value",
+                param="audio",
+                event_id=event_id,
+            ) from None
+        if len(pcm) % 2:
+            raise EventError(
+                "The audio is not whole PCM16 samples.",
+                code="invalid_value",
+                param="audio",
+                event_id=event_id,
+            )
+        if self.renderer.config.turn_detection is not None:
+            await session.submit(pcm)  # to the hands-free detector
+            return
+        if len(self._buffer) + len(pcm) > self._max_buffer:
+            raise EventError(
+                f"The input audio buffer would pass {duration_ms(self._max_buffer) // 1000} s; "
+                "this audio was dropped (commit or clear the buffer).",
+                code="input_audio_buffer_full",
+                param="audio",
+                event_id=event_id,
+            )
+        self._buffer += pcm
+
+    async def _commit(self, session: Session, event_id: str | None) -> None:
+        if self.renderer.config.turn_detection is not None:
+            raise EventError(
+                "With turn detection on, the server commits the audio itself.",
+                code="unsupported_with_turn_detection",
+                event_id=event_id,
+            )
+        held = duration_ms(len(self._buffer))
+        if held < max(self._min_commit_ms, 1):
+            raise EventError(
+                "Error committing input audio buffer: buffer too small. Expected at least "
+                f"{self._min_commit_ms}ms of audio, but buffer only has {held}ms of audio.",
+                code="input_audio_buffer_commit_empty",
+                event_id=event_id,
+            )
+        pcm, self._buffer = bytes(self._buffer), bytearray()
+        self.renderer.commits.append(new_id("item"))
+        await session.submit(InputAudioStart(type="input_audio.start"))
+        for offset in range(0, len(pcm), CHUNK):
+            await session.submit(pcm[offset : offset + CHUNK])
+        await session.submit(InputAudioStop(type="input_audio.stop"))
+
+    def _speaks(self, event: ResponseCreateEvent, event_id: str | None) -> bool:
+        params = event.response
+        if params is None:
+            return self.renderer.config.speak
+        for name in ("conversation", "input", "instructions", "tools", "tool_choice"):
+            if name in params.model_fields_set and getattr(params, name) not in (None, "auto"):
+                raise EventError(
+                    f"response.{name} is not supported by this server yet.",
+                    code="unsupported_value",
+                    param=f"response.{name}",
+                    event_id=event_id,
+                )
+        if params.output_modalities:
+            return "audio" in params.output_modalities
+        return self.renderer.config.speak
