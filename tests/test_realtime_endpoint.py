@@ -21,6 +21,7 @@ from websockets.exceptions import InvalidStatus
 from voice_fsm.adapters.fake import FakeLanguageModel, FakeSpeechToText, FakeTextToSpeech
 from voice_fsm.app import create_app
 from voice_fsm.audio import bytes_for_ms
+from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.service_settings import AuthSettings
 from voice_fsm.settings import Settings
 
@@ -68,11 +69,11 @@ class Realtime:
 
 
 @asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[int]:
+async def serving(settings: Settings, llm: FakeLanguageModel | None = None) -> AsyncIterator[int]:
     """A real server with quick fake providers; its port."""
     pipeline = fake_pipeline(
         stt=FakeSpeechToText(delay=0.01),
-        llm=FakeLanguageModel(first_token_delay=0.01, token_delay=0.005),
+        llm=llm or FakeLanguageModel(first_token_delay=0.01, token_delay=0.005),
         tts=FakeTextToSpeech(first_audio_delay=0.01, chunk_delay=0.02),
     )
     app = create_app(settings, pipeline=pipeline)
@@ -94,8 +95,13 @@ async def serving(settings: Settings) -> AsyncIterator[int]:
 
 
 @pytest.fixture
-async def port() -> AsyncIterator[int]:
-    async with serving(make_settings()) as port:
+def llm() -> FakeLanguageModel:
+    return FakeLanguageModel(first_token_delay=0.01, token_delay=0.005)
+
+
+@pytest.fixture
+async def port(llm: FakeLanguageModel) -> AsyncIterator[int]:
+    async with serving(make_settings(), llm) as port:
         yield port
 
 
@@ -313,3 +319,85 @@ async def test_with_api_keys_the_sdk_needs_one_of_them() -> None:
             model=MODEL
         ) as conn:
             assert (await Realtime(conn).next())["type"] == "session.created"
+
+
+def asked(llm: FakeLanguageModel) -> list[list[tuple[str, str]]]:
+    """Each request the language model had: its messages as (role, text)."""
+    return [[(m.role, m.content) for m in call] for call in llm.ledger.calls]
+
+
+async def test_response_create_right_after_commit_answers_that_turn(
+    rt: Realtime, llm: FakeLanguageModel
+) -> None:
+    await manual_session(rt)
+    await rt.append(speech(300))
+    await rt.send({"type": "input_audio_buffer.commit"})
+    await rt.send({"type": "response.create"})  # while the commit is being transcribed
+    events = await rt.until("response.done")
+    names = kinds(events)
+    assert names.index("conversation.item.input_audio_transcription.completed") < names.index(
+        "response.created"
+    )
+    assert events[-1]["response"]["status"] == "completed"
+    assert asked(llm)[-1][-1] == ("user", "What is the capital of France?")
+
+
+async def test_two_commits_then_one_response_sees_both_user_messages(
+    rt: Realtime, llm: FakeLanguageModel
+) -> None:
+    await manual_session(rt)
+    first = await commit_a_turn(rt)
+    second = await commit_a_turn(rt)
+    assert second[0]["previous_item_id"] == first[0]["item_id"]
+    await rt.send({"type": "response.create"})
+    assert (await rt.until("response.done"))[-1]["response"]["status"] == "completed"
+    question = ("user", "What is the capital of France?")
+    assert asked(llm) == [[("system", "Answer briefly."), question, question]]
+    # A response with no new user message: the history as it stands, the reply in it.
+    await rt.send({"type": "response.create"})
+    assert (await rt.until("response.done"))[-1]["response"]["status"] == "completed"
+    answer = ("assistant", "The capital of France is Paris.")
+    assert asked(llm)[-1] == [("system", "Answer briefly."), question, question, answer]
+
+
+async def test_a_response_while_one_is_in_flight_is_refused(rt: Realtime) -> None:
+    await manual_session(rt)
+    await commit_a_turn(rt)
+    await rt.send({"type": "response.create"})
+    await rt.until("response.created")
+    await rt.send({"type": "response.create", "event_id": "again"})
+    events = await rt.until("response.done")
+    errors = [event for event in events if event["type"] == "error"]
+    assert len(errors) == 1
+    assert errors[0]["error"]["code"] == "invalid-state"
+    assert events[-1]["response"]["status"] == "completed"
+
+
+async def test_a_provider_failure_ends_the_response_failed_with_our_typed_error() -> None:
+    timeout = ProviderError(ErrorCode.PROVIDER_TIMEOUT, "The model timed out.", stage=Stage.LLM)
+    failing = FakeLanguageModel(first_token_delay=0.01, fail=timeout, fail_after_tokens=2)
+    async with (
+        serving(make_settings(), failing) as port,
+        sdk_client(port).realtime.connect(model=MODEL) as connection,
+    ):
+        rt = Realtime(connection)
+        await manual_session(rt)
+        await commit_a_turn(rt)
+        await rt.send({"type": "response.create"})
+        events = await rt.until("response.done")
+        errors = [event["error"] for event in events if event["type"] == "error"]
+        assert errors == [
+            {
+                "type": "server_error",
+                "code": "provider-timeout",
+                "message": "The model timed out.",
+            }
+        ]
+        done = events[-1]["response"]
+        assert done["status"] == "failed"
+        assert done["status_details"]["error"] == {
+            "type": "server_error",
+            "code": "provider-timeout",
+        }
+        # The session goes on.
+        await commit_a_turn(rt)
