@@ -22,6 +22,7 @@ from voice_fsm.adapters.fake import FakeLanguageModel, FakeSpeechToText, FakeTex
 from voice_fsm.app import create_app
 from voice_fsm.audio import bytes_for_ms
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
+from voice_fsm.providers import Pipeline
 from voice_fsm.service_settings import AuthSettings
 from voice_fsm.settings import Settings
 
@@ -69,9 +70,11 @@ class Realtime:
 
 
 @asynccontextmanager
-async def serving(settings: Settings, llm: FakeLanguageModel | None = None) -> AsyncIterator[int]:
-    """A real server with quick fake providers; its port."""
-    pipeline = fake_pipeline(
+async def serving(
+    settings: Settings, llm: FakeLanguageModel | None = None, *, pipeline: Pipeline | None = None
+) -> AsyncIterator[int]:
+    """A real server with quick fake providers (or `pipeline`); its port."""
+    pipeline = pipeline or fake_pipeline(
         stt=FakeSpeechToText(delay=0.01),
         llm=llm or FakeLanguageModel(first_token_delay=0.01, token_delay=0.005),
         tts=FakeTextToSpeech(first_audio_delay=0.01, chunk_delay=0.02),

@@ -29,6 +29,7 @@ from voice_fsm.events import (
     InputAudioStart,
     InputAudioStop,
     ReplyCreate,
+    ReplyPolicy,
     ResponseCancel,
     ServerEvent,
 )
@@ -60,10 +61,19 @@ class RealtimeFrontEnd:
         self._buffer = bytearray()
         self._max_buffer = bytes_for_ms(round(settings.limits.max_audio_seconds * 1000))
         self._min_commit_ms = settings.limits.min_audio_ms
+        self._policy: ReplyPolicy | None = None
 
     async def attach(self, session: Session) -> None:
         self.renderer.session = session
-        await session.submit(self.renderer.config.policy())
+        await self._sync_policy(session)
+
+    async def _sync_policy(self, session: Session) -> None:
+        """Tell the session how to reply when the configuration says otherwise than last time
+        (a session.update, or turn detection that could not open)."""
+        policy = self.renderer.config.policy()
+        if policy != self._policy:
+            self._policy = policy
+            await session.submit(policy)
 
     async def send(self, event: ServerEvent | bytes) -> None:
         await self.renderer.send(event)
@@ -80,7 +90,9 @@ class RealtimeFrontEnd:
                 raise EventError(
                     f"An event may be at most {MAX_EVENT_BYTES} bytes.", code="event_too_large"
                 )
-            await self._handle(session, parse(message))
+            event = parse(message)
+            await self._sync_policy(session)
+            await self._handle(session, event)
         except EventError as err:
             await self._connection.send(dump(err.event()))
 
@@ -91,8 +103,16 @@ class RealtimeFrontEnd:
                 applied, update = session_config.apply(
                     self.renderer.config, event.session, event_id
                 )
+                if applied.turn_detection is not None and not session.pipeline.hands_free:
+                    raise EventError(
+                        "Turn detection needs voice activity detection, which this server "
+                        "does not have (VOICE_FSM_VAD__PROVIDER); commit the audio instead.",
+                        code="turn_detection_unavailable",
+                        param="session.audio.input.turn_detection",
+                        event_id=event_id,
+                    )
                 self.renderer.config = applied
-                await session.submit(applied.policy())
+                await self._sync_policy(session)
                 await session.submit(update)
             case InputAudioBufferAppendEvent():
                 await self._append(session, event.audio, event_id)
