@@ -61,7 +61,7 @@ STAGE_TIMINGS = (
     ("tts", "tts_ms", "tts"),
 )
 
-OUTCOMES = ("ok", "error", "interrupted", "cancelled", "disconnected", "shutdown")
+OUTCOMES = ("ok", "error", "interrupted", "cancelled", "disconnected", "shutdown", "transcribed")
 MODES = ("push_to_talk", "hands_free")
 UNKNOWN = "unknown"
 

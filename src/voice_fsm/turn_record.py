@@ -31,7 +31,9 @@ LOG_FIELDS: dict[str, str] = {
     "session_id": "the session (`sess_` and 16 hex digits)",
     "turn": "the turn's number in its session, from 1",
     "outcome": "ok, error, interrupted (a barge-in), cancelled (`response.cancel`), "
-    "disconnected (the client left), shutdown (cut by the server's drain)",
+    "disconnected (the client left), shutdown (cut by the server's drain), transcribed (the "
+    "transcript was the whole turn: a Realtime client that commits audio without asking for "
+    "a reply)",
     "mode": "push_to_talk or hands_free",
     "audio_in_ms": "the user's audio in the turn",
     "stt_ms": "speech-to-text: from the end of the user's audio (or the start of the "
@@ -60,7 +62,7 @@ class TurnRecord:
     session_id: str
     turn: int
     outcome: str
-    """ok, error, interrupted, cancelled, disconnected or shutdown."""
+    """ok, error, interrupted, cancelled, disconnected, shutdown or transcribed."""
     mode: str
     """push_to_talk or hands_free."""
     providers: dict[str, str]
