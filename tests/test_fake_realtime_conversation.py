@@ -14,7 +14,6 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedError
 
-from test_fake_realtime import sdk_problems
 from voice_fsm.testing.fake_openai import speech_pcm
 from voice_fsm.testing.fake_realtime_conversation import (
     REPLY,
@@ -24,6 +23,8 @@ from voice_fsm.testing.fake_realtime_conversation import (
     arguments_json,
     running_fake_conversation,
 )
+
+from support.realtime_sdk import sdk_problems
 
 KEY = "sk-fake-conversation-0123456789"
 TRANSCRIPT = "What is the capital of France?"

@@ -14,10 +14,7 @@ import pytest
 from voice_fsm import provider_requests
 from voice_fsm.adapters.base import ChatMessage, ToolCall, ToolSpec
 from voice_fsm.adapters.openai.client import make_openai_client
-from voice_fsm.adapters.openai.realtime_conversation import (
-    OpenAISpeechToSpeech,
-    RealtimeConversation,
-)
+from voice_fsm.adapters.openai.realtime_conversation import RealtimeConversation
 from voice_fsm.adapters.openai.realtime_conversation_events import (
     ConversationEvent,
     ReplyAudio,
@@ -25,6 +22,7 @@ from voice_fsm.adapters.openai.realtime_conversation_events import (
     ReplyTranscriptDelta,
     UserTranscript,
 )
+from voice_fsm.adapters.openai.realtime_speech_to_speech import OpenAISpeechToSpeech
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.testing.fake_openai import speech_pcm
 from voice_fsm.testing.fake_realtime_conversation import (

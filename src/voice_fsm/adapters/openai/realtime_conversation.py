@@ -1,8 +1,6 @@
-"""Speech-to-speech through OpenAI's Realtime API: the model hears the user and answers aloud.
-
-One Realtime session (``client.realtime.connect(model=...)``) per conversation, configured once
-(instructions, voice, tools, PCM16 24 kHz both ways, the user's speech transcribed alongside).
-The session keeps the conversation server-side; a turn is::
+"""A speech-to-speech conversation on one open, configured OpenAI Realtime session (opened by
+`realtime_speech_to_speech.OpenAISpeechToSpeech`). The session keeps the conversation
+server-side; a turn is::
 
     append(pcm)*            the user's audio, as it is recorded
     respond()               commits it and asks for a response; yields, in arrival order,
@@ -25,10 +23,9 @@ import asyncio
 import base64
 import uuid
 from collections import deque
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator
 from typing import Any, cast
 
-from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from openai.types.realtime import (
     ConversationItemInputAudioTranscriptionCompletedEvent as TranscriptionCompleted,
@@ -47,12 +44,10 @@ from openai.types.realtime import (
     ResponseCreatedEvent,
     ResponseDoneEvent,
     ResponseFunctionCallArgumentsDoneEvent,
-    SessionUpdatedEvent,
 )
 from openai.types.realtime.conversation_item_param import ConversationItemParam
-from openai.types.realtime.session_update_event_param import Session
 
-from voice_fsm.adapters.base import ChatMessage, ToolCall, ToolSpec
+from voice_fsm.adapters.base import ToolCall
 from voice_fsm.adapters.openai.client import close_quietly
 from voice_fsm.adapters.openai.errors import realtime_error, translating
 from voice_fsm.adapters.openai.realtime_conversation_events import (
@@ -61,16 +56,12 @@ from voice_fsm.adapters.openai.realtime_conversation_events import (
     ReplyDone,
     ReplyTranscriptDelta,
     UserTranscript,
-    conversation_session,
-    history_items,
 )
-from voice_fsm.adapters.openai.realtime_responses import OutputTranscript, speech_connection_options
+from voice_fsm.adapters.openai.realtime_responses import OutputTranscript
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.logging_setup import get_logger
 from voice_fsm.provider_requests import note
 
-DEFAULT_MODEL = "gpt-realtime-2.1-mini"
-TRANSCRIPTION_MODEL = "gpt-live-transcribe"
 APPEND_BYTES = 96_000  # most audio per input_audio_buffer.append: 2 s of PCM16
 BYTES_PER_MS = 48  # PCM16 mono at 24 kHz
 KEPT_ITEMS = 16  # assistant items whose audio length is kept, for truncate's clamp
@@ -269,7 +260,7 @@ class RealtimeConversation:
         if error.event_id is not None and error.event_id not in mine:
             self._log.info("s2s.request_refused", code=error.code, message=error.message)
             return
-        raise _failure(error, self._stage, self._secrets)
+        raise error_failure(error, self._stage, self._secrets)
 
     def _finish(self, event: ResponseDoneEvent, transcript: str | None) -> ReplyDone:
         response = event.response
@@ -287,90 +278,7 @@ class RealtimeConversation:
         return ReplyDone(str(response.id), str(response.status), reason, transcript)
 
 
-class OpenAISpeechToSpeech:
-    """Opens `RealtimeConversation`s on one client: the speech-to-speech pipeline's adapter."""
-
-    provider = "openai-realtime"
-
-    def __init__(
-        self,
-        client: AsyncOpenAI,
-        *,
-        model: str = DEFAULT_MODEL,
-        voice: str = "marin",
-        timeout: float = 10.0,
-        transcription_model: str | None = TRANSCRIPTION_MODEL,
-        stage: Stage = Stage.LLM,
-        secrets: tuple[str, ...] = (),
-    ) -> None:
-        self.model = model
-        self._client = client
-        self._voice = voice
-        self._timeout = timeout
-        self._transcription_model = transcription_model
-        self._stage = stage
-        self._secrets = secrets
-        _ = client.realtime  # the SDK imports a resource's modules on first use: pay it now
-
-    async def connect(
-        self,
-        *,
-        instructions: str,
-        tools: Sequence[ToolSpec] = (),
-        voice: str | None = None,
-        turn_detection: dict[str, Any] | None = None,
-        history: Sequence[ChatMessage] = (),
-    ) -> RealtimeConversation:
-        """Open and configure a session; `history` (earlier text exchanges) is added to it.
-
-        `turn_detection` None: the caller commits each turn (`respond`); with ``server_vad``
-        the server commits, but responses are still asked for by `respond`.
-        """
-        session = conversation_session(
-            instructions=instructions,
-            voice=voice or self._voice,
-            tools=tools,
-            turn_detection=turn_detection,
-            transcription_model=self._transcription_model,
-        )
-        with translating(self._stage, self._secrets):
-            async with asyncio.timeout(self._timeout):
-                connection = await self._client.realtime.connect(
-                    model=self.model, websocket_connection_options=speech_connection_options()
-                ).enter()
-            try:
-                async with asyncio.timeout(self._timeout):
-                    await self._configure(connection, session, history)
-            except BaseException:
-                await close_quietly(connection)
-                raise
-        return RealtimeConversation(
-            connection,
-            timeout=self._timeout,
-            transcribed=self._transcription_model is not None,
-            manual_commit=turn_detection is None,
-            stage=self._stage,
-            secrets=self._secrets,
-        )
-
-    async def _configure(
-        self,
-        connection: AsyncRealtimeConnection,
-        session: dict[str, Any],
-        history: Sequence[ChatMessage],
-    ) -> None:
-        await connection.session.update(session=cast(Session, session))
-        for item in history_items(history):
-            await connection.conversation.item.create(item=cast(ConversationItemParam, item))
-        while not isinstance(event := await connection.recv(), SessionUpdatedEvent):
-            if isinstance(event, RealtimeErrorEvent):
-                raise _failure(event.error, self._stage, self._secrets)
-
-    async def aclose(self) -> None:
-        await self._client.close()
-
-
-def _failure(error: RealtimeError, stage: Stage, secrets: tuple[str, ...]) -> ProviderError:
+def error_failure(error: RealtimeError, stage: Stage, secrets: tuple[str, ...]) -> ProviderError:
     """The `ProviderError` for an ``error`` event's error object."""
     return realtime_error(
         stage, kind=error.type, code=error.code, message=error.message, secrets=secrets
