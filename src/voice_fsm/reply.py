@@ -8,6 +8,11 @@ When the model calls tools, the text it wrote before the calls is spoken (the sp
 on), the calls run (`acting.act`) and the model is asked again with their results, up to
 `max_rounds` times; a filler phrase joins the queue when the tools are slow and nothing has
 been said yet. The speaker is the same across rounds, so speech never overlaps.
+
+A speech provider that can say it spoke something else than a piece (`ReportsSpokenText`: a
+Realtime model that answered or paraphrased instead of reading) is believed: the reply becomes
+what was spoken once the speech is over, so the history the model sees next turn, and the
+`response.done` the client shows, hold what the user heard rather than what the model wrote.
 """
 
 from __future__ import annotations
@@ -16,7 +21,14 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
 from voice_fsm.acting import TurnTools, act
-from voice_fsm.adapters.base import ChatMessage, LanguageModel, TextToSpeech, ToolCall, ToolSpec
+from voice_fsm.adapters.base import (
+    ChatMessage,
+    LanguageModel,
+    ReportsSpokenText,
+    TextToSpeech,
+    ToolCall,
+    ToolSpec,
+)
 from voice_fsm.adapters.streams import closing_stream
 from voice_fsm.audio import bytes_for_ms
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
@@ -53,7 +65,8 @@ async def speak_while_writing(
     speak it piece by piece through `send_audio`, running the tools it calls. Raises the
     writer's failure before the speaker's, which it explains; cancelling this stops both
     streams and the tools. A turn whose reply is text only (`turn.speak` false) is written
-    and not spoken."""
+    and not spoken. When the speech provider reported saying something else than a piece,
+    `turn.reply` is the reply as spoken once this returns."""
     pieces: asyncio.Queue[str | None] = asyncio.Queue()
     writer = asyncio.create_task(_write(turn, llm, messages, pieces, send, tools))
     speaking = _speak(turn, tts, voice, pieces, send_audio) if turn.speak else _drop(pieces)
@@ -64,6 +77,8 @@ async def speak_while_writing(
             if task in done:
                 task.result()
         await speaker
+        if turn.spoken.diverged:
+            turn.reply = turn.spoken.text()
     finally:
         for task in (writer, speaker):
             task.cancel()
@@ -173,7 +188,11 @@ async def _speak(
     while (piece := await pieces.get()) is not None:
         turn.clock.mark_once("tts.start")
         turn.spoken.start_piece(piece, filler=isinstance(piece, Filler))
-        stream = tts.synthesize(piece, voice=voice)
+        if isinstance(tts, ReportsSpokenText):
+            instead = turn.spoken.spoken_instead
+            stream = tts.synthesize_reporting(piece, voice=voice, spoken_instead=instead)
+        else:
+            stream = tts.synthesize(piece, voice=voice)
         async with closing_stream(stream):
             async for chunk in stream:
                 turn.clock.mark_once("tts.first_audio")

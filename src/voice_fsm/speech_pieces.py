@@ -217,14 +217,31 @@ def _ends_complete(text: str) -> bool:
 
 @dataclass
 class SpokenReply:
-    """The pieces of a reply in the order they were spoken, with their audio lengths."""
+    """The pieces of a reply in the order they were spoken, with their audio lengths.
+
+    A piece's text is what the speech provider said, which is the text it was given unless
+    it reported otherwise (`spoken_instead`): the history keeps what the user heard."""
 
     pieces: list[tuple[str, int]] = field(default_factory=list)  # (text, audio bytes)
+    diverged: bool = False
+    """A piece was spoken other than written: `text()` is the reply as heard."""
 
     def start_piece(self, text: str, *, filler: bool = False) -> None:
         """A filler ("One moment.") takes its time in the audio but is not the model's text:
         the history does not keep it."""
         self.pieces.append(("" if filler else text, 0))
+
+    def spoken_instead(self, text: str) -> None:
+        """The piece being spoken said `text` rather than what it was given (a speech model
+        that answered or paraphrased). A filler stays out of the history all the same."""
+        written, nbytes = self.pieces[-1]
+        if written:
+            self.pieces[-1] = (text.strip(), nbytes)
+            self.diverged = True
+
+    def text(self) -> str:
+        """The whole reply as spoken, fillers left out."""
+        return " ".join(text for text, _ in self.pieces if text)
 
     def add_audio(self, nbytes: int) -> None:
         text, sent = self.pieces[-1]

@@ -8,7 +8,7 @@ session closes every generator it opens with ``aclosing``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -120,6 +120,20 @@ class TextToSpeech(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ReportsSpokenText(Protocol):
+    """A text-to-speech adapter that can tell when it spoke something other than the text
+    (a conversational model asked to read it verbatim may answer or paraphrase instead)."""
+
+    def synthesize_reporting(
+        self, text: str, *, voice: str | None = None, spoken_instead: Callable[[str], None]
+    ) -> AsyncIterator[bytes]:
+        """`synthesize`, calling `spoken_instead` with what was actually spoken when the
+        provider's account of its speech diverges from `text`: at most once, after the last
+        chunk and before the stream ends. A faithful reading does not call it."""
+        ...
 
 
 @runtime_checkable

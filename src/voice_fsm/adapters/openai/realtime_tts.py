@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any, cast
 
@@ -86,7 +86,9 @@ class OpenAIRealtimeTextToSpeech:
 
     A completed response's output transcript is compared with the text (`speech_fidelity`):
     a model that answered or paraphrased instead of reading is logged (``tts.diverged``) and
-    counted. `last_transcript` is what the last completed response said, by its transcript.
+    counted, and `synthesize_reporting` tells its caller what was spoken instead (the reply
+    keeps that in the history). `last_transcript` is what the last completed response said, by
+    its transcript (of whichever conversation spoke last: the sessions are shared).
     """
 
     provider = "openai-realtime"
@@ -139,14 +141,23 @@ class OpenAIRealtimeTextToSpeech:
             ],
         }
 
-    async def synthesize(
-        self, text: str, *, voice: str | None = None
-    ) -> AsyncGenerator[bytes, None]:
+    def synthesize(self, text: str, *, voice: str | None = None) -> AsyncGenerator[bytes, None]:
         """Yield PCM16 24 kHz mono chunks as the response's audio deltas arrive.
 
         Closing the generator (or cancelling its task) before the audio is done sends
         ``response.cancel`` and closes the session.
         """
+        return self.synthesize_reporting(text, voice=voice, spoken_instead=None)
+
+    async def synthesize_reporting(
+        self,
+        text: str,
+        *,
+        voice: str | None = None,
+        spoken_instead: Callable[[str], None] | None,
+    ) -> AsyncGenerator[bytes, None]:
+        """`synthesize`; `spoken_instead` gets the response's output transcript when it
+        diverges from `text` (`speech_fidelity`), once the response is done."""
         if not text.strip():
             return
         voice = voice or self._settings.voice
@@ -156,7 +167,8 @@ class OpenAIRealtimeTextToSpeech:
                 session = await self._pool.take(voice, fresh=not retry)
                 spoken = False
                 try:
-                    async with aclosing(self._respond(session, text)) as chunks:
+                    responding = self._respond(session, text, spoken_instead)
+                    async with aclosing(responding) as chunks:
                         async for chunk in chunks:
                             spoken = True
                             yield chunk
@@ -171,7 +183,12 @@ class OpenAIRealtimeTextToSpeech:
                 finally:
                     self._pool.give_back(session)
 
-    async def _respond(self, session: PooledSession, text: str) -> AsyncGenerator[bytes, None]:
+    async def _respond(
+        self,
+        session: PooledSession,
+        text: str,
+        spoken_instead: Callable[[str], None] | None = None,
+    ) -> AsyncGenerator[bytes, None]:
         """Ask `session` to speak `text` and yield its audio until ``response.done``.
 
         Raises `SessionLost` for an ``error`` event about the session rather than this
@@ -210,7 +227,7 @@ class OpenAIRealtimeTextToSpeech:
                         session.reusable = True  # nothing of the response is left to come
                         if not audio_done:
                             check_done(event, self._secrets)
-                        self._spoke(text, transcript.text)
+                        self._spoke(text, transcript.text, spoken_instead)
                         return
                 elif isinstance(event, RealtimeErrorEvent):
                     ended = True
@@ -229,11 +246,17 @@ class OpenAIRealtimeTextToSpeech:
             if not ended:
                 await cancel_response(connection, response_id)
 
-    def _spoke(self, text: str, transcript: str | None) -> None:
+    def _spoke(
+        self, text: str, transcript: str | None, spoken_instead: Callable[[str], None] | None
+    ) -> None:
         if transcript is None:
             return  # nothing to compare: the server sent no transcript
         self.last_transcript = transcript
-        speech_fidelity.check(text, transcript, self._secrets)
+        diverged = speech_fidelity.check(
+            text, transcript, self._secrets, provider=self.provider, model=self.model
+        )
+        if diverged and spoken_instead is not None:
+            spoken_instead(transcript)
 
     async def _open(self, voice: str, confirmed: bool) -> AsyncRealtimeConnection:
         """Connect and configure a session for `voice` (the pool's opener).

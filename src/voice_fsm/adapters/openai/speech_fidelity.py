@@ -13,7 +13,9 @@ number written differently costs one or two words (0.1-0.2); an answer or a para
 most of them (0.5 and up).
 
 `counts()` is what a metrics exporter reads; `add_listener` is for one that wants each
-divergence as it happens.
+divergence as it happens (the Prometheus metrics count them by provider,
+``voice_fsm_tts_diverged_total``). `check`'s answer tells the caller to keep what was spoken,
+not what was sent: the reply stage puts it in the history the language model sees.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ class Divergence:
     sent: str
     spoken: str
     word_error_rate: float
+    provider: str = ""
+    """The speech provider that diverged (``openai-realtime``), and its model."""
+    model: str = ""
 
 
 _counts = {"checked": 0, "diverged": 0}
@@ -91,21 +96,30 @@ def word_error_rate(sent: str, spoken: str) -> tuple[float, int]:
     return errors / len(reference), errors
 
 
-def check(sent: str, spoken: str, secrets: tuple[str, ...] = ()) -> bool:
+def check(
+    sent: str,
+    spoken: str,
+    secrets: tuple[str, ...] = (),
+    *,
+    provider: str = "",
+    model: str = "",
+) -> bool:
     """Whether `spoken` (a response's output transcript) diverges from `sent`; logged and
-    counted if so."""
+    counted if so, naming the `provider` and `model` that spoke."""
     rate, errors = word_error_rate(sent, spoken)
     _counts["checked"] += 1
     if rate <= MAX_WORD_ERROR_RATE or errors < MIN_WORD_ERRORS:
         return False
     _counts["diverged"] += 1
-    divergence = Divergence(sent, spoken, rate)
+    divergence = Divergence(sent, spoken, rate, provider, model)
     log = get_logger(stage="tts")  # at call time: a logger cached at import misses test capture
     log.warning(
         "tts.diverged",
         sent=_cut(sent, secrets),
         spoken=_cut(spoken, secrets),
         word_error_rate=round(rate, 3),
+        provider=provider,
+        model=model,
     )
     for listener in list(_listeners):
         try:
