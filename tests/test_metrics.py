@@ -4,6 +4,7 @@ turns' `turn.completed` lines and `turn.metrics` events; who may read it; the en
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -15,14 +16,21 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from starlette.testclient import TestClient
 
+from voice_fsm.adapters.fake import FakeLanguageModel
 from voice_fsm.adapters.local.runtime import InferenceLane, StopFlag, watchers
+from voice_fsm.adapters.openai import speech_fidelity
+from voice_fsm.adapters.openai.client import make_openai_client
+from voice_fsm.adapters.openai.realtime_tts import OpenAIRealtimeTextToSpeech
 from voice_fsm.app import create_app
+from voice_fsm.audio import bytes_for_ms
 from voice_fsm.machine import State
 from voice_fsm.metrics import BUCKETS, STAGE_TIMINGS, Metrics
 from voice_fsm.settings import Settings
+from voice_fsm.testing.fake_realtime import FakeRealtimeConfig
 from voice_fsm.turn_record import TurnRecord
 
 from session_harness import fake_pipeline
+from support.openai_wire import openai_settings
 from support.prometheus import FakeServer, Turns, fake_server, take_turns, voice_client
 from support.servers import eventually_sync
 
@@ -297,3 +305,83 @@ async def test_a_lane_reports_its_queue_to_the_metrics_only_while_watched() -> N
     assert metrics not in watchers
     assert await lane.run(lambda _stop: "unwatched") == "unwatched"
     assert sample("voice_fsm_engine_queue_wait_seconds_count") == 3
+
+
+# ---------------------------------------------------------------- speech that diverged
+
+SPOKEN_KEY = "sk-proj-metrics-speech0123456789"
+WRITTEN = "The capital of France is Paris."
+DIVERGED = {"provider": "openai-realtime"}
+
+
+def speech_turns(realtime_server: tuple[FakeRealtimeConfig, str], turns: int) -> str:
+    """`turns` turns on an app whose speech is the Realtime text-to-speech on the fake
+    Realtime server; the app's /metrics after them."""
+    settings = openai_settings("tts", base_url=realtime_server[1], key=SPOKEN_KEY, timeout=2.0)
+    tts = OpenAIRealtimeTextToSpeech(
+        settings.tts, make_openai_client(settings, settings.tts), settings.secrets()
+    )
+    pipeline = fake_pipeline(llm=FakeLanguageModel(WRITTEN), tts=tts)
+    app = create_app(app_settings(), pipeline=pipeline)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        assert client.get("/metrics").status_code == 200
+        with client.websocket_connect("/ws") as ws:
+            for _ in range(turns):
+                ws.send_json({"type": "input_audio.start"})
+                ws.send_bytes(b"\x10\x00" * (bytes_for_ms(400) // 2))
+                ws.send_json({"type": "input_audio.stop"})
+                while True:
+                    message = ws.receive()
+                    event = json.loads(message["text"]) if message.get("text") else {}
+                    assert event.get("type") != "error", event
+                    if event.get("type") == "turn.metrics":
+                        break
+        return client.get("/metrics").text
+
+
+def samples_of(text: str) -> list[Sample]:
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def test_speech_that_said_something_else_is_counted_by_its_provider(
+    realtime_server: tuple[FakeRealtimeConfig, str],
+) -> None:
+    fake = realtime_server[0]
+    fake.reset(api_key=SPOKEN_KEY, tts_first_audio_delay=0.0, tts_chunk_delay=0.0)
+    fake.paraphrase = lambda text: "Paris, naturally: everyone knows the city of light."
+    samples = samples_of(speech_turns(realtime_server, turns=2))
+    assert value(samples, "voice_fsm_tts_diverged_total", **DIVERGED) == 2
+    assert value(samples, "voice_fsm_turns_total", outcome="ok") == 2
+    assert not speech_fidelity._listeners  # the app's lifespan took its listener with it
+
+
+def test_speech_read_as_written_is_not_counted_but_shows_from_the_start(
+    realtime_server: tuple[FakeRealtimeConfig, str],
+) -> None:
+    fake = realtime_server[0]
+    fake.reset(api_key=SPOKEN_KEY, tts_first_audio_delay=0.0, tts_chunk_delay=0.0)
+    samples = samples_of(speech_turns(realtime_server, turns=1))
+    [series] = [s for s in samples if s.name == "voice_fsm_tts_diverged_total"]
+    assert (series.labels, series.value) == (DIVERGED, 0)
+    assert value(samples, "voice_fsm_turns_total", outcome="ok") == 1
+
+
+def test_divergences_are_counted_only_while_the_metrics_watch() -> None:
+    metrics = Metrics(providers={"stt": "fake", "llm": "fake", "tts": "openai-realtime"})
+
+    def diverged() -> float | None:
+        return metrics.registry.get_sample_value("voice_fsm_tts_diverged_total", DIVERGED)
+
+    said = "Paris, naturally: everyone knows the city of light."
+    assert diverged() == 0
+    speech_fidelity.check(WRITTEN, said, provider="openai-realtime", model="gpt-realtime")
+    assert diverged() == 0  # not watching yet
+    metrics.watch_lanes()
+    try:
+        speech_fidelity.check(WRITTEN, said, provider="openai-realtime", model="gpt-realtime")
+        speech_fidelity.check(WRITTEN, WRITTEN.lower(), provider="openai-realtime")
+        assert diverged() == 1
+    finally:
+        metrics.stop_watching_lanes()
+    speech_fidelity.check(WRITTEN, said, provider="openai-realtime", model="gpt-realtime")
+    assert diverged() == 1

@@ -16,6 +16,12 @@ share figures. The metrics, in seconds where they are times:
 - `voice_fsm_engine_queue_depth` (gauge; engine) and `voice_fsm_engine_queue_wait_seconds`
   (histogram; engine): callers waiting for an embedded engine's inference lane, and how long
   each waited
+- `voice_fsm_tts_diverged_total` (counter; provider): pieces of speech whose provider said
+  something other than the text it was given (`speech_fidelity`: a Realtime model that
+  answered or paraphrased), each also a `tts.diverged` log line with both texts and the model
+
+The engines' lanes and the speech checks are the process's, not one app's: they are recorded
+only while `watch_lanes` is on (the app's lifespan).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from voice_fsm.adapters.local import runtime as local_runtime
+from voice_fsm.adapters.openai import speech_fidelity
 from voice_fsm.errors import ErrorCode, Stage
 from voice_fsm.machine import HasState, count_states
 from voice_fsm.turn_record import TurnRecord
@@ -170,8 +177,17 @@ class Metrics:
             buckets=QUEUE_BUCKETS,
             registry=registry,
         )
+        self.tts_diverged = Counter(
+            "voice_fsm_tts_diverged",
+            "Pieces of speech that said something other than their text (an answer or a "
+            "paraphrase instead of a reading), by speech provider",
+            ["provider"],
+            registry=registry,
+        )
+        self._stop_speech_checks: Callable[[], None] | None = None
         registry.register(SessionsCollector(sessions))
         if providers is not None:
+            self.tts_diverged.labels(provider=providers.get("tts", UNKNOWN))
             for mode in MODES:
                 self.voice_to_voice.labels(
                     stt_provider=providers.get("stt", UNKNOWN),
@@ -225,13 +241,24 @@ class Metrics:
         self.queue_wait.labels(engine=engine).observe(seconds)
 
     def watch_lanes(self) -> None:
-        """Start recording the embedded engines' queues (until `stop_watching_lanes`)."""
+        """Start recording the embedded engines' queues and the speech checks' divergences
+        (until `stop_watching_lanes`)."""
         if self not in local_runtime.watchers:
             local_runtime.watchers.append(self)
+        if self._stop_speech_checks is None:
+            self._stop_speech_checks = speech_fidelity.add_listener(self.speech_diverged)
 
     def stop_watching_lanes(self) -> None:
         if self in local_runtime.watchers:
             local_runtime.watchers.remove(self)
+        stop, self._stop_speech_checks = self._stop_speech_checks, None
+        if stop is not None:
+            stop()
+
+    # -- the speech checks
+
+    def speech_diverged(self, divergence: speech_fidelity.Divergence) -> None:
+        self.tts_diverged.labels(provider=divergence.provider or UNKNOWN).inc()
 
     # -- exposition
 
