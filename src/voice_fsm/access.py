@@ -9,22 +9,35 @@ answer (403 or 401) and no session is ever made for it:
   origin or one of `VOICE_FSM_SERVER__ALLOWED_ORIGINS`: no other web page may drive it;
 - with `VOICE_FSM_AUTH__API_KEYS` set, every route but the health checks needs a key
   (`Authorization: Bearer`) or, for `/ws`, a client token (`?token=`); `/metrics` too, unless
-  `VOICE_FSM_METRICS__PUBLIC=true`.
+  `VOICE_FSM_METRICS__PUBLIC=true`. `/v1/realtime` also takes a Realtime client secret
+  (`client_secrets.py`), as a Bearer or in the `openai-insecure-api-key.` subprotocol, which
+  never takes an API key: a key a browser holds is a leaked key.
+
+On `/v1/realtime` the `realtime` subprotocol, when the client offers it, is the one the
+connection is accepted with (browsers fail a connection whose offered subprotocols the server
+does not answer).
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 from collections.abc import Sequence
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from voice_fsm.client_secrets import (
+    REALTIME_SUBPROTOCOL,
+    SECRET_PREFIX,
+    RealtimeSecrets,
+    secret_in_subprotocols,
+)
 from voice_fsm.client_tokens import ClientTokens
 from voice_fsm.logging_setup import get_logger
 from voice_fsm.settings import Settings
@@ -33,10 +46,16 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 PAGE_PATHS = frozenset({"/", "/client", "/v1/page_token"})
 METRICS_PATH = "/metrics"
+REALTIME_PATH = "/v1/realtime"
 TRANSPORT_KEY = "voice_fsm.transport"
 """Where the scope keeps the server's transport for the connection, when there is one."""
+SECRET_SESSION = "realtime_session"
+"""Where the scope's state keeps the session a Realtime client secret carries (JSON text)."""
 
-Credential = Literal["api-key", "token"]
+Credential = Literal["api-key", "token", "client-secret"]
+CREDENTIAL_HEADERS = frozenset({"authorization", "sec-websocket-protocol", "cookie"})
+HANDSHAKE_LOGGERS = ("uvicorn.error", "websockets.server")
+"""Where the `websockets` library logs each upgrade's request line and headers at DEBUG."""
 
 
 def host_name(host: str) -> str:
@@ -74,7 +93,12 @@ def _matches(name: str, patterns: Sequence[str]) -> bool:
 class AccessPolicy:
     """The checks themselves, without ASGI, so they are easy to test one by one."""
 
-    def __init__(self, settings: Settings, tokens: ClientTokens) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        tokens: ClientTokens,
+        realtime_secrets: RealtimeSecrets | None = None,
+    ) -> None:
         self.allowed_hosts = [h.lower() for h in settings.server.allowed_hosts]
         self.allowed_origins = [o.lower().rstrip("/") for o in settings.server.allowed_origins]
         bound = settings.host.lower()
@@ -83,6 +107,7 @@ class AccessPolicy:
         self.page_tokens = settings.auth.page_tokens
         self.metrics_public = settings.metrics.public
         self.tokens = tokens
+        self.realtime_secrets = realtime_secrets
 
     @property
     def auth_required(self) -> bool:
@@ -177,6 +202,7 @@ class AccessGuard:
             transport = getattr(getattr(send, "__self__", None), "transport", None)
             if transport is not None:
                 scope[TRANSPORT_KEY] = transport
+            send = _with_subprotocol(scope, send)
         await self.app(scope, receive, send)
 
     def refusal(self, scope: Scope, token: str | None = None) -> Response | None:
@@ -201,17 +227,40 @@ class AccessGuard:
             return JSONResponse({"error": "origin-required"}, status_code=403)
         if not policy.needs_credential(path):
             return None
+        realtime = scope["type"] == "websocket" and path == REALTIME_PATH
+        in_protocol = secret_in_subprotocols(scope.get("subprotocols", [])) if realtime else None
+        if in_protocol is not None and policy.key_valid(in_protocol):
+            return self._unauthorized(scope, "api-key-in-subprotocol")
+        state = scope.setdefault("state", {})
         key = bearer(headers)
         if key is not None and policy.key_valid(key):
-            scope.setdefault("state", {})["credential"] = "api-key"
+            state["credential"] = "api-key"
             return None
-        if key is None and token is not None and policy.tokens.redeem(token):
-            scope.setdefault("state", {})["credential"] = "token"
+        secret = key if key is not None else in_protocol
+        if realtime and secret is not None and self._secret_admits(state, secret):
             return None
-        reason = "missing" if key is None and token is None else "invalid"
+        only_token = key is None and in_protocol is None
+        if only_token and token is not None and policy.tokens.redeem(token):
+            state["credential"] = "token"
+            return None
+        missing = key is None and token is None and in_protocol is None
+        return self._unauthorized(scope, "missing" if missing else "invalid")
+
+    def _secret_admits(self, state: dict[str, object], secret: str) -> bool:
+        """Whether `secret` is a valid Realtime client secret; its session goes in `state`."""
+        secrets = self.policy.realtime_secrets
+        grant = secrets.check(secret) if secrets and secret.startswith(SECRET_PREFIX) else None
+        if grant is None:
+            return False
+        state["credential"] = "client-secret"
+        if grant.session is not None:
+            state[SECRET_SESSION] = grant.session
+        return True
+
+    def _unauthorized(self, scope: Scope, reason: str) -> Response:
         self._refused(scope, 401, f"credential-{reason}")
         return JSONResponse(
-            {"error": "unauthorized", "detail": f"credential {reason}"},
+            {"error": "unauthorized", "detail": f"credential {reason.replace('-', ' ')}"},
             status_code=401,
             headers={"WWW-Authenticate": 'Bearer realm="voice-fsm"'},
         )
@@ -229,6 +278,20 @@ class AccessGuard:
         )
 
 
+def _with_subprotocol(scope: Scope, send: Send) -> Send:
+    """`send`, answering a `/v1/realtime` upgrade with the `realtime` subprotocol when the
+    client offered it and the app accepts without choosing one."""
+    if scope["path"] != REALTIME_PATH or REALTIME_SUBPROTOCOL not in scope.get("subprotocols", []):
+        return send
+
+    async def choosing(message: Message) -> None:
+        if message["type"] == "websocket.accept" and not message.get("subprotocol"):
+            message = {**message, "subprotocol": REALTIME_SUBPROTOCOL}
+        await send(message)
+
+    return choosing
+
+
 async def deny(scope: Scope, receive: Receive, send: Send, response: Response) -> None:
     """Answer with `response`: as is for HTTP, as the upgrade's answer for a WebSocket (or a
     plain 403 from a server without the denial-response extension)."""
@@ -240,3 +303,30 @@ async def deny(scope: Scope, receive: Receive, send: Send, response: Response) -
         await websocket.send_denial_response(response)
     else:
         await websocket.close(code=1008)
+
+
+class CredentialRedaction(logging.Filter):
+    """At DEBUG the `websockets` library logs each upgrade's request line and every header,
+    before the app sees it: a Bearer key, a client secret in the subprotocol or a `?token=`
+    would go to the log with them. Their values are redacted (the record is still logged)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if not isinstance(args, tuple):
+            return True
+        if record.msg == "< %s: %s" and len(args) == 2:
+            if str(args[0]).lower() in CREDENTIAL_HEADERS:
+                record.args = (args[0], "[redacted]")
+        elif record.msg == "< %s %s %s" and len(args) == 3:
+            path, _, query = str(args[1]).partition("?")
+            if "token" in query.lower():
+                record.args = (args[0], f"{path}?[redacted]", args[2])
+        return True
+
+
+def redact_handshake_logs() -> None:
+    """Put `CredentialRedaction` on the loggers the WebSocket handshake is logged to (once)."""
+    for name in HANDSHAKE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, CredentialRedaction) for f in logger.filters):
+            logger.addFilter(CredentialRedaction())

@@ -1,4 +1,5 @@
-"""The Starlette application: the page, the WebSocket, client tokens and the health checks.
+"""The Starlette application: the page, the WebSockets, client tokens and secrets, and the
+health checks.
 
 `/healthz` is liveness (the process answers): always 200, with ``"status": "degraded"`` and the
 stages' problems when a provider failed the start-up check (`provider_check`); `/readyz` is
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,14 +26,18 @@ from starlette.websockets import WebSocket
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from voice_fsm import PROTOCOL_VERSION, __version__
-from voice_fsm.access import AccessGuard, AccessPolicy
+from voice_fsm.access import SECRET_SESSION, AccessGuard, AccessPolicy, redact_handshake_logs
+from voice_fsm.client_secrets import RealtimeSecrets
+from voice_fsm.client_secrets_route import client_secrets_route
 from voice_fsm.client_tokens import ClientTokens
-from voice_fsm.endpoint import SessionEndpoint
+from voice_fsm.connection import ClientConnection
+from voice_fsm.endpoint import FrontEnd, FrontEndFactory, SessionEndpoint
 from voice_fsm.logging_setup import get_logger
 from voice_fsm.metrics import CONTENT_TYPE, Metrics
 from voice_fsm.model_lifecycle import warn_scheduled_shutdowns
 from voice_fsm.providers import Pipeline, build_pipeline, resolve_providers
 from voice_fsm.realtime import realtime_front_end
+from voice_fsm.session import Session
 from voice_fsm.settings import Settings
 from voice_fsm.tracing import tracer_observer
 from voice_fsm.turn_history import TurnHistory
@@ -58,8 +64,11 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
     tracer = tracer_observer(stages)  # None unless an OTLP endpoint is set and otel installed
     if tracer is not None:
         endpoint.observers.append(tracer)
-    tokens = ClientTokens(settings.auth.secret_values(), ttl_s=settings.auth.token_ttl_s)
-    policy = AccessPolicy(settings, tokens)
+    keys = settings.auth.secret_values()
+    tokens = ClientTokens(keys, ttl_s=settings.auth.token_ttl_s)
+    realtime_secrets = RealtimeSecrets(keys) if keys else None
+    policy = AccessPolicy(settings, tokens, realtime_secrets)
+    redact_handshake_logs()
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -82,7 +91,7 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
                 await asyncio.to_thread(tracer.shutdown)  # the spans still queued go out
             log.info("server.stopped")
 
-    realtime = realtime_front_end(settings)
+    realtime = with_secret_session(realtime_front_end(settings))
 
     async def realtime_session(websocket: WebSocket) -> None:
         """The Realtime API (`/v1/realtime`) over the same sessions as protocol v1."""
@@ -165,6 +174,11 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
             Route("/readyz", ready),
             Route("/v1/client_tokens", client_token, methods=["POST"]),
             Route("/v1/page_token", page_token, methods=["POST"]),
+            Route(
+                "/v1/realtime/client_secrets",
+                client_secrets_route(realtime_secrets, settings, pipeline.hands_free),
+                methods=["POST"],
+            ),
             WebSocketRoute("/ws", endpoint.handle),
             WebSocketRoute("/v1/realtime", realtime_session),
             Mount("/static", StaticFiles(directory=WEB_DIR, check_dir=False), name="static"),
@@ -185,6 +199,32 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
     app.state.pipeline = pipeline
     app.state.tracer = tracer
     app.state.tokens = tokens
+    app.state.realtime_secrets = realtime_secrets
     app.state.metrics = metrics
     app.state.turn_history = history
     return app
+
+
+def with_secret_session(make: FrontEndFactory) -> FrontEndFactory:
+    """Realtime front ends that start with the session of the client secret a connection was
+    let in with, if it carries one: applied as the client's own first `session.update` would
+    be, before `session.created` (which shows it; a `session.updated` follows)."""
+
+    def make_front_end(websocket: WebSocket, connection: ClientConnection) -> FrontEnd:
+        front_end = make(websocket, connection)
+        session = websocket.scope.get("state", {}).get(SECRET_SESSION)
+        return front_end if session is None else _SecretSession(front_end, session)
+
+    return make_front_end
+
+
+class _SecretSession:
+    def __init__(self, front_end: FrontEnd, session: str) -> None:
+        self._front_end = front_end
+        self._update = json.dumps({"type": "session.update", "session": json.loads(session)})
+        self.send = front_end.send
+        self.receive = front_end.receive
+
+    async def attach(self, session: Session) -> None:
+        await self._front_end.attach(session)
+        await self._front_end.receive(session, self._update)

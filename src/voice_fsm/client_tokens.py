@@ -22,6 +22,7 @@ from dataclasses import dataclass
 PREFIX = "vft_"
 _PAYLOAD = struct.Struct(">Q16s")  # expiry (unix seconds), nonce
 _SIGNATURE_BYTES = 32
+MAX_TOKEN_CHARS = 128
 MAX_REMEMBERED = 200_000
 """Used tokens remembered at once; past this, tokens are refused until some expire."""
 
@@ -32,16 +33,45 @@ class MintedToken:
     expires_at: int  # unix seconds
 
 
-def _signing_key(api_key: str) -> bytes:
-    return hmac.new(api_key.encode(), b"voice-fsm client token v1", hashlib.sha256).digest()
-
-
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class TokenSigner:
+    """Signs fixed-size payloads as `<prefix><base64url(payload + HMAC-SHA256)>`, with a key
+    derived from each API key and `purpose`, so a token made for one purpose is worthless for
+    another. The first key signs; every key verifies, so keys can be rotated one at a time."""
+
+    def __init__(self, api_keys: Sequence[str], *, prefix: str, purpose: bytes) -> None:
+        self.prefix = prefix
+        self._keys = [hmac.new(key.encode(), purpose, hashlib.sha256).digest() for key in api_keys]
+
+    def sign(self, payload: bytes) -> str:
+        if not self._keys:
+            raise RuntimeError("signed tokens need at least one API key")
+        signature = hmac.new(self._keys[0], payload, hashlib.sha256).digest()
+        return self.prefix + _b64(payload + signature)
+
+    def payload(self, token: str, size: int) -> bytes | None:
+        """The `size`-byte payload of a token this signer (with any key) made, else None."""
+        if not token.startswith(self.prefix) or len(token) > MAX_TOKEN_CHARS:
+            return None
+        try:
+            raw = _unb64(token[len(self.prefix) :])
+        except ValueError:
+            return None
+        if len(raw) != size + _SIGNATURE_BYTES:
+            return None
+        payload, signature = raw[:size], raw[size:]
+        valid = False
+        for key in self._keys:  # each compared in constant time, every one tried
+            expected = hmac.new(key, payload, hashlib.sha256).digest()
+            valid |= hmac.compare_digest(expected, signature)
+        return payload if valid else None
 
 
 class ClientTokens:
@@ -52,38 +82,22 @@ class ClientTokens:
         ttl_s: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        # The first key signs; every key verifies, so keys can be rotated one at a time.
-        self._keys = [_signing_key(key) for key in api_keys]
+        self._signer = TokenSigner(api_keys, prefix=PREFIX, purpose=b"voice-fsm client token v1")
         self._ttl_s = ttl_s
         self._clock = clock
         self._used: dict[bytes, int] = {}
         self._swept_at = 0.0
 
     def mint(self) -> MintedToken:
-        if not self._keys:
-            raise RuntimeError("client tokens need at least one API key")
         expires_at = math.ceil(self._clock() + self._ttl_s)
         payload = _PAYLOAD.pack(expires_at, secrets.token_bytes(16))
-        signature = hmac.new(self._keys[0], payload, hashlib.sha256).digest()
-        return MintedToken(PREFIX + _b64(payload + signature), expires_at)
+        return MintedToken(self._signer.sign(payload), expires_at)
 
     def redeem(self, token: str) -> bool:
         """True once for a well-signed, unexpired token; False for anything else, including
         the same token again."""
-        if not token.startswith(PREFIX) or len(token) > 128:
-            return False
-        try:
-            raw = _unb64(token[len(PREFIX) :])
-        except ValueError:
-            return False
-        if len(raw) != _PAYLOAD.size + _SIGNATURE_BYTES:
-            return False
-        payload, signature = raw[: _PAYLOAD.size], raw[_PAYLOAD.size :]
-        valid = False
-        for key in self._keys:  # each compared in constant time, every one tried
-            expected = hmac.new(key, payload, hashlib.sha256).digest()
-            valid |= hmac.compare_digest(expected, signature)
-        if not valid:
+        payload = self._signer.payload(token, _PAYLOAD.size)
+        if payload is None:
             return False
         expires_at, nonce = _PAYLOAD.unpack(payload)
         now = self._clock()
