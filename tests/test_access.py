@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from starlette.datastructures import Headers
 
 from voice_fsm.access import (
     AccessPolicy,
+    CredentialRedaction,
     bearer,
     host_name,
     is_loopback,
@@ -309,3 +311,29 @@ def test_loopback_bind_addresses(host: str) -> None:
 )
 def test_exposed_bind_addresses(host: str) -> None:
     assert not is_loopback(host)
+
+
+# ---------------------------------------------------------------- the handshake's debug log
+
+
+def handshake_line(msg: str, *args: str) -> str:
+    record = logging.LogRecord("uvicorn.error", logging.DEBUG, __file__, 1, msg, args, None)
+    assert CredentialRedaction().filter(record)  # redacted, never dropped
+    return record.getMessage()
+
+
+@pytest.mark.parametrize("header", ["Authorization", "sec-websocket-protocol", "Cookie"])
+def test_credential_headers_are_redacted_in_the_handshake_log(header: str) -> None:
+    assert handshake_line("< %s: %s", header, "Bearer sk-secret") == f"< {header}: [redacted]"
+
+
+def test_other_headers_and_lines_are_logged_as_they_are() -> None:
+    assert handshake_line("< %s: %s", "Host", "127.0.0.1:8000") == "< Host: 127.0.0.1:8000"
+    assert handshake_line("= connection is %s", "OPEN") == "= connection is OPEN"
+    line = handshake_line("< %s %s %s", "GET", "/v1/realtime?model=gpt-realtime", "HTTP/1.1")
+    assert line == "< GET /v1/realtime?model=gpt-realtime HTTP/1.1"
+
+
+def test_a_query_token_is_redacted_in_the_request_line() -> None:
+    line = handshake_line("< %s %s %s", "GET", "/ws?a=1&token=vft_secret", "HTTP/1.1")
+    assert line == "< GET /ws?[redacted] HTTP/1.1"
