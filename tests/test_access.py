@@ -10,7 +10,6 @@ from starlette.datastructures import Headers
 
 from voice_fsm.access import (
     AccessPolicy,
-    CredentialRedaction,
     bearer,
     host_name,
     is_loopback,
@@ -18,6 +17,7 @@ from voice_fsm.access import (
     take_query_token,
 )
 from voice_fsm.client_tokens import ClientTokens
+from voice_fsm.log_redaction import CredentialRedaction
 from voice_fsm.settings import AuthSettings, ServerSettings
 
 from session_harness import make_settings

@@ -143,7 +143,7 @@ def test_a_state_added_to_the_table_gets_its_diagram_docs_entry_and_js_constant(
     assert edge in readme.split("<!-- diagram:begin -->")[1].split("```")[1]
     assert "\n| `tool_calling` | `tool_called` | - |\n" in states
     assert (
-        "\n| `thinking` | `transcribed`, `respond`, `acted` | "
+        "\n| `thinking` | `stop`, `transcribed`, `respond`, `acted` | "
         "`barge_in`, `replied`, `act`, `spoken`, `cancel`, `fail`, `tool_called` |" in states
     )
     row = "| `tool_called` | thinking | tool_calling | the language model asked for a tool |"

@@ -47,6 +47,7 @@ export const TRANSITIONS = Object.freeze([
     dest: 'recording',
   }),
   Object.freeze({ trigger: 'stop', source: Object.freeze(['recording']), dest: 'transcribing' }),
+  Object.freeze({ trigger: 'stop', source: Object.freeze(['recording']), dest: 'thinking' }),
   Object.freeze({ trigger: 'transcribed', source: Object.freeze(['transcribing']), dest: 'thinking' }),
   Object.freeze({ trigger: 'heard', source: Object.freeze(['transcribing']), dest: 'idle' }),
   Object.freeze({ trigger: 'respond', source: Object.freeze(['idle']), dest: 'thinking' }),

@@ -13,16 +13,14 @@ answer (403 or 401) and no session is ever made for it:
   (`client_secrets.py`), as a Bearer or in the `openai-insecure-api-key.` subprotocol, which
   never takes an API key: a key a browser holds is a leaked key.
 
-On `/v1/realtime` the `realtime` subprotocol, when the client offers it, is the one the
-connection is accepted with (browsers fail a connection whose offered subprotocols the server
-does not answer).
+On `/v1/realtime` the `realtime` subprotocol, when offered, is the one the connection is
+accepted with (a browser fails a connection whose subprotocols the server does not answer).
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
-import logging
 from collections.abc import Sequence
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -53,9 +51,6 @@ SECRET_SESSION = "realtime_session"
 """Where the scope's state keeps the session a Realtime client secret carries (JSON text)."""
 
 Credential = Literal["api-key", "token", "client-secret"]
-CREDENTIAL_HEADERS = frozenset({"authorization", "sec-websocket-protocol", "cookie"})
-HANDSHAKE_LOGGERS = ("uvicorn.error", "websockets.server")
-"""Where the `websockets` library logs each upgrade's request line and headers at DEBUG."""
 
 
 def host_name(host: str) -> str:
@@ -303,30 +298,3 @@ async def deny(scope: Scope, receive: Receive, send: Send, response: Response) -
         await websocket.send_denial_response(response)
     else:
         await websocket.close(code=1008)
-
-
-class CredentialRedaction(logging.Filter):
-    """At DEBUG the `websockets` library logs each upgrade's request line and every header,
-    before the app sees it: a Bearer key, a client secret in the subprotocol or a `?token=`
-    would go to the log with them. Their values are redacted (the record is still logged)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if not isinstance(args, tuple):
-            return True
-        if record.msg == "< %s: %s" and len(args) == 2:
-            if str(args[0]).lower() in CREDENTIAL_HEADERS:
-                record.args = (args[0], "[redacted]")
-        elif record.msg == "< %s %s %s" and len(args) == 3:
-            path, _, query = str(args[1]).partition("?")
-            if "token" in query.lower():
-                record.args = (args[0], f"{path}?[redacted]", args[2])
-        return True
-
-
-def redact_handshake_logs() -> None:
-    """Put `CredentialRedaction` on the loggers the WebSocket handshake is logged to (once)."""
-    for name in HANDSHAKE_LOGGERS:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, CredentialRedaction) for f in logger.filters):
-            logger.addFilter(CredentialRedaction())

@@ -26,12 +26,13 @@ from starlette.websockets import WebSocket
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from voice_fsm import PROTOCOL_VERSION, __version__
-from voice_fsm.access import SECRET_SESSION, AccessGuard, AccessPolicy, redact_handshake_logs
+from voice_fsm.access import SECRET_SESSION, AccessGuard, AccessPolicy
 from voice_fsm.client_secrets import RealtimeSecrets
 from voice_fsm.client_secrets_route import client_secrets_route
 from voice_fsm.client_tokens import ClientTokens
 from voice_fsm.connection import ClientConnection
 from voice_fsm.endpoint import FrontEnd, FrontEndFactory, SessionEndpoint
+from voice_fsm.log_redaction import redact_handshake_logs
 from voice_fsm.logging_setup import get_logger
 from voice_fsm.metrics import CONTENT_TYPE, Metrics
 from voice_fsm.model_lifecycle import warn_scheduled_shutdowns

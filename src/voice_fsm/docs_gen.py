@@ -93,8 +93,10 @@ def state_table(table: MachineTable | None = None) -> str:
     table = table or machine_table()
     rows = ["| state | entered by | left by |", "|---|---|---|"]
     for state in table.states:
-        entered = [f"`{t.trigger}`" for t in table.transitions if t.dest == state]
-        left = [f"`{t.trigger}`" for t in table.transitions if state in t.sources]
+        # A trigger with a transition per pipeline (stop) is named once.
+        edges = table.transitions
+        entered = list(dict.fromkeys(f"`{t.trigger}`" for t in edges if t.dest == state))
+        left = list(dict.fromkeys(f"`{t.trigger}`" for t in edges if state in t.sources))
         if state == table.initial:
             entered.insert(0, "the session's start")
         rows.append(f"| `{state}` | {', '.join(entered) or '-'} | {', '.join(left) or '-'} |")

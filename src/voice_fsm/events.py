@@ -14,7 +14,7 @@ from pydantic import Field, TypeAdapter, field_validator
 from voice_fsm import PROTOCOL_VERSION
 from voice_fsm.audio import SAMPLE_RATE
 from voice_fsm.errors import ErrorCode, Stage
-from voice_fsm.machine import State
+from voice_fsm.machine import Pipeline, State
 from voice_fsm.protocol_base import Message
 
 # Re-exported: every protocol message can be imported from here.
@@ -27,6 +27,9 @@ from voice_fsm.tool_events import ToolResultEvent as ToolResultEvent
 from voice_fsm.tool_events import ToolTiming as ToolTiming
 
 Mode = Literal["push_to_talk", "hands_free"]
+PipelineName = Pipeline
+"""cascade: speech-to-text, language model, text-to-speech; speech-to-speech: a Realtime model
+hears the user's audio and answers aloud."""
 StateName = State
 """A state of the session's machine: the table in machine.py is the one list of them."""
 
@@ -42,6 +45,7 @@ class SessionConfig(_Message):
     voice: str | None = Field(default=None, max_length=100)
     language: str | None = Field(default=None, min_length=2, max_length=16)
     mode: Mode | None = None
+    pipeline: PipelineName | None = None
     tools: list[ClientTool] | None = Field(default=None, max_length=MAX_CLIENT_TOOLS)
 
     @field_validator("tools")
@@ -136,6 +140,10 @@ class SessionCreated(_Message):
     tts: StageInfo
     modes: list[Mode]
     session: SessionConfig
+    pipelines: list[PipelineName] = Field(default=["cascade"])
+    """The pipelines a client may pick (`SessionConfig.pipeline`)."""
+    s2s: StageInfo | None = None
+    """Speech-to-speech mode's provider and model, when it can run."""
 
 
 class SessionUpdated(_Message):
@@ -252,7 +260,11 @@ server_event_adapter: TypeAdapter[ServerEvent] = TypeAdapter(ServerEvent)
 
 
 def session_created(
-    session_id: str, stages: dict[str, dict[str, str]], hands_free: bool, config: SessionConfig
+    session_id: str,
+    stages: dict[str, dict[str, str]],
+    hands_free: bool,
+    config: SessionConfig,
+    speech: dict[str, str] | None = None,
 ) -> SessionCreated:
     """The first event of a session: its stages' providers and models, and what it offers."""
     return SessionCreated(
@@ -264,5 +276,7 @@ def session_created(
         llm=StageInfo(**stages["llm"]),
         tts=StageInfo(**stages["tts"]),
         modes=["push_to_talk", "hands_free"] if hands_free else ["push_to_talk"],
+        pipelines=["cascade", "speech-to-speech"] if speech else ["cascade"],
+        s2s=StageInfo(**speech) if speech else None,
         session=config,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, Protocol, TypedDict
 
 if TYPE_CHECKING:
     from transitions.extensions.asyncio import AsyncMachine
@@ -29,11 +29,17 @@ BUSY_STATES = (State.RECORDING, State.TRANSCRIBING, State.THINKING, State.SPEAKI
 REPLY_STATES = (State.TRANSCRIBING, State.THINKING, State.SPEAKING, State.ACTING)
 
 
+Pipeline = Literal["cascade", "speech-to-speech"]
+SPEECH_TO_SPEECH: Pipeline = "speech-to-speech"
+
+
 class Transition(TypedDict):
     trigger: str
     source: list[State]
     dest: State
     why: str
+    pipeline: NotRequired[Pipeline]
+    """Only in this pipeline (the session's ``config.pipeline``; unset: cascade)."""
 
 
 TRANSITIONS: list[Transition] = [
@@ -54,6 +60,15 @@ TRANSITIONS: list[Transition] = [
         "source": [State.RECORDING],
         "dest": State.TRANSCRIBING,
         "why": "input_audio.stop: the user's turn is complete",
+        "pipeline": "cascade",
+    },
+    {
+        "trigger": "stop",
+        "source": [State.RECORDING],
+        "dest": State.THINKING,
+        "why": "input_audio.stop in speech-to-speech mode: the Realtime model hears the "
+        "recording itself and answers aloud (no transcription stage)",
+        "pipeline": SPEECH_TO_SPEECH,
     },
     {
         "trigger": "transcribed",
@@ -129,6 +144,7 @@ def build_machine(model: Any, **callbacks: Any) -> AsyncMachine:
                 "trigger": t["trigger"],
                 "source": [s.value for s in t["source"]],
                 "dest": t["dest"].value,
+                **({"conditions": [_in(t["pipeline"])]} if "pipeline" in t else {}),
             }
             for t in TRANSITIONS
         ],
@@ -137,6 +153,19 @@ def build_machine(model: Any, **callbacks: Any) -> AsyncMachine:
         send_event=True,
         **callbacks,
     )
+
+
+def pipeline_of(model: Any) -> Pipeline:
+    """The pipeline a session model runs now: its ``config.pipeline``, cascade when unset."""
+    config = getattr(model, "config", None)
+    return SPEECH_TO_SPEECH if getattr(config, "pipeline", None) == SPEECH_TO_SPEECH else "cascade"
+
+
+def _in(pipeline: Pipeline) -> Any:
+    def condition(event: Any) -> bool:
+        return pipeline_of(event.model) == pipeline
+
+    return condition
 
 
 class HasState(Protocol):

@@ -25,6 +25,7 @@ from voice_fsm.hands_free import DetectorFactory, TurnDetectorFactory
 from voice_fsm.settings import Settings
 
 if TYPE_CHECKING:
+    from voice_fsm.adapters.openai.realtime_speech_to_speech import OpenAISpeechToSpeech
     from voice_fsm.provider_check import ProviderCheck
     from voice_fsm.tools.toolbox import Toolbox
 
@@ -51,6 +52,14 @@ class Pipeline:
     """The start-up check of the stages served over OpenAI's API (key, DNS, reachability)."""
     tools: Toolbox | None = None
     """The tools the server runs (functions, MCP servers, built-ins), for every session."""
+    speech: OpenAISpeechToSpeech | None = None
+    """Speech-to-speech mode's adapter (a Realtime model hears and answers), if it can run."""
+
+    def speech_info(self) -> dict[str, str] | None:
+        """Speech-to-speech mode's provider and model, or None when it cannot run."""
+        if self.speech is None:
+            return None
+        return {"provider": self.speech.provider, "model": self.speech.model}
 
     @property
     def hands_free(self) -> bool:
@@ -94,6 +103,8 @@ class Pipeline:
             await self.check.aclose()
         for adapter in (self.stt, self.llm, self.tts):
             await adapter.aclose()
+        if self.speech is not None:
+            await self.speech.aclose()
 
 
 def resolve_provider(settings: Settings, name: str) -> str:
@@ -123,6 +134,20 @@ def resolve_vad(settings: Settings, stt: str | None = None) -> str | None:
     return _choose("vad", settings.vad.provider, _reach(settings, "vad", stt))
 
 
+def resolve_speech(settings: Settings) -> str | None:
+    """Who runs speech-to-speech mode (None: nobody, the cascade only). Raises ConfigError when
+    it is every session's default and nobody can run it."""
+    choice = settings.s2s.provider
+    found = None if choice == "off" else _choose("s2s", choice, _reach(settings, "s2s"))
+    if found is None and settings.pipeline == "speech-to-speech":
+        raise ConfigError(
+            "VOICE_FSM_PIPELINE=speech-to-speech needs a Realtime model: set OPENAI_API_KEY (or "
+            "VOICE_FSM_S2S__API_KEY, or VOICE_FSM_S2S__BASE_URL for a compatible server), and "
+            "VOICE_FSM_S2S__PROVIDER not off. The embedded offline engines run the cascade only."
+        )
+    return found
+
+
 def _reach(settings: Settings, stage: str, stt: str | None = None) -> Reach:
     return Reach(
         settings,
@@ -150,12 +175,14 @@ def _choose(stage: str, choice: str, reach: Reach) -> str | None:
 def build_pipeline(settings: Settings) -> Pipeline:
     providers = resolve_providers(settings)
     vad = resolve_vad(settings, providers["stt"])
+    speech = resolve_speech(settings)
     build = Build(settings, settings.secrets())
     try:
         stt = build.stt = registry.SPEECH_TO_TEXT[providers["stt"]].build(build)
         llm = registry.LANGUAGE_MODELS[providers["llm"]].build(build)
         tts = registry.TEXT_TO_SPEECH[providers["tts"]].build(build)
         detectors = registry.TURN_DETECTION[vad].build(build) if vad else Detectors()
+        s2s = registry.SPEECH_TO_SPEECH[speech].build(build) if speech else None
     except LocalModelMissing as err:
         raise ConfigError(str(err)) from err
     check = None
@@ -172,6 +199,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         turns=detectors.turns,
         check=check,
         tools=tools,
+        speech=s2s,
     )
 
 

@@ -31,6 +31,7 @@ from voice_fsm.events import (
 )
 from voice_fsm.machine import State
 from voice_fsm.providers import Pipeline
+from voice_fsm.speech_to_speech import SpeechToSpeech
 from voice_fsm.stage_runner import StageRunner
 from voice_fsm.stages import (
     Acted,
@@ -81,6 +82,9 @@ class Replying:
         self._fail = fail
         self._finish = finish
         self.driver: asyncio.Task[Any] | None = None
+        self.speech_to_speech = SpeechToSpeech(
+            pipeline.speech, conversation=conversation, turns=turns, instructions=instructions
+        )
 
     def name_stages(self, machine: AsyncMachine) -> None:
         state = machine.get_state
@@ -152,6 +156,14 @@ class Replying:
 
     def _reply(self) -> Awaitable[None]:
         turn, config = self._turns.current, self._config()
+        if config.pipeline == "speech-to-speech":  # the Realtime model hears the recording
+            return self.speech_to_speech.reply(
+                turn,
+                config,
+                send=self._stage_send,
+                first_audio=self._stage.first_audio,
+                tools=self._turn_tools(),
+            )
         return stages.reply(
             turn,
             self._pipeline.llm,

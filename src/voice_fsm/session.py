@@ -88,6 +88,7 @@ class Session:
             voice=settings.tts.voice,
             language=settings.stt.language,
             mode="push_to_talk",
+            pipeline=settings.pipeline,
         )
         self.reply_policy = ReplyPolicy()
         self.conversation = Conversation(max_turns=settings.llm.max_history_turns)
@@ -150,7 +151,11 @@ class Session:
         self._replying.driver = asyncio.current_task()
         await self._send(
             session_created(
-                self.id, self.pipeline.describe(), self.pipeline.hands_free, self.config
+                self.id,
+                self.pipeline.describe(),
+                self.pipeline.hands_free,
+                self.config,
+                speech=self.pipeline.speech_info(),
             )
         )
         self.log.info("session.started", **self.pipeline.describe())
@@ -166,6 +171,7 @@ class Session:
             await self._stage.stop()
             await self._turns.close_live()
             self._close_hands_free()
+            await self._replying.speech_to_speech.aclose()
             await self._turns.wait_closed()
             if self.state != State.IDLE:
                 self._turn_taking.finish(self.end_outcome)
@@ -195,10 +201,12 @@ class Session:
             case VoiceError():
                 await self._errors.report_input(item, turn=self.turn.number, log=self.log)
             case InputAudioStart():
+                self._replying.speech_to_speech.heard_until(item.played_ms)
                 await self._turn_taking.start(item.played_ms)
             case InputAudioStop():
                 await self._turn_taking.stop()
             case ResponseCancel():
+                self._replying.speech_to_speech.heard_until(item.played_ms)
                 await self._turn_taking.cancel(item.played_ms)
             case SessionUpdate():
                 await self._on_session_update(item.session)
@@ -247,6 +255,7 @@ class Session:
         )
 
     async def _on_session_update(self, update: SessionConfig) -> None:
+        self._replying.speech_to_speech.check(update.pipeline)  # raises if it cannot run
         if update.tools is not None:  # checked first: a refused update changes nothing
             server = self.pipeline.tools
             self.client_tools.declare(update.tools, server.names() if server else ())

@@ -13,6 +13,7 @@ engines), `service_settings` (server, auth, limits, metrics, dashboard, log), on
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,9 +31,11 @@ from voice_fsm.settings_types import SecretList, SettingsGroup, StrList, check_b
 from voice_fsm.stage_settings import (
     DEFAULT_INSTRUCTIONS,
     REALTIME_TTS_MODEL,
+    S2S_MODEL,
     SPEECH_API_MODEL,
     LlmSettings,
     Provider,
+    SpeechToSpeechSettings,
     StageSettings,
     SttSettings,
     TtsSettings,
@@ -44,6 +47,7 @@ from voice_fsm.tool_settings import McpServer, ToolSettings
 __all__ = [
     "DEFAULT_INSTRUCTIONS",
     "REALTIME_TTS_MODEL",
+    "S2S_MODEL",
     "SPEECH_API_MODEL",
     "AuthSettings",
     "DashboardSettings",
@@ -59,6 +63,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "SettingsGroup",
+    "SpeechToSpeechSettings",
     "StageSettings",
     "StrList",
     "SttSettings",
@@ -95,9 +100,16 @@ class Settings(BaseSettings):
         "own; unset: OpenAI's API",
         examples=["https://api.openai.com/v1"],
     )
+    pipeline: Literal["cascade", "speech-to-speech"] = Field(
+        default="cascade",
+        description="each session's pipeline unless its client picks one: cascade "
+        "(speech-to-text, language model, text-to-speech) or speech-to-speech (a Realtime "
+        "model hears and answers aloud: see VOICE_FSM_S2S__*)",
+    )
     stt: SttSettings = SttSettings()
     llm: LlmSettings = LlmSettings()
     tts: TtsSettings = TtsSettings()
+    s2s: SpeechToSpeechSettings = SpeechToSpeechSettings()
     local: LocalSettings = LocalSettings()
     vad: VadSettings = VadSettings()
     server: ServerSettings = ServerSettings()
@@ -129,6 +141,7 @@ class Settings(BaseSettings):
     def secrets(self) -> tuple[str, ...]:
         """Every configured key, so error messages and logs can be scrubbed of them."""
         keys = [self.openai_api_key, self.stt.api_key, self.llm.api_key, self.tts.api_key]
+        keys.append(self.s2s.api_key)
         keys += self.auth.api_keys
         return tuple(k.get_secret_value() for k in keys if k is not None and k.get_secret_value())
 

@@ -190,6 +190,28 @@ class TtsSettings(StageSettings):
 
 
 VadProvider = Annotated[str, _provider_name("vad", also=("off",))]
+SpeechProvider = Annotated[str, _provider_name("s2s", also=("off",))]
+S2S_MODEL = "gpt-realtime-2.1-mini"
+"""The Realtime model of speech-to-speech mode when none is set."""
+
+
+class SpeechToSpeechSettings(StageSettings):
+    """Speech-to-speech mode: a Realtime model hears the user's audio and answers aloud (no
+    transcription, language model and speech stages). The session's machine still decides the
+    turns: each is committed when the user stops, and its response asked for then. The model
+    speaks with the session's voice (VOICE_FSM_TTS__VOICE, or the client's)."""
+
+    provider: SpeechProvider = Field(
+        default="auto",
+        description="auto: openai-realtime with a key (or a base URL), else none; "
+        "openai-realtime (OpenAI's Realtime API, or a compatible server); off: cascade only",
+    )
+    model: str = Field(default=S2S_MODEL, description="Realtime model that hears and speaks")
+    transcription_model: str | None = Field(
+        default="gpt-live-transcribe",
+        description="model that transcribes the user's speech for the transcript events and "
+        "the history; empty: none",
+    )
 
 
 class VadSettings(SettingsGroup):

@@ -10,13 +10,16 @@ test can add a row with ``monkeypatch.setitem(registry.SPEECH_TO_TEXT, "mine", E
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voice_fsm.adapters import fake
 from voice_fsm.adapters.base import LanguageModel, SpeechToText, TextToSpeech
 from voice_fsm.adapters.entry import Detectors, Entry
 from voice_fsm.adapters.local import builders as local
 from voice_fsm.adapters.openai import builders as openai
+
+if TYPE_CHECKING:
+    from voice_fsm.adapters.openai.realtime_speech_to_speech import OpenAISpeechToSpeech
 
 SPEECH_TO_TEXT: dict[str, Entry[SpeechToText]] = {
     "openai": Entry(openai.speech_to_text, needs=openai.needs_key, auto=openai.has_key),
@@ -48,11 +51,18 @@ TURN_DETECTION: dict[str, Entry[Detectors]] = {
 """Who finds the turns in hands-free mode. Unlike a stage's, ``auto`` may pick none: then
 sessions are push-to-talk only."""
 
+SPEECH_TO_SPEECH: dict[str, Entry[OpenAISpeechToSpeech]] = {
+    "openai-realtime": Entry(openai.speech_to_speech, needs=openai.needs_key, auto=openai.reaches),
+}
+"""Who runs speech-to-speech mode (a Realtime model hears and answers). ``auto`` may pick none:
+then sessions run the cascade only."""
+
 TABLES: dict[str, dict[str, Entry[Any]]] = {
     "stt": SPEECH_TO_TEXT,
     "llm": LANGUAGE_MODELS,
     "tts": TEXT_TO_SPEECH,
     "vad": TURN_DETECTION,
+    "s2s": SPEECH_TO_SPEECH,
 }
 
 

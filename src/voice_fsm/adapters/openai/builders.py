@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from openai import AsyncOpenAI
 
     from voice_fsm.adapters.base import LanguageModel, SpeechToText, TextToSpeech, TurnDetector
+    from voice_fsm.adapters.openai.realtime_speech_to_speech import OpenAISpeechToSpeech
     from voice_fsm.settings import Settings
 
 
@@ -37,6 +38,11 @@ def needs_key(reach: Reach) -> str | None:
 def has_key(reach: Reach) -> bool:
     """``auto`` with a key: OpenAI (or the compatible server at the base URL)."""
     return reach.key
+
+
+def reaches(reach: Reach) -> bool:
+    """``auto`` with a key or a base URL (a compatible server may take no key)."""
+    return reach.key or reach.base_url
 
 
 def speech_api_auto(reach: Reach) -> bool:
@@ -123,3 +129,21 @@ def realtime_turns(build: Build) -> Detectors:
         return await stt.detect_turns(language=language, turn_detection=detection)
 
     return Detectors(turns=open_turns)
+
+
+def speech_to_speech(build: Build) -> OpenAISpeechToSpeech:
+    """Provider ``openai-realtime`` of speech-to-speech mode: one Realtime session per voice
+    session, opened at its first speech-to-speech turn. Its client is left out of the start-up
+    check (`build.clients`): a Realtime-only server may have no ``/models`` to ask."""
+    from voice_fsm.adapters.openai.client import make_openai_client
+    from voice_fsm.adapters.openai.realtime_speech_to_speech import OpenAISpeechToSpeech
+
+    settings = build.settings.s2s
+    return OpenAISpeechToSpeech(
+        make_openai_client(build.settings, settings),
+        model=settings.model,
+        voice=build.settings.tts.voice,
+        timeout=settings.timeout,
+        transcription_model=settings.transcription_model,
+        secrets=build.secrets,
+    )
