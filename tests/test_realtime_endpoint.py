@@ -285,7 +285,7 @@ async def test_unsupported_and_malformed_events_get_errors_and_the_session_goes_
     rt: Realtime,
 ) -> None:
     await manual_session(rt)
-    await rt.send({"type": "conversation.item.retrieve", "item_id": "item_1", "event_id": "e1"})
+    await rt.send({"type": "output_audio_buffer.clear", "event_id": "e1"})  # WebRTC only
     await rt.send({"type": "no.such.event", "event_id": "e2"})
     await rt.connection.send_raw("{not json")
     await rt.send({"type": "input_audio_buffer.append", "audio": "***", "event_id": "e4"})

@@ -136,7 +136,7 @@ class Replying:
                 if turn.speak:
                     await self._send(turn.audio_done())
                 await self._send(ResponseDone(turn=turn.number, text=turn.reply, interrupted=False))
-                self._conversation.add_turn(turn.transcript, turn.reply, turn.tool_steps)
+                self._conversation.add_turn(turn, turn.reply)
                 metrics = turn.metrics()
                 self._finish("ok")
                 await self._fire("spoken")

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from voice_fsm.client_tools import ClientTools
-from voice_fsm.conversation import Conversation
+from voice_fsm.conversation import Conversation, ConversationEdit
 from voice_fsm.error_reports import ErrorReports
 from voice_fsm.errors import ProviderError, VoiceError
 from voice_fsm.events import (
@@ -62,6 +62,7 @@ Command = (
     | ToolResultCommand
     | ReplyPolicy
     | ReplyCreate
+    | ConversationEdit
 )
 Submission = Command | bytes | VoiceError | Detected
 Inbox = Submission | StageResult
@@ -222,6 +223,10 @@ class Session:
                 self.reply_policy = item
             case ReplyCreate():
                 await self._turn_taking.respond(item.speak)
+            case ConversationEdit():
+                if item.adds:
+                    self._turn_taking.settle_unanswered()
+                await item.run(self.conversation, self.turn)
 
     # ------------------------------------------------------------------ hands-free
 

@@ -117,7 +117,7 @@ class TurnTaking:
         turn = self._turns.current
         if turn.awaiting_reply:
             turn.awaiting_reply = False
-            self._conversation.add_turn(turn.transcript, "")
+            self._conversation.add_turn(turn, "")
             self.finish("transcribed")
 
     async def audio(self, frame: bytes) -> None:

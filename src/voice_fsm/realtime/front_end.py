@@ -14,6 +14,10 @@ import binascii
 from typing import TYPE_CHECKING, Any
 
 from openai.types.realtime import (
+    ConversationItemCreateEvent,
+    ConversationItemDeleteEvent,
+    ConversationItemRetrieveEvent,
+    ConversationItemTruncateEvent,
     InputAudioBufferAppendEvent,
     InputAudioBufferClearedEvent,
     InputAudioBufferClearEvent,
@@ -35,6 +39,7 @@ from voice_fsm.events import (
 )
 from voice_fsm.realtime import config as session_config
 from voice_fsm.realtime.config import RealtimeConfig
+from voice_fsm.realtime.items import Items
 from voice_fsm.realtime.render import Renderer
 from voice_fsm.realtime.wire import EventError, dump, new_id, parse
 from voice_fsm.settings import Settings
@@ -62,6 +67,7 @@ class RealtimeFrontEnd:
         self._max_buffer = bytes_for_ms(round(settings.limits.max_audio_seconds * 1000))
         self._min_commit_ms = settings.limits.min_audio_ms
         self._policy: ReplyPolicy | None = None
+        self._items = Items(self.renderer, connection.send, self._turn)
 
     async def attach(self, session: Session) -> None:
         self.renderer.session = session
@@ -126,6 +132,14 @@ class RealtimeFrontEnd:
                 await self._connection.send(dump(cleared))
             case ResponseCreateEvent():
                 await session.submit(ReplyCreate(speak=self._speaks(event, event_id)))
+            case ConversationItemCreateEvent():
+                await self._items.create(session, event)
+            case ConversationItemTruncateEvent():
+                await self._items.truncate(session, event)
+            case ConversationItemDeleteEvent():
+                await self._items.delete(session, event)
+            case ConversationItemRetrieveEvent():
+                await self._items.retrieve(session, event)
             case ResponseCancelEvent():
                 if self.renderer.response is None:
                     raise EventError(
@@ -188,7 +202,17 @@ class RealtimeFrontEnd:
                 event_id=event_id,
             )
         pcm, self._buffer = bytes(self._buffer), bytearray()
-        self.renderer.commits.append(new_id("item"))
+        await self._turn(session, pcm, new_id("item"))
+
+    async def _turn(self, session: Session, pcm: bytes, item_id: str) -> None:
+        """`pcm` as one push-to-talk turn, its user item `item_id` (a commit, or an
+        `input_audio` item the client created)."""
+        if self.renderer.config.turn_detection is not None:
+            raise EventError(
+                "With turn detection on, audio goes in input_audio_buffer.append.",
+                code="unsupported_with_turn_detection",
+            )
+        self.renderer.commits.append(item_id)
         await session.submit(InputAudioStart(type="input_audio.start"))
         for offset in range(0, len(pcm), CHUNK):
             await session.submit(pcm[offset : offset + CHUNK])

@@ -143,15 +143,27 @@ class Renderer:
             )
             self._reply, self._failure = None, None
             self._last_item = self.response.item_id
+            if self.session is not None:  # the history keeps the reply under this id
+                self.session.turn.reply_item = self.response.item_id
             for model in self.response.started():
                 await self._emit(model)
         if state in (State.IDLE, State.THINKING):
             self._user_item = None
 
+    def added(self, item_id: str, after: str | None) -> str | None:
+        """A message the client added after `after` (None: last; "root": first): the id of
+        the item before it."""
+        if after is None:
+            previous, self._last_item = self._last_item, item_id
+            return previous
+        return None if after == "root" else after
+
     async def _committed(self) -> None:
         item_id = self.commits.popleft() if self.commits else self._speech_item or new_id("item")
         self._speech_item = None
         self._user_item = item_id
+        if self.session is not None:  # the history keeps the user's message under this id
+            self.session.turn.user_item = item_id
         previous, self._last_item = self._last_item, item_id
         item = RealtimeConversationItemUserMessage(
             id=item_id,
