@@ -296,3 +296,39 @@ def test_a_row_says_what_its_provider_needs_and_when_auto_picks_it(
     assert resolve_provider(settings(), "stt") == "openai"
     monkeypatch.delenv("OPENAI_API_KEY")
     assert resolve_provider(settings(), "stt") == "echo"
+
+
+@pytest.mark.usefixtures("no_env")
+async def test_who_runs_speech_to_speech_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(providers, "local_engines_installed", lambda: True)
+    assert providers.resolve_speech(settings()) is None  # the embedded engines: cascade only
+    keyed = settings(openai_api_key="sk-test")
+    assert providers.resolve_speech(keyed) == "openai-realtime"
+    monkeypatch.setenv("VOICE_FSM_S2S__PROVIDER", "off")
+    assert providers.resolve_speech(settings(openai_api_key="sk-test")) is None
+    monkeypatch.setenv("VOICE_FSM_S2S__PROVIDER", "openai-realtime")
+    with pytest.raises(ConfigError, match="VOICE_FSM_S2S__PROVIDER=openai-realtime needs"):
+        providers.resolve_speech(settings())
+    monkeypatch.setenv("VOICE_FSM_S2S__BASE_URL", "http://127.0.0.1:9/v1")
+    assert providers.resolve_speech(settings()) == "openai-realtime"  # a compatible server
+
+    monkeypatch.setenv("VOICE_FSM_S2S__MODEL", "gpt-realtime")
+    pipeline = build_pipeline(settings(openai_api_key="sk-test"))
+    try:
+        assert pipeline.speech_info() == {"provider": "openai-realtime", "model": "gpt-realtime"}
+    finally:
+        await pipeline.aclose()
+
+
+@pytest.mark.usefixtures("no_env")
+def test_speech_to_speech_as_the_default_needs_someone_to_run_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(providers, "local_engines_installed", lambda: True)
+    monkeypatch.setenv("VOICE_FSM_PIPELINE", "speech-to-speech")
+    with pytest.raises(ConfigError, match="embedded offline engines run the cascade only"):
+        build_pipeline(settings())
+    with pytest.raises(ValidationError):
+        settings(pipeline="speech")
+    with pytest.raises(ValidationError):
+        settings(s2s={"provider": "local"})  # no such speech-to-speech provider

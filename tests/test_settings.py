@@ -400,3 +400,20 @@ def test_mcp_servers_are_a_json_list_each_with_one_transport_and_a_safe_label(
         McpServer()
     monkeypatch.setenv("VOICE_FSM_TOOLS__MCP_SERVERS", "")
     assert Settings(_env_file=None).tools.mcp_servers == []  # type: ignore[call-arg]
+
+
+def test_speech_to_speech_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = load()
+    assert defaults.pipeline == "cascade"
+    assert (defaults.s2s.provider, defaults.s2s.model) == ("auto", "gpt-realtime-2.1-mini")
+    assert defaults.s2s.transcription_model == "gpt-live-transcribe"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-shared")
+    monkeypatch.setenv("VOICE_FSM_PIPELINE", "speech-to-speech")
+    monkeypatch.setenv("VOICE_FSM_S2S__MODEL", "gpt-realtime")
+    monkeypatch.setenv("VOICE_FSM_S2S__API_KEY", "sk-speech-only")
+    monkeypatch.setenv("VOICE_FSM_S2S__TRANSCRIPTION_MODEL", "")
+    settings = load()
+    assert (settings.pipeline, settings.s2s.model) == ("speech-to-speech", "gpt-realtime")
+    assert settings.s2s.transcription_model is None  # empty: no input transcription
+    assert settings.api_key_for(settings.s2s) == "sk-speech-only"
+    assert "sk-speech-only" in settings.secrets()  # scrubbed from errors and logs

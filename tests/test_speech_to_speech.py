@@ -162,8 +162,10 @@ async def test_a_turn_is_heard_and_answered_by_the_realtime_model(
     assert next(e for e in events if e["type"] == "audio.done")["bytes"] == sent
     assert kinds.index("audio.start") < kinds.index("audio")
     metrics = events[-1]
-    assert metrics["voice_to_voice_ms"] is not None and metrics["llm_first_token_ms"] is not None
-    assert metrics["stt_ms"] is None and metrics["tts_ms"] is None
+    assert metrics["voice_to_voice_ms"] is not None
+    assert metrics["llm_first_token_ms"] is not None
+    assert metrics["stt_ms"] is None
+    assert metrics["tts_ms"] is None
     # The server's Realtime session heard the user's audio and was asked one response.
     assert fake.connections[0].query["model"] == "gpt-realtime-2.1-mini"
 
@@ -224,13 +226,16 @@ async def test_a_tool_call_runs_on_the_server_and_the_model_speaks_its_result(
     async with serving(settings) as port, session(port) as client:
         await client.say()
         events = await client.until("turn.metrics")  # after the state idle
-    assert states(client.seen) == ["recording", "thinking", "acting", "thinking", "speaking", "idle"]
+    acting = ["recording", "thinking", "acting", "thinking", "speaking", "idle"]
+    assert states(client.seen) == acting
     call = next(e for e in events if e["type"] == "tool.call")
     assert (call["name"], call["runs_on"]) == ("calculator", "server")
     result = next(e for e in events if e["type"] == "tool.result")
-    assert result["ok"] is True and json.loads(result["output"])["result"] == 391
+    assert result["ok"] is True
+    assert json.loads(result["output"])["result"] == 391
     reply = next(e for e in events if e["type"] == "response.done")["text"]
-    assert reply.startswith("It is ") and "391" in reply
+    assert reply.startswith("It is ")
+    assert "391" in reply
     assert [t["name"] for t in events[-1]["tools"]] == ["calculator"]
 
 
@@ -258,7 +263,8 @@ async def test_a_provider_failure_is_a_typed_error_and_the_session_goes_on(
 async def test_the_mode_is_refused_where_no_realtime_model_can_run_it() -> None:
     async with serving(settings_for(None)) as port, session(port, pipeline=None) as client:
         created = client.seen[0]
-        assert created["pipelines"] == ["cascade"] and created["s2s"] is None
+        assert created["pipelines"] == ["cascade"]
+        assert created["s2s"] is None
         await client.send(type="session.update", session={"pipeline": "speech-to-speech"})
         error = (await client.until("error"))[-1]
         assert (error["code"], error["stage"]) == ("invalid-message", "input")
