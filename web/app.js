@@ -6,8 +6,8 @@
 // The page's own state is one record (client.js): every change to it is a named change, and the
 // controls show `view(client)`.
 import { Capture } from './capture.js';
-import { changes, connectionText, createClient, replying, view, wantsAudio } from './client.js';
-import { MESSAGE_LEVEL_CODES as MESSAGE_LEVEL, MODE, SAMPLE_RATE, SERVER_EVENT, STATE } from './constants.js';
+import { changes, connectionText, createClient, pipelineOf, replying, view, wantsAudio } from './client.js';
+import { MESSAGE_LEVEL_CODES as MESSAGE_LEVEL, MODE, PIPELINE, SAMPLE_RATE, SERVER_EVENT, STATE } from './constants.js';
 import { Conversation } from './conversation.js';
 import { accessErrorText, describeError, micErrorText, shortError } from './errors.js';
 import { V2vChart, renderWaterfall } from './latency.js';
@@ -34,6 +34,8 @@ const ui = {
   handsFree: $('hands-free'),
   handsFreeLabel: $('hands-free-label'),
   handsFreeNote: $('hands-free-note'),
+  pipeline: $('pipeline'),
+  s2s: $('s2s'),
   listening: $('listening'),
   howTo: $('how-to'),
   howToHandsFree: $('how-to-hands-free'),
@@ -520,6 +522,9 @@ function onSessionCreated(event) {
   // (the switch still on after a reconnect) is asked for once the microphone streams again.
   const update = { ...client.sessionUpdate };
   if (client.mode.sent !== MODE.PUSH_TO_TALK) update.mode = MODE.PUSH_TO_TALK;
+  // The pipeline the switch asked for, again after a reconnect (where the server runs it).
+  const wanted = client.pipelineWanted;
+  if (wanted && wanted !== pipelineOf(client) && client.pipelines.includes(wanted)) update.pipeline = wanted;
   if (Object.keys(update).length > 0 && conn.send(messages.sessionUpdate(update))) {
     if (update.mode) change('modeRequested', update.mode);
   }
@@ -610,12 +615,14 @@ const STAGES = [
 function showEngines() {
   const created = client.created;
   const parts = [];
-  for (const [key, name] of STAGES) {
+  // Speech-to-speech: one Realtime model in place of the three stages.
+  const stages = pipelineOf(client) === PIPELINE.SPEECH_TO_SPEECH && created.s2s ? [['s2s', 'speech-to-speech']] : STAGES;
+  for (const [key, name] of stages) {
     const info = created[key];
     if (!info) continue;
     let engine = `${info.provider} ${info.model}`;
     const voice = created.session && created.session.voice;
-    if (key === 'tts' && voice && String(info.provider).startsWith('openai')) engine += `, voice ${voice}`;
+    if ((key === 'tts' || key === 's2s') && voice && String(info.provider).startsWith('openai')) engine += `, voice ${voice}`;
     const part = document.createElement('span');
     part.className = 'engine';
     part.dataset.stage = key;
@@ -709,9 +716,20 @@ function render() {
   ui.handsFreeLabel.title = v.handsFreeSwitch.tip;
   ui.handsFree.title = v.handsFreeSwitch.tip;
   ui.handsFreeNote.textContent = v.handsFreeSwitch.note;
+  ui.pipeline.hidden = v.pipelineSwitch.hidden;
+  ui.s2s.disabled = v.pipelineSwitch.disabled;
+  ui.s2s.checked = v.pipelineSwitch.on;
 }
 
 // ------------------------------------------------------------------ input
+
+// The pipeline switch: speech-to-speech (a Realtime model hears and answers) or the cascade.
+ui.s2s.addEventListener('change', () => {
+  const pipeline = ui.s2s.checked ? PIPELINE.SPEECH_TO_SPEECH : PIPELINE.CASCADE;
+  change('pipelineWanted', pipeline);
+  if (conn.isOpen) conn.send(messages.sessionUpdate({ pipeline }));
+  render();
+});
 
 function isTyping(target) {
   return target instanceof HTMLElement && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName));

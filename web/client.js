@@ -3,7 +3,7 @@
 // microphone, hands-free, the reply audio playing). `changes` are its only writers, one named
 // function per thing that happens; `view` derives what the controls show from it. app.js does the
 // side effects (socket, microphone, playback) around the changes.
-import { INITIAL_STATE, MODE, REPLY_STATES, STATE } from './constants.js';
+import { INITIAL_STATE, MODE, PIPELINE, REPLY_STATES, STATE } from './constants.js';
 
 /** A fresh page: not connected yet, nothing held, push-to-talk. */
 export function createClient(sessionUpdate = {}) {
@@ -18,6 +18,8 @@ export function createClient(sessionUpdate = {}) {
     sessions: 0, // session.created messages seen (a second one means we reconnected)
     created: null, // the last session.created, with the session.updated changes merged in
     modes: [], // session.created.modes
+    pipelines: [], // session.created.pipelines: cascade, and speech-to-speech where the server runs it
+    pipelineWanted: null, // the pipeline the switch asked for (kept across reconnects); null: the server's
     sessionUpdate, // the page URL's settings, sent with every new session
     // Push-to-talk. `held`: what holds the button down ("pointer", "key", "api").
     held: new Set(),
@@ -72,6 +74,10 @@ export const changes = {
     c.mode = { sent: (event.session && event.session.mode) || MODE.PUSH_TO_TALK, leaving: false };
     c.created = event;
     c.modes = Array.isArray(event.modes) ? event.modes : [];
+    c.pipelines = Array.isArray(event.pipelines) ? event.pipelines : [PIPELINE.CASCADE];
+  },
+  pipelineWanted(c, pipeline) {
+    c.pipelineWanted = pipeline;
   },
   sessionUpdated(c, session) {
     if (c.created && session) c.created = { ...c.created, session: { ...c.created.session, ...session } };
@@ -192,6 +198,11 @@ const HANDS_FREE_TIP = {
   missing: "The server doesn't support hands-free mode yet: it offers push-to-talk only.",
 };
 
+/** The pipeline the session runs, as the server last said (session.created, session.updated). */
+export function pipelineOf(c) {
+  return (c.created && c.created.session && c.created.session.pipeline) || PIPELINE.CASCADE;
+}
+
 /** What the connection pill says; `now` is Date.now(). */
 export function connectionText(c, now) {
   const { status, retryAt, closeReason, refused } = c.connection;
@@ -229,6 +240,12 @@ export function view(c) {
     playingTurn: playing ? c.playback.turn : null,
     stopDisabled: !busy,
     clearDisabled: !open || c.server.state !== STATE.IDLE || talking,
+    pipelineSwitch: {
+      hidden: !c.pipelines.includes(PIPELINE.SPEECH_TO_SPEECH),
+      // The next turn runs on the pipeline asked for (one in flight finishes on its own).
+      disabled: !open,
+      on: (c.pipelineWanted || pipelineOf(c)) === PIPELINE.SPEECH_TO_SPEECH,
+    },
     handsFreeSwitch: {
       disabled: !open || !handsFreeAvailable,
       tip: handsFreeAvailable ? HANDS_FREE_TIP.available : HANDS_FREE_TIP.missing,

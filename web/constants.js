@@ -111,6 +111,9 @@ export const MESSAGE_LEVEL_CODES = Object.freeze(['invalid-message', 'invalid-st
 /** The turn-taking modes (session.update.session.mode). */
 export const MODE = Object.freeze({ PUSH_TO_TALK: 'push_to_talk', HANDS_FREE: 'hands_free' });
 
+/** The pipelines a session may run (session.update.session.pipeline). */
+export const PIPELINE = Object.freeze({ CASCADE: 'cascade', SPEECH_TO_SPEECH: 'speech-to-speech' });
+
 /** The type of every client -> server message. */
 export const CLIENT_EVENT = Object.freeze({
   CONVERSATION_CLEAR: 'conversation.clear',

@@ -26,7 +26,7 @@ function triggersOf(from, to) {
 /** The triggers of several edges, each once, in TRANSITIONS order. */
 function unionOf(pairs) {
   const names = new Set(pairs.flatMap(([from, to]) => triggersOf(from, to)));
-  return TRANSITIONS.map((t) => t.trigger).filter((name) => names.has(name));
+  return [...new Set(TRANSITIONS.map((t) => t.trigger))].filter((name) => names.has(name));
 }
 
 const SVG = 'http://www.w3.org/2000/svg';

@@ -109,6 +109,7 @@ def shared_names(table: MachineTable | None = None) -> dict[str, Any]:
             c.value for c in errors.ErrorCode if c in errors.MESSAGE_LEVEL_CODES
         ],
         "MODE": _by_name(get_args(events.Mode)),
+        "PIPELINE": _by_name(get_args(events.PipelineName)),
         "CLIENT_EVENT": _by_name(message_types(events.client_event_adapter)),
         "SERVER_EVENT": _by_name(message_types(events.server_event_adapter)),
     }
@@ -130,6 +131,7 @@ DOCS = {
     "RETRYABLE_CODES": "Codes for which waiting and trying again can help.",
     "MESSAGE_LEVEL_CODES": "Errors in a client's message: reported, and the turn goes on.",
     "MODE": "The turn-taking modes (session.update.session.mode).",
+    "PIPELINE": "The pipelines a session may run (session.update.session.pipeline).",
     "CLIENT_EVENT": "The type of every client -> server message.",
     "SERVER_EVENT": "The type of every server -> client message.",
 }
