@@ -89,7 +89,7 @@ def test_a_transcription_session_is_refused() -> None:
 @pytest.mark.parametrize("status", ["completed", "cancelled", "failed"])
 def test_every_event_of_a_response_is_the_sdks_shape(speak: bool, status: str) -> None:
     response = ResponseEvents(speak=speak, conversation_id="conv_1", previous_item_id="item_0")
-    events = [*response.started(), response.text_delta("Hello"), response.audio_delta(b"\0\0")]
+    events = [*response.started(), *response.text_delta("Hello"), *response.audio_delta(b"\0\0")]
     events += response.finished(
         status,  # type: ignore[arg-type]
         reason="client_cancelled" if status == "cancelled" else None,
@@ -114,3 +114,31 @@ def test_every_event_of_a_response_is_the_sdks_shape(speak: bool, status: str) -
         }
     if status == "cancelled":
         assert done["status_details"]["reason"] == "client_cancelled"
+
+
+def test_a_function_call_ends_the_message_and_is_an_output_item_of_its_own() -> None:
+    response = ResponseEvents(speak=True, conversation_id="conv_1", previous_item_id="item_0")
+    events = [*response.started(), *response.text_delta("Let me look.")]
+    events += response.function_call("item_9", "call_1", "get_weather", '{"city":"Paris"}')
+    events += response.text_delta("late")  # after the call: not this response's
+    events += response.finished("completed")
+    data = [json.loads(dump(event)) for event in events]
+    for event in data:
+        SERVER_EVENT.validate_python(event)
+    kinds = [event["type"] for event in data]
+    assert kinds.index("response.output_item.done") < kinds.index(
+        "response.function_call_arguments.delta"
+    )
+    done = data[-1]["response"]
+    assert [item["type"] for item in done["output"]] == ["message", "function_call"]
+    assert done["output"][0]["content"] == [{"type": "output_audio", "transcript": "Let me look."}]
+    call = done["output"][1]
+    assert (call["id"], call["call_id"], call["arguments"]) == (
+        "item_9",
+        "call_1",
+        '{"city":"Paris"}',
+    )
+    arguments_done = next(e for e in data if e["type"] == "response.function_call_arguments.done")
+    assert (arguments_done["output_index"], arguments_done["name"]) == (1, "get_weather")
+    added = [e for e in data if e["type"] == "conversation.item.added"]
+    assert [e.get("previous_item_id") for e in added] == ["item_0", response.item_id]

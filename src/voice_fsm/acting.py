@@ -72,6 +72,8 @@ async def act(
     """Run one round of `calls` (the model wrote `text` before them); the messages the
     language model gets next: its text and calls, then each result."""
     await tools.checkpoint(Acting)
+    on_client = [call.call_id for call in calls if tools.runs_on(call.name) == "client"]
+    tools.client.expect(on_client)
     for call in calls:
         event = ToolCallEvent(
             turn=turn.number,
@@ -90,6 +92,7 @@ async def act(
             task.cancel()
         if running:
             await asyncio.wait(running)
+        tools.client.forget(on_client)
         finished = [call for call in calls if call.call_id in results]
         turn.tool_steps.extend(_history(finished, results))
     await tools.checkpoint(Acted)

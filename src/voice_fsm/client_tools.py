@@ -40,10 +40,26 @@ class ClientTools:
     def has(self, name: str) -> bool:
         return name in self._declared
 
+    def expect(self, call_ids: Collection[str]) -> None:
+        """Wait for answers to these calls from now on, before the client hears of them: a
+        front end can tell when every call of a round is out (`waiting`)."""
+        loop = asyncio.get_running_loop()
+        for call_id in call_ids:
+            self._pending.setdefault(call_id, loop.create_future())
+
+    def forget(self, call_ids: Collection[str]) -> None:
+        """Stop waiting for these calls (their round has ended)."""
+        for call_id in call_ids:
+            self._pending.pop(call_id, None)
+
+    def waiting(self) -> set[str]:
+        """The calls the client has yet to answer."""
+        return {call_id for call_id, future in self._pending.items() if not future.done()}
+
     def answer(self, result: ToolResultCommand) -> None:
         """The client's `tool.result`. Raises InputError for a call it was not sent or that
         has ended (answered, timed out, cancelled)."""
-        waiting = self._pending.pop(result.call_id, None)
+        waiting = self._pending.get(result.call_id)
         if waiting is None or waiting.done():
             raise InputError(
                 ErrorCode.INVALID_MESSAGE,
@@ -62,8 +78,8 @@ class ClientTools:
     ) -> ToolResult:
         """Wait for the client's answer to `call` (its `tool.call` is sent by the caller).
         Timed out or cancelled: the client is told `tool.cancelled`."""
-        waiting: asyncio.Future[ToolResultCommand] = asyncio.get_running_loop().create_future()
-        self._pending[call.call_id] = waiting
+        self.expect([call.call_id])
+        waiting = self._pending[call.call_id]
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:

@@ -18,6 +18,7 @@ from openai.types.realtime import (
     RealtimeAudioConfig,
     RealtimeAudioConfigInput,
     RealtimeAudioConfigOutput,
+    RealtimeFunctionTool,
     RealtimeSessionCreateRequest,
     SessionCreatedEvent,
     SessionUpdatedEvent,
@@ -27,7 +28,7 @@ from openai.types.realtime.realtime_audio_input_turn_detection import ServerVad
 from pydantic import ValidationError
 
 from voice_fsm.audio import SAMPLE_RATE
-from voice_fsm.events import ReplyPolicy, SessionConfig, SessionUpdate
+from voice_fsm.events import ClientTool, ReplyPolicy, SessionConfig, SessionUpdate
 from voice_fsm.realtime.wire import EventError, new_id
 
 Modality = Literal["text", "audio"]
@@ -41,6 +42,7 @@ class RealtimeConfig:
     voice: str | None
     turn_detection: ServerVad | None = None
     output_modalities: list[Modality] = field(default_factory=lambda: ["audio"])
+    tools: tuple[RealtimeFunctionTool, ...] = ()
 
     @property
     def speak(self) -> bool:
@@ -59,6 +61,8 @@ class RealtimeConfig:
             model=self.model,
             instructions=self.instructions,
             output_modalities=list(self.output_modalities),
+            tools=list(self.tools) or None,
+            tool_choice="auto" if self.tools else None,
             audio=RealtimeAudioConfig(
                 input=RealtimeAudioConfigInput(format=PCM, turn_detection=self.turn_detection),
                 output=output,
@@ -116,12 +120,22 @@ def apply(
         voice = audio.output.voice
         if voice is not None:
             changes["voice"] = voice if isinstance(voice, str) else voice.id
+    if request.tool_choice not in (None, "auto"):
+        raise EventError(
+            "Only tool_choice 'auto' is supported: the model chooses.",
+            code="unsupported_value",
+            param="session.tool_choice",
+            event_id=event_id,
+        )
+    if request.tools is not None:
+        changes["tools"] = tuple(_function_tools(request.tools, event_id))
     applied = replace(config, **changes)
     try:
         core = SessionConfig(
             instructions=applied.instructions,
             voice=applied.voice,
             mode="push_to_talk" if applied.turn_detection is None else "hands_free",
+            tools=None if request.tools is None else [_client_tool(t) for t in applied.tools],
         )
     except ValidationError as err:
         first = err.errors(include_url=False)[0]
@@ -133,6 +147,30 @@ def apply(
             event_id=event_id,
         ) from None
     return applied, SessionUpdate(type="session.update", session=core)
+
+
+def _function_tools(tools: list[Any], event_id: str | None) -> list[RealtimeFunctionTool]:
+    """The client's function tools; an MCP tool is refused (remote MCP servers are the
+    operator's, `VOICE_FSM_TOOLS__MCP_SERVERS`)."""
+    for position, tool in enumerate(tools):
+        if not isinstance(tool, RealtimeFunctionTool) or not tool.name:
+            raise EventError(
+                "Only function tools with a name are supported here; MCP servers are the "
+                "server operator's.",
+                code="unsupported_value",
+                param=f"session.tools[{position}]",
+                event_id=event_id,
+            )
+    return tools
+
+
+def _client_tool(tool: RealtimeFunctionTool) -> ClientTool:
+    parameters = tool.parameters if isinstance(tool.parameters, dict) else None
+    return ClientTool(
+        name=tool.name or "",
+        description=tool.description or "",
+        parameters=parameters or {"type": "object", "properties": {}},
+    )
 
 
 def _check_format(value: object, param: str, event_id: str | None) -> None:

@@ -131,7 +131,12 @@ class RealtimeFrontEnd:
                 )
                 await self._connection.send(dump(cleared))
             case ResponseCreateEvent():
-                await session.submit(ReplyCreate(speak=self._speaks(event, event_id)))
+                speak = self._speaks(event, event_id)
+                if self.renderer.handed_over:  # the model goes on from the calls' outputs
+                    for answer in self._items.answers():
+                        await session.submit(answer)
+                else:
+                    await session.submit(ReplyCreate(speak=speak))
             case ConversationItemCreateEvent():
                 await self._items.create(session, event)
             case ConversationItemTruncateEvent():

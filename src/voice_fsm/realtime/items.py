@@ -23,12 +23,14 @@ from openai.types.realtime import (
     ConversationItemRetrieveEvent,
     ConversationItemTruncatedEvent,
     ConversationItemTruncateEvent,
+    RealtimeConversationItemFunctionCallOutput,
     RealtimeConversationItemUserMessage,
 )
 from openai.types.realtime.realtime_server_event import ConversationItemRetrieved
 
 from voice_fsm.adapters.base import ChatMessage
 from voice_fsm.conversation import Conversation, ConversationEdit, Item, new_item_id
+from voice_fsm.events import ToolResultCommand
 from voice_fsm.realtime.item_views import (
     audio_of,
     is_audio,
@@ -51,6 +53,9 @@ class Items:
         self._renderer = renderer
         self._out = out
         self._commit = commit
+        self._outputs: dict[str, str] = {}
+        """The client's outputs of the calls handed over to it, by call id, until it asks for
+        the response that uses them."""
 
     async def create(self, session: Session, event: ConversationItemCreateEvent) -> None:
         item, event_id = event.item, event.event_id
@@ -65,6 +70,9 @@ class Items:
                     event_id=event_id,
                 )
             await self._commit(session, audio_of(item, event_id), item_id)
+            return
+        if isinstance(item, RealtimeConversationItemFunctionCallOutput):
+            await self._output(item, item_id, event.previous_item_id, event_id)
             return
         message = message_of(item, event_id)
         after = event.previous_item_id
@@ -95,6 +103,66 @@ class Items:
             )
 
         await session.submit(ConversationEdit(add, adds=True))
+
+    async def _output(
+        self,
+        item: RealtimeConversationItemFunctionCallOutput,
+        item_id: str,
+        after: str | None,
+        event_id: str | None,
+    ) -> None:
+        """The output of a call the model made: kept for the next `response.create`, which
+        gives the session every output (the history keeps them after their calls)."""
+        if item.call_id not in self._renderer.handed_over or item.call_id in self._outputs:
+            raise EventError(
+                f"No function call {item.call_id[:100]!r} is waiting for its output.",
+                code="invalid_value",
+                param="item.call_id",
+                event_id=event_id,
+            )
+        if after is not None:
+            raise EventError(
+                "A function_call_output follows its call: it goes last, without previous_item_id.",
+                code="unsupported_value",
+                param="previous_item_id",
+                event_id=event_id,
+            )
+        self._outputs[item.call_id] = item.output
+        previous = self._renderer.added(item_id, None)
+        view = item.model_copy(update={"id": item_id, "object": "realtime.item"})
+        view.status = "completed"
+        await self._emit(
+            ConversationItemAdded(
+                type="conversation.item.added",
+                event_id=new_id("event"),
+                previous_item_id=previous,
+                item=view,
+            ),
+            ConversationItemDone(
+                type="conversation.item.done",
+                event_id=new_id("event"),
+                previous_item_id=previous,
+                item=view,
+            ),
+        )
+
+    def answers(self) -> list[ToolResultCommand]:
+        """At `response.create`: the session's answers to the calls handed over to the
+        client, each its output or, when the client gave none, an error the model hears."""
+        given, self._outputs = self._outputs, {}
+        handed = self._renderer.handed_over
+        answers = [
+            ToolResultCommand(type="tool.result", call_id=call_id, output=output)
+            if (output := given.get(call_id)) is not None
+            else ToolResultCommand(
+                type="tool.result",
+                call_id=call_id,
+                error="The client gave no output for this call.",
+            )
+            for call_id in handed
+        ]
+        handed.clear()
+        return answers
 
     async def truncate(self, session: Session, event: ConversationItemTruncateEvent) -> None:
         item_id, end_ms, event_id = event.item_id, event.audio_end_ms, event.event_id
@@ -184,5 +252,6 @@ class Items:
     async def _refuse(self, error: EventError) -> None:
         await self._out(dump(error.event()))
 
-    async def _emit(self, model: BaseModel) -> None:
-        await self._out(dump(model))
+    async def _emit(self, *models: BaseModel) -> None:
+        for model in models:
+            await self._out(dump(model))

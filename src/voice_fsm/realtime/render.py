@@ -45,6 +45,7 @@ from voice_fsm.events import (
     SessionCreated,
     SessionUpdated,
     StateChanged,
+    ToolCallEvent,
     TranscriptDeltaEvent,
     TranscriptDoneEvent,
     VadSpeechStarted,
@@ -75,12 +76,15 @@ class Renderer:
         self._last_item: str | None = None
         self._reply: str | None = None
         self._failure: tuple[str, str] | None = None
+        self.handed_over: dict[str, str] = {}
+        """The calls of the client's tools the model made, by call id (their items' ids), that
+        the session waits for: their outputs come back as items, then a `response.create`."""
 
     async def send(self, event: ServerEvent | bytes) -> None:
         match event:
             case bytes():
                 if self.response is not None and self.response.speak:
-                    await self._emit(self.response.audio_delta(event))
+                    await self._emit(*self.response.audio_delta(event))
             case SessionCreated():
                 await self._out(self.config.created())
             case SessionUpdated():
@@ -104,7 +108,9 @@ class Renderer:
             case TranscriptDoneEvent() if self._user_item:
                 await self._transcribed(self._user_item, event.text)
             case ResponseDelta() if self.response is not None:
-                await self._emit(self.response.text_delta(event.text))
+                await self._emit(*self.response.text_delta(event.text))
+            case ToolCallEvent(runs_on="client") if self.response is not None:
+                await self._handed_over(event)
             case ResponseDone() if not event.interrupted:
                 self._reply = event.text
             case ErrorEvent():
@@ -136,17 +142,18 @@ class Renderer:
             self.commits.popleft()  # the session refused the commit's audio (its error says why)
         if previous in REPLYING and state in (State.IDLE, State.RECORDING):
             await self._close_response(state)
-        if state == State.THINKING and previous in (State.TRANSCRIBING, State.IDLE):
+        if state in (State.IDLE, State.RECORDING) or previous == State.ACTING:
+            self.handed_over.clear()
+        continued = previous == State.ACTING and self.response is None  # after the outputs
+        if state == State.THINKING and (previous in (State.TRANSCRIBING, State.IDLE) or continued):
             speak = self.session.turn.speak if self.session is not None else self.config.speak
             self.response = ResponseEvents(
                 speak=speak, conversation_id=self.conversation_id, previous_item_id=self._last_item
             )
             self._reply, self._failure = None, None
-            self._last_item = self.response.item_id
             if self.session is not None:  # the history keeps the reply under this id
                 self.session.turn.reply_item = self.response.item_id
-            for model in self.response.started():
-                await self._emit(model)
+            await self._emit(*self.response.started())
         if state in (State.IDLE, State.THINKING):
             self._user_item = None
 
@@ -215,6 +222,7 @@ class Renderer:
         response, self.response = self.response, None
         if response is None:
             return
+        self._last_item = response.last_item
         if self._failure is not None:
             events = response.finished("failed", error=self._failure)
         elif self._reply is not None:
@@ -224,8 +232,21 @@ class Renderer:
             events = response.finished(
                 "cancelled", reason="turn_detected" if cut_by_speech else "client_cancelled"
             )
-        for model in events:
-            await self._emit(model)
+        await self._emit(*events)
+
+    async def _handed_over(self, event: ToolCallEvent) -> None:
+        """A call of the client's tool ends the response once every call of its round is out
+        (the session's driver waits for their outputs, and the next `response.create`)."""
+        assert self.response is not None
+        assert self.session is not None
+        item_id = self.handed_over[event.call_id] = new_id("item")
+        await self._emit(
+            *self.response.function_call(item_id, event.call_id, event.name, event.arguments)
+        )
+        if self.session.client_tools.waiting() <= set(self.handed_over):
+            response, self.response = self.response, None
+            self._last_item = response.last_item
+            await self._emit(*response.finished("completed"))
 
     async def _error(self, event: ErrorEvent) -> None:
         kind = INVALID_REQUEST if event.stage == Stage.INPUT else SERVER_ERROR
@@ -246,5 +267,6 @@ class Renderer:
         error = RealtimeError(type=kind, code=event.code.value, message=event.message)
         await self._emit(RealtimeErrorEvent(type="error", event_id=new_id("event"), error=error))
 
-    async def _emit(self, model: BaseModel) -> None:
-        await self._out(dump(model))
+    async def _emit(self, *models: BaseModel) -> None:
+        for model in models:
+            await self._out(dump(model))

@@ -1,5 +1,9 @@
-"""One Realtime response as its server events: created, its one assistant message item with one
-content part (audio with its transcript, or text), the deltas, and how it ended.
+"""One Realtime response as its server events: created, its output items, the deltas, and how
+it ended.
+
+The output is the assistant's message (one content part: audio with its transcript, or text),
+opened at the first text or audio, and the function calls of the client's tools the model made
+(`function_call`): a call ends the message, and the response ends with the round's calls.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from typing import Literal, TypedDict
 
 from openai import BaseModel
 from openai.types.realtime import (
+    ConversationItem,
     ConversationItemAdded,
     ConversationItemDone,
     RealtimeConversationItemAssistantMessage,
@@ -32,9 +37,11 @@ from openai.types.realtime.realtime_response_status import Error as StatusError
 from openai.types.realtime.response_content_part_added_event import Part as AddedPart
 from openai.types.realtime.response_content_part_done_event import Part as DonePart
 
+from voice_fsm.realtime.function_calls import FunctionCall
 from voice_fsm.realtime.wire import new_id
 
 Status = Literal["completed", "cancelled", "failed"]
+ItemStatus = Literal["in_progress", "completed", "incomplete"]
 CancelReason = Literal["turn_detected", "client_cancelled"]
 
 
@@ -49,85 +56,92 @@ class _Part(_Where):
     content_index: int
 
 
+def _event_id() -> str:
+    return new_id("event")
+
+
 class ResponseEvents:
     """The events of one response, in the order the API sends them."""
 
     def __init__(self, *, speak: bool, conversation_id: str, previous_item_id: str | None) -> None:
         self.id = new_id("resp")
         self.item_id = new_id("item")
+        """The assistant message's id."""
         self.speak = speak
         self.text = ""
         self.audio_bytes = 0
+        self.last_item = previous_item_id
+        """The id of the last item of the conversation, as the client was told."""
+        self.output: list[ConversationItem] = []
+        """The items done, in order."""
         self._conversation_id = conversation_id
-        self._previous_item_id = previous_item_id
-        self._where = _Where(response_id=self.id, item_id=self.item_id, output_index=0)
+        self._message: _Where | None = None
+        self._message_done = False
+        self._previous: str | None = None
 
     @property
     def modalities(self) -> list[Literal["text", "audio"]]:
         return ["audio"] if self.speak else ["text"]
 
     def started(self) -> list[BaseModel]:
-        item = self._item("in_progress")
-        part = (
-            AddedPart(type="audio", transcript="")
-            if self.speak
-            else AddedPart(type="text", text="")
-        )
+        response = self._response("in_progress")
         return [
-            ResponseCreatedEvent(
-                type="response.created",
-                event_id=new_id("event"),
-                response=self._response("in_progress", []),
-            ),
-            ResponseOutputItemAddedEvent(
-                type="response.output_item.added",
-                event_id=new_id("event"),
-                response_id=self.id,
-                output_index=0,
-                item=item,
-            ),
-            ConversationItemAdded(
-                type="conversation.item.added",
-                event_id=new_id("event"),
-                previous_item_id=self._previous_item_id,
-                item=item,
-            ),
-            ResponseContentPartAddedEvent(
-                type="response.content_part.added",
-                event_id=new_id("event"),
-                content_index=0,
-                part=part,
-                **self._where,
-            ),
+            ResponseCreatedEvent(type="response.created", event_id=_event_id(), response=response)
         ]
 
-    def text_delta(self, text: str) -> BaseModel:
+    def text_delta(self, text: str) -> list[BaseModel]:
+        if self._message_done:
+            return []  # after a call ended the message: not this response's
+        events = self._open()
         self.text += text
+        where = self._where()
         if self.speak:
-            return ResponseAudioTranscriptDeltaEvent(
-                type="response.output_audio_transcript.delta",
-                event_id=new_id("event"),
-                content_index=0,
-                delta=text,
-                **self._where,
+            events.append(
+                ResponseAudioTranscriptDeltaEvent(
+                    type="response.output_audio_transcript.delta",
+                    event_id=_event_id(),
+                    content_index=0,
+                    delta=text,
+                    **where,
+                )
             )
-        return ResponseTextDeltaEvent(
-            type="response.output_text.delta",
-            event_id=new_id("event"),
-            content_index=0,
-            delta=text,
-            **self._where,
-        )
+        else:
+            events.append(
+                ResponseTextDeltaEvent(
+                    type="response.output_text.delta",
+                    event_id=_event_id(),
+                    content_index=0,
+                    delta=text,
+                    **where,
+                )
+            )
+        return events
 
-    def audio_delta(self, pcm: bytes) -> BaseModel:
+    def audio_delta(self, pcm: bytes) -> list[BaseModel]:
+        if self._message_done:
+            return []
+        events = self._open()
         self.audio_bytes += len(pcm)
-        return ResponseAudioDeltaEvent(
-            type="response.output_audio.delta",
-            event_id=new_id("event"),
-            content_index=0,
-            delta=base64.b64encode(pcm).decode("ascii"),
-            **self._where,
+        events.append(
+            ResponseAudioDeltaEvent(
+                type="response.output_audio.delta",
+                event_id=_event_id(),
+                content_index=0,
+                delta=base64.b64encode(pcm).decode("ascii"),
+                **self._where(),
+            )
         )
+        return events
+
+    def function_call(
+        self, item_id: str, call_id: str, name: str, arguments: str
+    ) -> list[BaseModel]:
+        """A call of a client's tool: the message so far ends, the call is its own item."""
+        events = self._close_message("completed")
+        call = FunctionCall(self.id, len(self.output), item_id, call_id, name, arguments)
+        previous, self.last_item = self.last_item, item_id
+        self.output.append(call.item("completed"))
+        return [*events, *call.events(previous)]
 
     def finished(
         self,
@@ -139,11 +153,74 @@ class ResponseEvents:
     ) -> list[BaseModel]:
         """The closing events; `text` is the reply as the session kept it (else the deltas'),
         `error` the failure's (type, code)."""
-        if text is not None:
-            self.text = text
-        item = self._item("completed" if status == "completed" else "incomplete")
         events: list[BaseModel] = []
-        ids = _Part(event_id="", content_index=0, **self._where)
+        if text is not None and not self._message_done:
+            if text and self._message is None:
+                events += self._open()
+            self.text = text
+        events += self._close_message("completed" if status == "completed" else "incomplete")
+        details = None
+        if status != "completed":
+            details = RealtimeResponseStatus(
+                type=status,
+                reason=reason,
+                error=StatusError(type=error[0], code=error[1]) if error else None,
+            )
+        done = self._response(status)
+        done.status_details = details
+        events.append(ResponseDoneEvent(type="response.done", event_id=_event_id(), response=done))
+        return events
+
+    def _where(self) -> _Where:
+        assert self._message is not None
+        return self._message
+
+    def _open(self) -> list[BaseModel]:
+        """The message's opening events, the first time there is something to put in it."""
+        if self._message is not None or self._message_done:
+            return []
+        self._message = where = _Where(
+            response_id=self.id, item_id=self.item_id, output_index=len(self.output)
+        )
+        item = self._item("in_progress")
+        previous, self.last_item = self.last_item, self.item_id
+        self._previous = previous
+        part = (
+            AddedPart(type="audio", transcript="")
+            if self.speak
+            else AddedPart(type="text", text="")
+        )
+        return [
+            ResponseOutputItemAddedEvent(
+                type="response.output_item.added",
+                event_id=_event_id(),
+                response_id=self.id,
+                output_index=where["output_index"],
+                item=item,
+            ),
+            ConversationItemAdded(
+                type="conversation.item.added",
+                event_id=_event_id(),
+                previous_item_id=previous,
+                item=item,
+            ),
+            ResponseContentPartAddedEvent(
+                type="response.content_part.added",
+                event_id=_event_id(),
+                content_index=0,
+                part=part,
+                **where,
+            ),
+        ]
+
+    def _close_message(self, status: ItemStatus) -> list[BaseModel]:
+        if self._message is None or self._message_done:
+            return []
+        self._message_done = True
+        item, where = self._item(status), self._where()
+        self.output.append(item)
+        ids = _Part(event_id="", content_index=0, **where)
+        events: list[BaseModel] = []
         if self.speak:
             events += [
                 ResponseAudioDoneEvent(type="response.output_audio.done", **ids),
@@ -163,33 +240,21 @@ class ResponseEvents:
                 type="response.output_item.done",
                 event_id="",
                 response_id=self.id,
-                output_index=0,
+                output_index=where["output_index"],
                 item=item,
             ),
             ConversationItemDone(
                 type="conversation.item.done",
                 event_id="",
-                previous_item_id=self._previous_item_id,
+                previous_item_id=self._previous,
                 item=item,
             ),
         ]
-        details = None
-        if status != "completed":
-            details = RealtimeResponseStatus(
-                type=status,
-                reason=reason,
-                error=StatusError(type=error[0], code=error[1]) if error else None,
-            )
-        done = self._response(status, [item])
-        done.status_details = details
-        events.append(ResponseDoneEvent(type="response.done", event_id="", response=done))
         for event in events:
-            event.event_id = new_id("event")  # type: ignore[attr-defined]
+            event.event_id = _event_id()  # type: ignore[attr-defined]
         return events
 
-    def _item(
-        self, status: Literal["in_progress", "completed", "incomplete"]
-    ) -> RealtimeConversationItemAssistantMessage:
+    def _item(self, status: ItemStatus) -> RealtimeConversationItemAssistantMessage:
         content = []
         if status != "in_progress":
             content = [
@@ -206,9 +271,7 @@ class ResponseEvents:
             content=content,
         )
 
-    def _response(
-        self, status: str, output: list[RealtimeConversationItemAssistantMessage]
-    ) -> RealtimeResponse:
+    def _response(self, status: str) -> RealtimeResponse:
         return RealtimeResponse.model_validate(
             {
                 "id": self.id,
@@ -216,6 +279,6 @@ class ResponseEvents:
                 "status": status,
                 "conversation_id": self._conversation_id,
                 "output_modalities": self.modalities,
-                "output": [item.model_dump(exclude_none=True) for item in output],
+                "output": [item.model_dump(exclude_none=True) for item in self.output],
             }
         )
