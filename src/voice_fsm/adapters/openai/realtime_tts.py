@@ -87,8 +87,7 @@ class OpenAIRealtimeTextToSpeech:
     A completed response's output transcript is compared with the text (`speech_fidelity`):
     a model that answered or paraphrased instead of reading is logged (``tts.diverged``) and
     counted, and `synthesize_reporting` tells its caller what was spoken instead (the reply
-    keeps that in the history). `last_transcript` is what the last completed response said, by
-    its transcript (of whichever conversation spoke last: the sessions are shared).
+    keeps that). `last_transcript`: the last response's, of whichever conversation it was.
     """
 
     provider = "openai-realtime"
