@@ -17,6 +17,7 @@ and .png.
     make bench ARGS="--sessions 50"
     make bench ARGS="--tts speech --profile realtime_connect_s=0.3"
     make bench ARGS="--against HEAD~5 --turns 5"   # this tree against a commit, in one run
+    make bench ARGS="--speech-to-speech"           # the cascade against speech-to-speech mode
 """
 
 from __future__ import annotations
@@ -1113,6 +1114,15 @@ def main() -> None:
     parser.add_argument(
         "--blocks", type=int, default=3, help="--compare-metrics, --against: blocks each"
     )
+    parser.add_argument(
+        "--speech-to-speech", action="store_true",
+        help="the cascade and speech-to-speech mode on the same fakes, turn for turn "
+        "(bench/s2s_latency.py): voice-to-voice p50/p99 of both",
+    )  # fmt: skip
+    parser.add_argument(
+        "--s2s-first-audio", type=float, default=0.5, metavar="S",
+        help="--speech-to-speech: the Realtime model's first audio after response.create",
+    )  # fmt: skip
     args = parser.parse_args()
     turns = args.turns or (10 if args.sessions == 1 else 3)
     if args.sessions < 1 or turns < 1:
@@ -1125,6 +1135,17 @@ def main() -> None:
         return
     if args.against:
         compare_against(args, profile, turns, args.against)
+        return
+    if args.speech_to_speech:
+        from s2s_latency import compare_pipelines
+
+        compare_pipelines(
+            profile,
+            turns=turns,
+            seconds=args.seconds,
+            first_audio_s=args.s2s_first_audio,
+            out_dir=args.out_dir,
+        )
         return
 
     load_before = os.getloadavg()[0]

@@ -133,3 +133,21 @@ def test_a_worktree_of_a_commit_is_the_code_a_bench_server_runs() -> None:
         assert common.voice_fsm_source(env) == (checkout / "src").resolve()
     assert not checkout.exists()
     assert str(checkout) not in common._git("worktree", "list")
+
+
+def test_speech_to_speech_is_benched_at_the_profiles_speech_rate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("s2s_latency", BENCH / "s2s_latency.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "s2s_latency", module)
+    spec.loader.exec_module(module)
+    latency = module.conversation_latency(DEFAULT_PROFILE, 0.5)
+    assert latency.first_audio_s == 0.5
+    # The model's audio arrives as fast as the cascade's speech does.
+    assert latency.chunk_delay_s == pytest.approx(DEFAULT_PROFILE.tts_chunk_interval_s)
+    assert module.figures([]) == {"p50": None, "p99": None}
+    assert module.figures([float(v) for v in range(1, 101)]) == {"p50": 50, "p99": 99}
