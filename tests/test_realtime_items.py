@@ -122,7 +122,7 @@ async def test_previous_item_id_root_puts_the_item_first(
     await rt.send(user_text("Lost.", previous_item_id="item_nowhere", event_id="e1"))
     error = (await rt.next())["error"]
     assert (error["code"], error["param"], error["event_id"]) == (
-        "item_not_found",
+        "invalid_value",
         "previous_item_id",
         "e1",
     )
@@ -243,11 +243,50 @@ async def test_unknown_item_ids_are_refused_and_the_session_goes_on(rt: Realtime
     errors = [await rt.next() for _ in range(3)]
     assert kinds(errors) == ["error"] * 3
     assert [(e["error"]["code"], e["error"]["param"], e["error"]["event_id"]) for e in errors] == [
-        ("item_not_found", "item_id", "e1"),
-        ("item_not_found", "item_id", "e2"),
-        ("item_not_found", "item_id", "e3"),
+        ("invalid_value", "item_id", "e1"),
+        ("invalid_value", "item_id", "e2"),
+        ("invalid_value", "item_id", "e3"),
     ]
     assert all("item_gone" in e["error"]["message"] for e in errors)
     heard = await commit_a_turn(rt)
     assert heard[-1]["transcript"] == QUESTION
     await respond(rt)
+
+
+async def test_an_out_of_band_response_has_its_own_instructions_and_stays_out_of_the_history(
+    rt: Realtime, llm: FakeLanguageModel
+) -> None:
+    updated = await manual_session(rt)
+    assert updated["session"]["model"] == MODEL  # as the client asked, in session.updated too
+    await commit_a_turn(rt)
+    await respond(rt)
+    question, answer = ("user", QUESTION), ("assistant", REPLY)
+    summary = {
+        "conversation": "none",
+        "instructions": "Summarize the conversation in one line.",
+        "output_modalities": ["text"],
+    }
+    await rt.send({"type": "response.create", "response": summary})
+    events = await rt.until("response.done")
+    assert "conversation.item.added" not in kinds(events)
+    assert "conversation.item.done" not in kinds(events)
+    done = events[-1]["response"]
+    assert done["status"] == "completed"
+    assert "conversation_id" not in done
+    assert done["output"][0]["content"] == [{"type": "output_text", "text": REPLY}]
+    assert asked(llm)[-1] == [("system", summary["instructions"]), question, answer]
+    # The next response sees the history without it, under the session's instructions.
+    await respond(rt)
+    assert asked(llm)[-1] == [("system", "Answer briefly."), question, answer]
+
+
+async def test_a_response_with_its_own_input_is_refused(rt: Realtime) -> None:
+    await manual_session(rt)
+    response = {"conversation": "none", "input": []}
+    await rt.send({"type": "response.create", "response": response, "event_id": "e1"})
+    error = (await rt.next())["error"]
+    assert (error["code"], error["param"], error["event_id"]) == (
+        "unsupported_value",
+        "response.input",
+        "e1",
+    )

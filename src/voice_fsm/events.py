@@ -97,10 +97,13 @@ class ReplyPolicy(_Message):
 
 class ReplyCreate(_Message):
     """Reply now to the conversation as it stands, or to the turn being transcribed once its
-    transcript is in; spoken or as text only."""
+    transcript is in; spoken or as text only, with its own `instructions` (else the
+    session's), and `out_of_band`: the reply is not added to the history."""
 
     type: Literal["reply.create"] = "reply.create"
     speak: bool = True
+    instructions: str | None = Field(default=None, max_length=8000)
+    out_of_band: bool = False
 
 
 ClientEvent = Annotated[

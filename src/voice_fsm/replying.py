@@ -136,7 +136,8 @@ class Replying:
                 if turn.speak:
                     await self._send(turn.audio_done())
                 await self._send(ResponseDone(turn=turn.number, text=turn.reply, interrupted=False))
-                self._conversation.add_turn(turn, turn.reply)
+                if not turn.out_of_band:
+                    self._conversation.add_turn(turn, turn.reply)
                 metrics = turn.metrics()
                 self._finish("ok")
                 await self._fire("spoken")
@@ -168,7 +169,9 @@ class Replying:
             turn,
             self._pipeline.llm,
             self._pipeline.tts,
-            self._conversation.prompt(config.instructions or self._instructions, turn.transcript),
+            self._conversation.prompt(
+                turn.instructions or config.instructions or self._instructions, turn.transcript
+            ),
             voice=config.voice,
             send=self._stage_send,
             first_audio=self._stage.first_audio,

@@ -222,7 +222,7 @@ class Session:
             case ReplyPolicy():
                 self.reply_policy = item
             case ReplyCreate():
-                await self._turn_taking.respond(item.speak)
+                await self._turn_taking.respond(item)
             case ConversationEdit():
                 if item.adds:
                     self._turn_taking.settle_unanswered()

@@ -47,6 +47,10 @@ class Turn:
         self.awaiting_reply = False
         """Transcribed, and waiting for the client to ask for a reply (`ReplyPolicy.auto`
         off): the machine is idle, the turn not ended."""
+        self.instructions: str | None = None
+        """Its reply's own instructions (else the session's)."""
+        self.out_of_band = False
+        """Its reply is not kept in the history (a Realtime `conversation: "none"` response)."""
         self.user_item: str | None = None
         self.reply_item: str | None = None
         """The ids a front end gave the turn's user message and reply: the history keeps

@@ -11,7 +11,7 @@ from voice_fsm.adapters.base import LiveSpeechToText
 from voice_fsm.conversation import Conversation
 from voice_fsm.error_reports import ErrorReports
 from voice_fsm.errors import ErrorCode, InputError, VoiceError
-from voice_fsm.events import ServerEvent, SessionConfig
+from voice_fsm.events import ReplyCreate, ServerEvent, SessionConfig
 from voice_fsm.machine import REPLY_STATES, State
 from voice_fsm.providers import Pipeline
 from voice_fsm.settings import LimitSettings
@@ -94,21 +94,25 @@ class TurnTaking:
             await self.interrupt(played_ms, "cancelled")
             await self._fire("cancel")
 
-    async def respond(self, speak: bool) -> None:
+    async def respond(self, ask: ReplyCreate) -> None:
         """Reply to the conversation as it stands: to the turn waiting for it, or (when the
-        session is transcribing one) once its transcript is in, or with no new user message."""
+        session is transcribing one) once its transcript is in, or with no new user message.
+        A reply out of band answers the history as it stands, and leaves it as it was."""
         state, turn = self._state(), self._turns.current
-        if state == State.TRANSCRIBING and not turn.reply_wanted:
-            turn.reply_wanted, turn.speak = True, speak
+        if state == State.TRANSCRIBING and not turn.reply_wanted and not ask.out_of_band:
+            turn.reply_wanted, turn.speak, turn.instructions = True, ask.speak, ask.instructions
             return
         if state != State.IDLE:
             raise InputError(
                 ErrorCode.INVALID_STATE,
                 f"A reply needs the session at rest; it is {state} (cancel the reply first).",
             )
+        if ask.out_of_band:
+            self.settle_unanswered()  # the user's message stays in the history
         if not turn.awaiting_reply:
             turn = self._turns.begin()
-        turn.awaiting_reply, turn.speak = False, speak
+        turn.awaiting_reply, turn.speak = False, ask.speak
+        turn.instructions, turn.out_of_band = ask.instructions, ask.out_of_band
         await self._fire("respond")
 
     def settle_unanswered(self) -> None:

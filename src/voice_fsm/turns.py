@@ -83,7 +83,8 @@ class Turns:
             await send(turn.audio_done())
         if turn.reply:
             await send(ResponseDone(turn=turn.number, text=turn.reply, interrupted=True))
-        heard = conversation.add_interrupted(turn, played_ms) if speaking else ""
+        kept = speaking and not turn.out_of_band
+        heard = conversation.add_interrupted(turn, played_ms) if kept else ""
         self.log.info(
             "reply.interrupted",
             played_ms=played_ms,

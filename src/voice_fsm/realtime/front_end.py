@@ -52,6 +52,7 @@ MAX_EVENT_BYTES = 1024 * 1024
 CHUNK = bytes_for_ms(100)
 """A commit's audio goes to the session in pieces of this size, as a live client's would."""
 DEFAULT_MODEL = "voice-fsm"
+MAX_INSTRUCTIONS = 8000
 
 
 class RealtimeFrontEnd:
@@ -131,12 +132,12 @@ class RealtimeFrontEnd:
                 )
                 await self._connection.send(dump(cleared))
             case ResponseCreateEvent():
-                speak = self._speaks(event, event_id)
+                reply = self._reply(event, event_id)
                 if self.renderer.handed_over:  # the model goes on from the calls' outputs
                     for answer in self._items.answers():
                         await session.submit(answer)
                 else:
-                    await session.submit(ReplyCreate(speak=speak))
+                    await session.submit(reply)
             case ConversationItemCreateEvent():
                 await self._items.create(session, event)
             case ConversationItemTruncateEvent():
@@ -223,18 +224,32 @@ class RealtimeFrontEnd:
             await session.submit(pcm[offset : offset + CHUNK])
         await session.submit(InputAudioStop(type="input_audio.stop"))
 
-    def _speaks(self, event: ResponseCreateEvent, event_id: str | None) -> bool:
+    def _reply(self, event: ResponseCreateEvent, event_id: str | None) -> ReplyCreate:
+        """The reply `response.create` asks for: spoken or text, its own instructions, and
+        out of band (`conversation: "none"`: not added to the history) or not."""
         params = event.response
         if params is None:
-            return self.renderer.config.speak
-        for name in ("conversation", "input", "instructions", "tools", "tool_choice"):
-            if name in params.model_fields_set and getattr(params, name) not in (None, "auto"):
+            return ReplyCreate(speak=self.renderer.config.speak)
+        for name in ("conversation", "input", "tools", "tool_choice"):
+            allowed = (None, "auto", "none") if name == "conversation" else (None, "auto")
+            if name in params.model_fields_set and getattr(params, name) not in allowed:
                 raise EventError(
                     f"response.{name} is not supported by this server yet.",
                     code="unsupported_value",
                     param=f"response.{name}",
                     event_id=event_id,
                 )
+        speak = self.renderer.config.speak
         if params.output_modalities:
-            return "audio" in params.output_modalities
-        return self.renderer.config.speak
+            speak = "audio" in params.output_modalities
+        instructions = params.instructions
+        if instructions is not None and len(instructions) > MAX_INSTRUCTIONS:
+            raise EventError(
+                f"response.instructions may be at most {MAX_INSTRUCTIONS} characters.",
+                code="invalid_value",
+                param="response.instructions",
+                event_id=event_id,
+            )
+        return ReplyCreate(
+            speak=speak, instructions=instructions, out_of_band=params.conversation == "none"
+        )

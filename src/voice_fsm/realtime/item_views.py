@@ -38,8 +38,8 @@ class _Ids(TypedDict):
 
 def not_found(item_id: str, param: str, event_id: str | None) -> EventError:
     return EventError(
-        f"Conversation item with id {item_id[:100]!r} not found.",
-        code="item_not_found",
+        f"Invalid value: {item_id[:100]!r}. No conversation item with this id.",
+        code="invalid_value",
         param=param,
         event_id=event_id,
     )

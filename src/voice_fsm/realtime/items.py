@@ -115,7 +115,8 @@ class Items:
         gives the session every output (the history keeps them after their calls)."""
         if item.call_id not in self._renderer.handed_over or item.call_id in self._outputs:
             raise EventError(
-                f"No function call {item.call_id[:100]!r} is waiting for its output.",
+                f"Tool call ID {item.call_id[:100]!r} not found in conversation, or not "
+                "waiting for its output.",
                 code="invalid_value",
                 param="item.call_id",
                 event_id=event_id,

@@ -146,9 +146,12 @@ class Renderer:
             self.handed_over.clear()
         continued = previous == State.ACTING and self.response is None  # after the outputs
         if state == State.THINKING and (previous in (State.TRANSCRIBING, State.IDLE) or continued):
-            speak = self.session.turn.speak if self.session is not None else self.config.speak
+            turn = self.session.turn if self.session is not None else None
+            speak = turn.speak if turn is not None else self.config.speak
             self.response = ResponseEvents(
-                speak=speak, conversation_id=self.conversation_id, previous_item_id=self._last_item
+                speak=speak,
+                conversation_id=None if turn and turn.out_of_band else self.conversation_id,
+                previous_item_id=self._last_item,
             )
             self._reply, self._failure = None, None
             if self.session is not None:  # the history keeps the reply under this id

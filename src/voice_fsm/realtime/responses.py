@@ -63,7 +63,9 @@ def _event_id() -> str:
 class ResponseEvents:
     """The events of one response, in the order the API sends them."""
 
-    def __init__(self, *, speak: bool, conversation_id: str, previous_item_id: str | None) -> None:
+    def __init__(
+        self, *, speak: bool, conversation_id: str | None, previous_item_id: str | None
+    ) -> None:
         self.id = new_id("resp")
         self.item_id = new_id("item")
         """The assistant message's id."""
@@ -72,6 +74,8 @@ class ResponseEvents:
         self.audio_bytes = 0
         self.last_item = previous_item_id
         """The id of the last item of the conversation, as the client was told."""
+        self.out_of_band = conversation_id is None
+        """Not in the conversation (`conversation: "none"`): its items are not added to it."""
         self.output: list[ConversationItem] = []
         """The items done, in order."""
         self._conversation_id = conversation_id
@@ -115,7 +119,7 @@ class ResponseEvents:
                     **where,
                 )
             )
-        return events
+        return self._shown(events)
 
     def audio_delta(self, pcm: bytes) -> list[BaseModel]:
         if self._message_done:
@@ -131,7 +135,7 @@ class ResponseEvents:
                 **self._where(),
             )
         )
-        return events
+        return self._shown(events)
 
     def function_call(
         self, item_id: str, call_id: str, name: str, arguments: str
@@ -139,9 +143,10 @@ class ResponseEvents:
         """A call of a client's tool: the message so far ends, the call is its own item."""
         events = self._close_message("completed")
         call = FunctionCall(self.id, len(self.output), item_id, call_id, name, arguments)
-        previous, self.last_item = self.last_item, item_id
+        previous = self.last_item
+        self.last_item = previous if self.out_of_band else item_id
         self.output.append(call.item("completed"))
-        return [*events, *call.events(previous)]
+        return self._shown([*events, *call.events(previous)])
 
     def finished(
         self,
@@ -169,7 +174,16 @@ class ResponseEvents:
         done = self._response(status)
         done.status_details = details
         events.append(ResponseDoneEvent(type="response.done", event_id=_event_id(), response=done))
-        return events
+        return self._shown(events)
+
+    def _shown(self, events: list[BaseModel]) -> list[BaseModel]:
+        """`events` as the client gets them: an out-of-band response's items are not the
+        conversation's."""
+        if not self.out_of_band:
+            return events
+        return [
+            e for e in events if not isinstance(e, ConversationItemAdded | ConversationItemDone)
+        ]
 
     def _where(self) -> _Where:
         assert self._message is not None
@@ -183,7 +197,8 @@ class ResponseEvents:
             response_id=self.id, item_id=self.item_id, output_index=len(self.output)
         )
         item = self._item("in_progress")
-        previous, self.last_item = self.last_item, self.item_id
+        previous = self.last_item
+        self.last_item = previous if self.out_of_band else self.item_id
         self._previous = previous
         part = (
             AddedPart(type="audio", transcript="")
