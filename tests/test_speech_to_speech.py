@@ -289,3 +289,17 @@ async def test_speech_to_speech_as_the_default_and_back_to_the_cascade(
         events = await client.until("turn.metrics", turn=2)
     assert "transcribing" in states(events)  # the cascade again
     assert len(fake.connections) == 1
+
+
+async def test_the_upstream_session_opens_while_the_user_talks(
+    fake: FakeConversationConfig, upstream: tuple[FakeConversationConfig, str]
+) -> None:
+    async with serving(settings_for(upstream[1])) as port, session(port) as client:
+        assert fake.connections == []  # the switch alone opens nothing
+        await client.send(type="input_audio.start")
+        await client.ws.send(speech_pcm(QUESTION)[: bytes_for_ms(500)])
+        await eventually(lambda: fake.connections)  # before the stop
+        await client.send(type="input_audio.stop")
+        events = await client.until("turn.metrics")
+    assert next(e for e in events if e["type"] == "response.done")["text"] == REPLY
+    assert len(fake.connections) == 1

@@ -83,7 +83,12 @@ class Replying:
         self._finish = finish
         self.driver: asyncio.Task[Any] | None = None
         self.speech_to_speech = SpeechToSpeech(
-            pipeline.speech, conversation=conversation, turns=turns, instructions=instructions
+            pipeline.speech,
+            conversation=conversation,
+            turns=turns,
+            instructions=instructions,
+            config=config,
+            tools=self._turn_tools,
         )
 
     def name_stages(self, machine: AsyncMachine) -> None:

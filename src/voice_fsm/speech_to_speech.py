@@ -58,8 +58,13 @@ class SpeechToSpeech:
         conversation: Conversation,
         turns: Turns,
         instructions: str,
+        config: Callable[[], SessionConfig],
+        tools: Callable[[], TurnTools | None],
     ) -> None:
         self._adapter = adapter
+        self._config = config
+        self._tools = tools
+        self._opening: asyncio.Task[tuple[tuple[Any, ...], RealtimeConversation]] | None = None
         self._history = conversation
         self._turns = turns
         self._instructions = instructions
@@ -87,11 +92,20 @@ class SpeechToSpeech:
 
     def heard_until(self, played_ms: int | None) -> None:
         """From the driver, before a turn starts or a reply is cancelled: how much of the reply
-        in flight (or just ended) the client had played."""
+        in flight (or just ended) the client had played. In this mode, with no upstream session
+        open yet, one is opened now, while the user talks."""
         self._played_ms = played_ms
         turn = self._turns.current
         if turn is self._item_turn and turn.outcome == "ok" and played_ms is not None:
             self._pending = self._cut(turn, played_ms, whole=False)
+        config = self._config()
+        if (
+            config.pipeline == SPEECH_TO_SPEECH
+            and self._adapter is not None
+            and self._upstream is None
+            and self._opening is None
+        ):  # the first turn in this mode: open the upstream session while the user talks
+            self._opening = asyncio.create_task(self._connect(config, self._tools()))
 
     async def reply(
         self,
@@ -122,7 +136,12 @@ class SpeechToSpeech:
             raise
 
     async def aclose(self) -> None:
-        """The session ends: close its upstream session."""
+        """The session ends: close its upstream session, and one being opened."""
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ProviderError):
+                _, self._upstream = await opening
         upstream, self._upstream = self._upstream, None
         if upstream is not None:
             await upstream.aclose()
@@ -200,10 +219,13 @@ class SpeechToSpeech:
     ) -> RealtimeConversation:
         """The upstream session: the open one if it has the whole conversation and the
         session's settings, else a new one given the history."""
-        assert self._adapter is not None  # session.update refuses the mode without it
-        specs = tools.specs() if tools is not None else []
-        instructions = config.instructions or self._instructions
-        key = (instructions, config.voice, tuple((s.name, repr(s.parameters)) for s in specs))
+        key = self._key_of(config, tools)
+        opening, self._opening = self._opening, None
+        if opening is not None:  # opened as the turn started
+            opened, upstream = await opening
+            self._drop()
+            self._upstream, self._key = upstream, opened
+            self._last_turn, self._history_len = turn.number - 1, len(self._history)
         current = (
             self._upstream is not None
             and self._key == key
@@ -213,16 +235,30 @@ class SpeechToSpeech:
         if not current:
             self._drop()
             self._pending = None  # that reply's item is in no session any more
-            self._upstream = await self._adapter.connect(
-                instructions=instructions,
-                tools=specs,
-                voice=config.voice,
-                history=self._history.messages(),
-            )
-            self._turns.log.info("s2s.opened", model=self._adapter.model)
+            key, self._upstream = await self._connect(config, tools)
         self._key, self._last_turn, self._history_len = key, turn.number, len(self._history)
         assert self._upstream is not None
         return self._upstream
+
+    def _key_of(self, config: SessionConfig, tools: TurnTools | None) -> tuple[Any, ...]:
+        """What an upstream session is configured with: a change needs another."""
+        specs = tools.specs() if tools is not None else []
+        instructions = config.instructions or self._instructions
+        return (instructions, config.voice, tuple((s.name, repr(s.parameters)) for s in specs))
+
+    async def _connect(
+        self, config: SessionConfig, tools: TurnTools | None
+    ) -> tuple[tuple[Any, ...], RealtimeConversation]:
+        assert self._adapter is not None  # session.update refuses the mode without it
+        key = self._key_of(config, tools)
+        upstream = await self._adapter.connect(
+            instructions=key[0],
+            tools=tools.specs() if tools is not None else [],
+            voice=config.voice,
+            history=self._history.messages(),
+        )
+        self._turns.log.info("s2s.opened", model=self._adapter.model)
+        return key, upstream
 
     def _cut(self, turn: Turn, played_ms: int | None, *, whole: bool) -> tuple[str, int] | None:
         """Where to truncate the reply's audio item: at what the user heard of it; a reply
