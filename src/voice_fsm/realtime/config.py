@@ -5,7 +5,12 @@ What the session does not apply is not echoed: `session.updated` shows the confi
 effect. Supported: `instructions`, `output_modalities` (`audio` or `text`),
 `audio.input.turn_detection` (`server_vad`, `semantic_vad` applied as `server_vad`, or null:
 the client commits), `audio.output.voice`, and the one audio format (`audio/pcm` at 24 kHz);
-another format, or a transcription session, refuses the whole update.
+another format, or a transcription session, refuses the whole update. An update merges into
+the session in effect: what it leaves out stays (the Agents SDK's `{type, model, tracing}`
+keeps the instructions and tools); `tracing`, `prompt`, `max_output_tokens`, the input's
+`transcription` and `noise_reduction` are accepted and ignored, so not echoed. On a server
+without a detector, turn detection is applied as null (the rest of the update applied, an
+`error` saying why).
 """
 
 from __future__ import annotations
@@ -149,6 +154,14 @@ def apply(
     return applied, SessionUpdate(type="session.update", session=core)
 
 
+def without_turn_detection(
+    applied: RealtimeConfig, update: SessionUpdate
+) -> tuple[RealtimeConfig, SessionUpdate]:
+    """`apply`'s result with turn detection off: the client commits."""
+    core = update.session.model_copy(update={"mode": "push_to_talk"})
+    return replace(applied, turn_detection=None), update.model_copy(update={"session": core})
+
+
 def _function_tools(tools: list[Any], event_id: str | None) -> list[RealtimeFunctionTool]:
     """The client's function tools; an MCP tool is refused (remote MCP servers are the
     operator's, `VOICE_FSM_TOOLS__MCP_SERVERS`)."""
@@ -188,7 +201,8 @@ def _check_format(value: object, param: str, event_id: str | None) -> None:
 
 def _as_server_vad(vad: object) -> ServerVad:
     """Server VAD with the client's choice of an automatic response; the detector's own
-    thresholds are the server's settings (not echoed as if applied)."""
+    thresholds are the server's settings (not echoed as if applied). `interrupt_response` is
+    always true: speech over a reply is a barge-in that cancels it (the Agents SDK reads this
+    to know it need not send `response.cancel` itself)."""
     create = getattr(vad, "create_response", None)
-    interrupt = getattr(vad, "interrupt_response", None)
-    return ServerVad(type="server_vad", create_response=create, interrupt_response=interrupt)
+    return ServerVad(type="server_vad", create_response=create, interrupt_response=True)

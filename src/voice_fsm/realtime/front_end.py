@@ -111,13 +111,18 @@ class RealtimeFrontEnd:
                     self.renderer.config, event.session, event_id
                 )
                 if applied.turn_detection is not None and not session.pipeline.hands_free:
-                    raise EventError(
+                    # The rest of the update applies: the Agents SDK asks for semantic_vad
+                    # in the same update as its instructions and tools.
+                    error = EventError(
                         "Turn detection needs voice activity detection, which this server "
-                        "does not have (VOICE_FSM_VAD__PROVIDER); commit the audio instead.",
+                        "does not have (VOICE_FSM_VAD__PROVIDER): it stays off, the rest of "
+                        "the update is applied; commit the audio instead.",
                         code="turn_detection_unavailable",
                         param="session.audio.input.turn_detection",
                         event_id=event_id,
                     )
+                    await self._connection.send(dump(error.event()))
+                    applied, update = session_config.without_turn_detection(applied, update)
                 self.renderer.config = applied
                 await self._sync_policy(session)
                 await session.submit(update)
