@@ -15,9 +15,10 @@ import uvicorn
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from voice_fsm.adapters.fake import FakeLiveSpeechToText
 from voice_fsm.app import create_app
 from voice_fsm.audio import bytes_for_ms
-from voice_fsm.providers import ConfigError, build_pipeline
+from voice_fsm.providers import ConfigError, Pipeline, build_pipeline
 from voice_fsm.settings import Settings
 from voice_fsm.testing.fake_openai import speech_pcm
 from voice_fsm.testing.fake_realtime_conversation import (
@@ -69,9 +70,9 @@ def settings_for(base_url: str | None, **changes: Any) -> Settings:
 
 
 @asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[int]:
-    """A real voice-fsm server with the pipeline its settings build; its port."""
-    app = create_app(settings, pipeline=build_pipeline(settings))
+async def serving(settings: Settings, pipeline: Pipeline | None = None) -> AsyncIterator[int]:
+    """A real voice-fsm server with `pipeline`, else the one its settings build; its port."""
+    app = create_app(settings, pipeline=pipeline or build_pipeline(settings))
     port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_config=None, ws="websockets-sansio"
@@ -168,6 +169,26 @@ async def test_a_turn_is_heard_and_answered_by_the_realtime_model(
     assert metrics["tts_ms"] is None
     # The server's Realtime session heard the user's audio and was asked one response.
     assert fake.connections[0].query["model"] == "gpt-realtime-2.1-mini"
+
+
+async def test_no_live_transcription_is_opened_in_speech_to_speech_mode(
+    fake: FakeConversationConfig, upstream: tuple[FakeConversationConfig, str]
+) -> None:
+    # A speech-to-text provider that transcribes live would be paid for a transcript the
+    # Realtime model already gives: in this mode it is left alone, and in the cascade used.
+    settings = settings_for(upstream[1])
+    pipeline = build_pipeline(settings)
+    live = FakeLiveSpeechToText(QUESTION)
+    pipeline.stt = live
+    async with serving(settings, pipeline) as port, session(port) as client:
+        await client.say()
+        events = await client.until("turn.metrics")
+        assert next(e for e in events if e["type"] == "transcript.done")["text"] == QUESTION
+        assert live.live == []
+        async with session(port, pipeline="cascade") as cascade:
+            await cascade.say()
+            await cascade.until("turn.metrics")
+        assert len(live.live) == 1
 
 
 async def test_the_next_turn_runs_on_the_same_upstream_conversation(

@@ -64,6 +64,8 @@ class TurnTaking:
         self._turns.begin()
         self._pipeline.prepare()  # while the user talks
         await self._fire("barge_in" if barge_in else "start")
+        if self._config().pipeline == "speech-to-speech":
+            return  # the Realtime model transcribes what it hears: no transcription to pay for
         recording.transcribe_live(
             self._turns.current,
             self._pipeline.stt,
