@@ -137,22 +137,24 @@ def replace_section(text: str, name: str, body: str) -> str:
 
 def _metric_families() -> list[tuple[str, str, list[str], str]]:
     """(name, type, labels, help) of every metric, read from a registry that has seen one
-    failed turn and one session, so that every labelled series exists."""
+    failed turn with a tool call and one session, so that every labelled series exists."""
     from voice_fsm.metrics import Metrics
     from voice_fsm.turn_record import TIMING_FIELDS, TurnRecord
 
     class _Session:
         state = "idle"
 
-    metrics = Metrics(sessions=lambda: [_Session()])
+    fakes = {"stt": "fake", "llm": "fake", "tts": "fake"}
+    metrics = Metrics(sessions=lambda: [_Session()], providers=fakes)
     metrics.turn_ended(
         TurnRecord(
             session_id="sess_0",
             turn=1,
             outcome="error",
             mode="push_to_talk",
-            providers={"stt": "fake", "llm": "fake", "tts": "fake"},
+            providers=fakes,
             timings=dict.fromkeys(TIMING_FIELDS, 100),
+            tools=[{"name": "clock", "runs_on": "server", "ok": True, "ms": 1}],
             provider_requests=[{"stage": "llm", "id": "req_0"}],
             code="provider-error",
             stage="llm",
