@@ -107,8 +107,8 @@ async def test_a_text_message_and_a_function_call_as_the_agents_sdk_sends_them(
     assert session["tools"] == [WEATHER]
     assert session["audio"]["input"]["turn_detection"] is None
 
-    message = {"type": "message", "role": "user"}
-    message["content"] = [{"type": "input_text", "text": "What is the weather in Paris?"}]
+    text = {"type": "input_text", "text": "What is the weather in Paris?"}
+    message = {"type": "message", "role": "user", "content": [text]}
     await rt.send({"type": "conversation.item.create", "item": message})
     added = await rt.until("conversation.item.done")
     assert kinds(added) == ["conversation.item.added", "conversation.item.done"]
