@@ -16,7 +16,15 @@ from typing import Any
 
 import pytest
 
-from test_realtime_endpoint import MODEL, Realtime, commit_a_turn, kinds, sdk_client, serving
+from test_realtime_endpoint import (
+    MODEL,
+    Realtime,
+    asked,
+    commit_a_turn,
+    kinds,
+    sdk_client,
+    serving,
+)
 from voice_fsm.adapters.fake import FakeLanguageModel, FakeSpeechToText, FakeTextToSpeech
 from voice_fsm.audio import duration_ms
 from voice_fsm.providers import Pipeline
@@ -186,25 +194,76 @@ LONG_REPLY = (
 )
 
 
-@pytest.fixture
-async def vad_rt() -> AsyncIterator[Realtime]:
-    """A server with the embedded Silero detector, fake engines, and a reply spoken in real
-    time (about 6 s), long enough to be talked over."""
-    require_local_engines()
-    from voice_fsm.adapters.local.builders import vad_factory
-
+async def slow_speaker(llm: FakeLanguageModel, *, vad: bool) -> AsyncIterator[Realtime]:
+    """A server with fake engines, whose reply is spoken in real time (about 6 s), long
+    enough to be talked over; with `vad`, the embedded Silero detector."""
     settings = make_settings()
+    detector = None
+    if vad:
+        require_local_engines()
+        from voice_fsm.adapters.local.builders import vad_factory
+
+        detector = vad_factory(settings)
     pipeline = Pipeline(
         stt=FakeSpeechToText(delay=0.01),
-        llm=FakeLanguageModel(LONG_REPLY, first_token_delay=0.01, token_delay=0.002),
+        llm=llm,
         tts=FakeTextToSpeech(first_audio_delay=0.01, chunk_delay=0.1),
-        vad=vad_factory(settings),
+        vad=detector,
     )
     async with (
         serving(settings, pipeline=pipeline) as port,
         sdk_client(port).realtime.connect(model=MODEL) as connection,
     ):
         yield Realtime(connection)
+
+
+@pytest.fixture
+def long_llm() -> FakeLanguageModel:
+    return FakeLanguageModel(LONG_REPLY, first_token_delay=0.01, token_delay=0.002)
+
+
+@pytest.fixture
+async def vad_rt(long_llm: FakeLanguageModel) -> AsyncIterator[Realtime]:
+    async for rt in slow_speaker(long_llm, vad=True):
+        yield rt
+
+
+@pytest.fixture
+async def slow_rt(long_llm: FakeLanguageModel) -> AsyncIterator[Realtime]:
+    async for rt in slow_speaker(long_llm, vad=False):
+        yield rt
+
+
+async def test_interrupt_truncates_the_reply_in_flight_then_cancels_it(
+    slow_rt: Realtime, long_llm: FakeLanguageModel
+) -> None:
+    """`session.interrupt()` with turn detection off: the SDK truncates the item it is
+    playing, then sends `response.cancel`; the truncate waits for the response to end."""
+    rt = slow_rt
+    await rt.send({"type": "session.update", "session": {**AGENTS_SESSION, "tools": []}})
+    await rt.until("session.updated")
+    await commit_a_turn(rt)
+    await rt.send({"type": "response.create"})
+    first = await rt.until("response.output_audio.delta")
+    item_id = first[-1]["item_id"]
+    truncate = {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0}
+    await rt.send({**truncate, "audio_end_ms": 100})
+    await rt.send({"type": "response.cancel"})
+    events = await rt.until("conversation.item.truncated")
+    assert "error" not in kinds(events), of(events, "error")
+    (done,) = [e["response"] for e in of(events, "response.done")]
+    assert (done["status"], done["status_details"]["reason"]) == ("cancelled", "client_cancelled")
+    assert (events[-1]["item_id"], events[-1]["audio_end_ms"]) == (item_id, 100)
+
+    await rt.send({"type": "conversation.item.retrieve", "item_id": item_id})
+    retrieved = (await rt.until("conversation.item.retrieved"))[-1]["item"]
+    heard = retrieved["content"][0]["transcript"]
+    assert heard
+    assert len(heard) < len(LONG_REPLY) // 4  # 100 ms of about 6 s
+    await commit_a_turn(rt)
+    await rt.send({"type": "response.create"})
+    await rt.until("response.done")
+    assert ("assistant", heard) in asked(long_llm)[-1]  # what the model sees next
 
 
 async def stream(rt: Realtime, pcm: bytes) -> None:

@@ -9,6 +9,7 @@ session's hands-free detector as it comes, and each turn it detects is answered 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,9 @@ from voice_fsm.events import (
     ReplyPolicy,
     ResponseCancel,
     ServerEvent,
+    StateChanged,
 )
+from voice_fsm.machine import State
 from voice_fsm.realtime import config as session_config
 from voice_fsm.realtime.config import RealtimeConfig
 from voice_fsm.realtime.items import Items
@@ -69,6 +72,7 @@ class RealtimeFrontEnd:
         self._min_commit_ms = settings.limits.min_audio_ms
         self._policy: ReplyPolicy | None = None
         self._items = Items(self.renderer, connection.send, self._turn)
+        self._settling: set[asyncio.Task[None]] = set()
 
     async def attach(self, session: Session) -> None:
         self.renderer.session = session
@@ -84,6 +88,13 @@ class RealtimeFrontEnd:
 
     async def send(self, event: ServerEvent | bytes) -> None:
         await self.renderer.send(event)
+        ended = isinstance(event, StateChanged) and event.state in (State.IDLE, State.RECORDING)
+        session = self.renderer.session
+        if ended and self._items.pending and session is not None:
+            # Not from here, the session's driver: its inbox may be full.
+            task = asyncio.create_task(self._items.settle(session))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
 
     async def receive(self, session: Session, message: str | bytes) -> None:
         try:

@@ -3,9 +3,9 @@
 `conversation.item.create` adds a message (a user's or system's `input_text`, an assistant's
 text) where the client says, or turns a user's `input_audio` into a turn as a commit does;
 `truncate` cuts a spoken reply to the audio the client played (what the user heard, as on a
-barge-in), `delete` removes an item, `retrieve` shows one as the history holds it. Each is an
-edit the session's driver runs in order with the other commands, and its answer (or `error`)
-is sent from there.
+barge-in; the reply of a response still on, once that response ends), `delete` removes an
+item, `retrieve` shows one as the history holds it. Each is an edit the session's driver runs
+in order with the other commands, and its answer (or `error`) is sent from there.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ class Items:
         self._renderer = renderer
         self._out = out
         self._commit = commit
+        self.pending: list[ConversationItemTruncateEvent] = []
+        """Truncates of the item of a response still on, done when it ends (`settle`)."""
         self._outputs: dict[str, str] = {}
         """The client's outputs of the calls handed over to it, by call id, until it asks for
         the response that uses them."""
@@ -171,15 +173,10 @@ class Items:
         async def cut(conversation: Conversation, turn: Turn) -> None:
             item = conversation.find(item_id)
             if item is None and turn.reply_item == item_id and turn.outcome is None:
-                return await self._refuse(
-                    EventError(
-                        "That response is still in progress: cancel it (response.cancel), "
-                        "then truncate its item.",
-                        code="item_in_progress",
-                        param="item_id",
-                        event_id=event_id,
-                    )
-                )
+                # Its response is still on (the Agents SDK truncates, then cancels): done
+                # once the item is in the history.
+                self.pending.append(event)
+                return None
             if item is None:
                 return await self._refuse(not_found(item_id, "item_id", event_id))
             if item.spoken is None or item.audio_ms is None:
@@ -214,6 +211,12 @@ class Items:
             )
 
         await session.submit(ConversationEdit(cut))
+
+    async def settle(self, session: Session) -> None:
+        """A response ended: the truncates of its item that waited for it."""
+        waiting, self.pending = self.pending, []
+        for event in waiting:
+            await self.truncate(session, event)
 
     async def delete(self, session: Session, event: ConversationItemDeleteEvent) -> None:
         item_id, event_id = event.item_id, event.event_id
