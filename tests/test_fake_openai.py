@@ -17,12 +17,14 @@ from openai.types.chat import (
     ChatCompletionMessageParam,
     ChatCompletionToolParam,
 )
+from websockets.exceptions import InvalidStatus
 
 from voice_fsm.adapters.base import ChatMessage, ToolCall, ToolSpec
 from voice_fsm.adapters.fake import FakeLanguageModel, ScriptedReply
 from voice_fsm.audio import pcm_to_wav
 from voice_fsm.testing import FakeOpenAIConfig, create_fake_openai_app, speech_pcm
 from voice_fsm.testing.fake_openai import parse_multipart, running_fake_openai, words
+from voice_fsm.testing.fake_realtime import FakeRealtimeConfig
 from voice_fsm.testing.fake_tool_calls import calling, disobedient
 
 KEY = "sk-test-0123456789"
@@ -265,6 +267,46 @@ def test_running_in_a_thread(config: FakeOpenAIConfig) -> None:
     assert response.status_code == 200
     assert base_url.startswith("http://127.0.0.1:")
     assert base_url.endswith("/v1")
+
+
+async def test_without_realtime_the_sdks_realtime_connection_is_refused_with_404(
+    config: FakeOpenAIConfig,
+) -> None:
+    # A compatible server that has no Realtime endpoint: the SDK's handshake fails with 404
+    # (what voice-fsm's live transcription must fall back from), and the fake records it.
+    with running_fake_openai(config) as base_url:
+        client = openai.AsyncOpenAI(api_key=KEY, base_url=base_url, max_retries=0)
+        with pytest.raises(InvalidStatus) as refused:
+            async with client.realtime.connect(
+                extra_query={"intent": "transcription"}, model=""
+            ) as connection:
+                await connection.recv()
+    assert refused.value.response.status_code == 404
+    assert json.loads(refused.value.response.body or b"{}")["error"]["message"] == (
+        "Invalid URL (GET /v1/realtime)"
+    )
+    (handshake,) = config.received("websocket")
+    assert handshake.path == "/v1/realtime"
+    assert handshake.fields == {"intent": "transcription", "model": ""}
+    assert handshake.headers["authorization"] == f"Bearer {KEY}"
+
+
+async def test_with_realtime_the_same_port_serves_the_realtime_endpoint(
+    config: FakeOpenAIConfig,
+) -> None:
+    realtime = FakeRealtimeConfig()
+    with running_fake_openai(config, realtime=realtime) as base_url:
+        async with openai.AsyncOpenAI(api_key=KEY, base_url=base_url, max_retries=0) as client:
+            async with client.realtime.connect(
+                extra_query={"intent": "transcription"}, model=""
+            ) as connection:
+                created = await connection.recv()
+            models = await client.models.list()
+    assert created.type == "session.created"
+    assert created.session.type == "transcription"
+    assert "gpt-transcribe" in [model.id for model in models.data]  # the HTTP API beside it
+    assert len(realtime.connections) == 1
+    assert config.received("websocket") == []
 
 
 # ---------------------------------------------------------------- tool calls

@@ -6,6 +6,11 @@ chat completions (role chunk, word chunks, tool call chunks, finish chunk, usage
 is recorded in `FakeOpenAIConfig.requests` so tests can assert what a client sent. A scripted
 model (`FakeOpenAIConfig.chat_script`, see `fake_tool_calls`) can answer with tool calls.
 
+``create_fake_openai_app(config, realtime=...)`` also serves the Realtime WebSocket
+(`fake_realtime`) on the same port, as OpenAI's API does; without it the fake is a compatible
+server that has no Realtime endpoint: a WebSocket handshake anywhere is refused with HTTP 404
+and OpenAI's error body, and recorded (endpoint ``websocket``).
+
 Run it alone with ``python -m voice_fsm.testing.fake_openai --port 8100``.
 """
 
@@ -25,18 +30,22 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from email.message import Message
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from voice_fsm.testing import fake_tool_calls as tool_wire
 from voice_fsm.testing.fake_tool_calls import ChatScript, InvalidRequest
 from voice_fsm.testing.threaded_server import serving_in_thread
+
+if TYPE_CHECKING:
+    from voice_fsm.testing.fake_realtime import FakeRealtimeConfig
 
 T = TypeVar("T")
 
@@ -79,7 +88,8 @@ class UploadedFile:
 
 @dataclass(slots=True)
 class RecordedRequest:
-    """What the fake received. `endpoint` is transcriptions, chat, speech, models or unknown."""
+    """What the fake received. `endpoint` is transcriptions, chat, speech, models, unknown or
+    websocket (a handshake refused: the fake has no Realtime endpoint)."""
 
     endpoint: str
     method: str
@@ -490,10 +500,34 @@ async def _openai_error(_request: Request, err: Exception) -> Response:
     return err.response()
 
 
-def create_fake_openai_app(config: FakeOpenAIConfig) -> Starlette:
-    """A Starlette app serving OpenAI's API under /v1 with `config`'s answers."""
+async def no_websocket(websocket: WebSocket) -> None:
+    """A WebSocket handshake on a server without a Realtime endpoint: recorded, then refused
+    with 404 and OpenAI's error body (what a compatible server without it answers)."""
+    config: FakeOpenAIConfig = websocket.app.state.config
+    headers = {key.lower(): value for key, value in websocket.headers.items()}
+    path = websocket.url.path
+    config.requests.append(
+        RecordedRequest("websocket", "GET", path, headers, fields=dict(websocket.query_params))
+    )
+    body = OpenAIError(404, f"Invalid URL (GET {path})").response()
+    await websocket.send_denial_response(body)
+
+
+def create_fake_openai_app(
+    config: FakeOpenAIConfig, *, realtime: FakeRealtimeConfig | None = None
+) -> Starlette:
+    """A Starlette app serving OpenAI's API under /v1 with `config`'s answers, and with
+    `realtime` the Realtime WebSocket at /v1/realtime (see `fake_realtime`); without it, every
+    WebSocket handshake is refused with 404, as by a compatible server that lacks the endpoint
+    (with it, those at other paths)."""
+    websocket_routes: list[BaseRoute] = [WebSocketRoute("/{path:path}", no_websocket)]
+    if realtime is not None:
+        from voice_fsm.testing.fake_realtime import realtime_routes
+
+        websocket_routes[0:0] = realtime_routes(realtime)
     app = Starlette(
         routes=[
+            *websocket_routes,
             Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/audio/speech", speech, methods=["POST"]),
@@ -524,9 +558,16 @@ def _wav_header(pcm_bytes: int) -> bytes:
 
 
 @contextmanager
-def running_fake_openai(config: FakeOpenAIConfig, host: str = "127.0.0.1") -> Iterator[str]:
-    """Serve the fake under uvicorn in a thread on a free port; yields its base URL (.../v1)."""
-    with serving_in_thread(create_fake_openai_app(config), "fake-openai", host) as base_url:
+def running_fake_openai(
+    config: FakeOpenAIConfig,
+    host: str = "127.0.0.1",
+    *,
+    realtime: FakeRealtimeConfig | None = None,
+) -> Iterator[str]:
+    """Serve the fake under uvicorn in a thread on a free port; yields its base URL (.../v1).
+    With `realtime`, the Realtime WebSocket too; without it, no Realtime endpoint."""
+    app = create_fake_openai_app(config, realtime=realtime)
+    with serving_in_thread(app, "fake-openai", host) as base_url:
         yield base_url
 
 
