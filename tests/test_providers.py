@@ -11,7 +11,7 @@ from voice_fsm import providers
 from voice_fsm.adapters import registry
 from voice_fsm.adapters.base import TranscriptDone, TranscriptEvent
 from voice_fsm.adapters.entry import Build, Entry
-from voice_fsm.adapters.openai.builders import live_transcription
+from voice_fsm.adapters.openai.builders import live_mode, live_transcription
 from voice_fsm.providers import (
     ConfigError,
     build_pipeline,
@@ -67,9 +67,13 @@ def test_a_compatible_server_keeps_the_speech_api_and_files(
     assert live_transcription(settings())
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     assert resolve_provider(settings(), "tts") == "openai"
+    # auto: the server is asked at the first turn, so nothing counts on it (its VAD, say).
+    assert live_mode(settings()) == "try"
     assert not live_transcription(settings())
     monkeypatch.setenv("VOICE_FSM_STT__LIVE", "true")
     assert live_transcription(settings())
+    monkeypatch.setenv("VOICE_FSM_STT__LIVE", "false")
+    assert live_mode(settings()) == "off"
 
 
 @pytest.mark.usefixtures("no_env")

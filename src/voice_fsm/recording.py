@@ -74,9 +74,11 @@ def transcribe_live(
     log: Any,
 ) -> None:
     """Transcribe `turn` while it is recorded: by `transcriber` (a hands-free detector that
-    heard it), else by the pipeline's speech-to-text if it can; its deltas go to the client."""
+    heard it), else by the pipeline's speech-to-text if it can; its deltas go to the client.
+    A speech-to-text whose ``live_available`` is False (a compatible server found to have no
+    Realtime transcription) is not asked: the completed recording is transcribed."""
     live = transcriber or (stt if isinstance(stt, LiveSpeechToText) else None)
-    if live is None:
+    if live is None or not getattr(live, "live_available", True):
         return
     number = turn.number
 

@@ -98,8 +98,8 @@ class SttSettings(StageSettings):
     )
     model: str = Field(
         default="gpt-transcribe",
-        description="transcription model for a completed recording: with live off (a "
-        "compatible server, by default) or when a live session fails",
+        description="transcription model for a completed recording: with live off, on a "
+        "compatible server without Realtime, or when a live session fails",
     )
     language: str | None = Field(
         default=None,
@@ -108,10 +108,11 @@ class SttSettings(StageSettings):
         description="ISO-639-1 language hint; unset: the model detects the language",
         examples=["en"],
     )
-    live: bool | None = Field(
-        default=None,
-        description="transcribe while the user talks, through the Realtime API; unset: on "
-        "for OpenAI's own API, off for a compatible server at a base URL",
+    live: Literal["auto"] | bool = Field(
+        default="auto",
+        description="transcribe while the user talks, through the Realtime API; auto: on for "
+        "OpenAI's own API, tried once on a compatible server at a base URL and off for good "
+        "(one warning) if it has no Realtime transcription endpoint",
         examples=[True],
     )
     live_model: str = Field(

@@ -6,7 +6,7 @@ The adapters are imported when built, so a set-up without OpenAI does not pay fo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from voice_fsm.adapters.entry import Build, Detectors, Reach
 
@@ -18,11 +18,22 @@ if TYPE_CHECKING:
     from voice_fsm.settings import Settings
 
 
+LiveMode = Literal["on", "off", "try"]
+"""Whether OpenAI speech-to-text transcribes while the user talks (Realtime API): ``try`` is a
+compatible server asked once whether it has a Realtime transcription endpoint."""
+
+
+def live_mode(settings: Settings) -> LiveMode:
+    """``auto``: on for OpenAI's own API, tried on a compatible server at a base URL."""
+    live = settings.stt.live
+    if live == "auto":
+        return "on" if settings.base_url_for(settings.stt) is None else "try"
+    return "on" if live else "off"
+
+
 def live_transcription(settings: Settings) -> bool:
-    """Whether OpenAI speech-to-text transcribes while the user talks (Realtime API)."""
-    if settings.stt.live is not None:
-        return settings.stt.live
-    return settings.base_url_for(settings.stt) is None  # compatible servers rarely have it
+    """Whether OpenAI speech-to-text surely transcribes while the user talks."""
+    return live_mode(settings) == "on"
 
 
 # ------------------------------------------------------------------ what they need, and auto
@@ -57,17 +68,17 @@ def realtime_speech_auto(reach: Reach) -> bool:
 
 
 def realtime_stt(reach: Reach) -> bool:
-    """Speech-to-text runs through OpenAI's Realtime API (its VAD can find turns)."""
+    """Speech-to-text runs through OpenAI's Realtime API (its VAD can find turns); ``auto``
+    does not count on a compatible server's having it."""
     return reach.stt == "openai" and live_transcription(reach.settings)
 
 
 def needs_realtime_stt(reach: Reach) -> str | None:
-    if realtime_stt(reach):
+    if reach.stt == "openai" and live_mode(reach.settings) != "off":
         return None
     return (
         "speech-to-text through OpenAI's Realtime API: VOICE_FSM_STT__PROVIDER=openai (or auto, "
-        "with OPENAI_API_KEY) and live transcription (VOICE_FSM_STT__LIVE=true; on by default "
-        "without a base URL)."
+        "with OPENAI_API_KEY) and live transcription (VOICE_FSM_STT__LIVE=true, or auto)."
     )
 
 
@@ -84,15 +95,20 @@ def _client(build: Build, stage: str) -> AsyncOpenAI:
 
 def speech_to_text(build: Build) -> SpeechToText:
     """Live transcription through Realtime, with completed recordings (and a failed live
-    session) sent to the file API; or the file API alone."""
+    session) sent to the file API; or the file API alone. On a compatible server with live
+    ``auto``, the first live turn asks whether the server has Realtime transcription."""
     from voice_fsm.adapters.openai.realtime_stt import OpenAIRealtimeSpeechToText
     from voice_fsm.adapters.openai.stt import OpenAISpeechToText
 
     settings = build.settings
     client = _client(build, "stt")
     stt: SpeechToText = OpenAISpeechToText(settings.stt, client, build.secrets)
-    if live_transcription(settings):
-        stt = OpenAIRealtimeSpeechToText(settings.stt, client, build.secrets, fallback=stt)
+    mode = live_mode(settings)
+    if mode != "off":
+        server = settings.base_url_for(settings.stt) if mode == "try" else None
+        stt = OpenAIRealtimeSpeechToText(
+            settings.stt, client, build.secrets, fallback=stt, probe=server
+        )
     return stt
 
 

@@ -26,9 +26,10 @@ from openai.types.realtime.session_update_event_param import Session
 from voice_fsm.adapters.base import SpeechToText, TranscriptDone, TranscriptEvent
 from voice_fsm.adapters.openai.client import close_quietly, connection_options
 from voice_fsm.adapters.openai.errors import translating
+from voice_fsm.adapters.openai.realtime_probe import confirm, lacks_realtime, unavailable
 from voice_fsm.adapters.openai.realtime_transcription import RealtimeTranscription, VadEvent
 from voice_fsm.adapters.openai.realtime_turns import RealtimeTurnDetector
-from voice_fsm.errors import Stage
+from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.settings import SttSettings
 
 LIVE_MODEL = "gpt-live-transcribe"
@@ -70,6 +71,11 @@ class OpenAIRealtimeSpeechToText:
     recording is appended, committed, and the transcript streamed back; no second model or
     endpoint to configure. Pass `fallback` (e.g. an `OpenAISpeechToText` on the file model) to
     send completed recordings there instead.
+
+    `probe`: the base URL of a compatible server that may have no Realtime transcription
+    (``VOICE_FSM_STT__LIVE=auto``). The first live turn asks it (`realtime_probe`); if it has
+    none, that turn's `start_live` raises the one error that says so, and from then on
+    `live_available` is False and completed recordings go to `fallback`.
     """
 
     provider = "openai"
@@ -82,8 +88,13 @@ class OpenAIRealtimeSpeechToText:
         *,
         turn_detection: TurnDetection = None,
         fallback: SpeechToText | None = None,
+        probe: str | None = None,
     ) -> None:
         self.model: str = getattr(settings, "live_model", LIVE_MODEL)
+        self.live_available = True
+        """False once the server has shown it has no Realtime transcription (see `probe`)."""
+        self._probe = probe  # the server still to be asked, if any
+        self._asking = asyncio.Lock()  # sessions starting at once wait for one answer
         self._settings = settings
         self._client = client
         self._secrets = secrets
@@ -109,7 +120,7 @@ class OpenAIRealtimeSpeechToText:
         """
         if isinstance(turn_detection, _Default):
             turn_detection = self._turn_detection
-        connection = await self._connect(language, turn_detection)
+        connection = await self._open_live(language, turn_detection)
         live = RealtimeTranscription(
             connection, timeout=self._settings.timeout, secrets=self._secrets, on_vad=on_vad
         )
@@ -127,6 +138,49 @@ class OpenAIRealtimeSpeechToText:
         )
         self._open.add(turns)
         return turns
+
+    async def _open_live(
+        self, language: str | None, turn_detection: TurnDetection
+    ) -> AsyncRealtimeConnection:
+        """A live turn's connection; the first at a server still to be asked is the question."""
+        if self._probe is not None:
+            async with self._asking:
+                if self._probe is not None:
+                    return await self._ask(self._probe, language, turn_detection)
+        if not self.live_available:
+            raise ProviderError(
+                ErrorCode.PROVIDER_ERROR,
+                "Live transcription is off: the server has no Realtime transcription.",
+                stage=Stage.STT,
+            )
+        return await self._connect(language, turn_detection)
+
+    async def _ask(
+        self, server: str, language: str | None, turn_detection: TurnDetection
+    ) -> AsyncRealtimeConnection:
+        """Connect to `server` and wait for it to accept the session. Raises the error that
+        ends live transcription for good when it shows it has none, else as `_connect`."""
+        try:
+            connection = await self._connect(language, turn_detection)
+        except ProviderError as err:
+            if (reason := lacks_realtime(err)) is None:
+                raise
+            raise self._give_up(server, reason) from err
+        try:
+            timeout, secrets = self._settings.timeout, self._secrets
+            if (reason := await confirm(connection, within_s=timeout, secrets=secrets)) is not None:
+                raise self._give_up(server, reason)
+        except BaseException:
+            await close_quietly(connection)
+            raise
+        self._probe = None  # it has Realtime transcription: no more questions
+        return connection
+
+    def _give_up(self, server: str, reason: str) -> ProviderError:
+        self._probe, self.live_available = None, False
+        if self._fallback is not None:
+            self.model = self._fallback.model
+        return unavailable(server, reason)
 
     async def _connect(
         self, language: str | None, turn_detection: TurnDetection
