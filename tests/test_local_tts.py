@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from typing import Any
 
+import numpy as np
 import pytest
 import pytest_asyncio
 
@@ -81,6 +82,25 @@ async def test_the_audio_is_speech_at_24_khz(tts: PiperTextToSpeech, sentences: 
     # Resampled, not relabelled: as long as Piper's own audio at its own rate.
     piper_seconds = sum(sentences) / 22_050
     assert abs(seconds - piper_seconds) / piper_seconds < 0.01
+
+
+def trailing_silence_s(audio: bytes) -> float:
+    samples = np.abs(np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768)
+    return (len(samples) - 1 - int(np.flatnonzero(samples > 0.01)[-1])) / PCM_SAMPLE_RATE
+
+
+async def test_a_piece_cut_mid_sentence_runs_on_into_the_next(tts: PiperTextToSpeech) -> None:
+    """A reply's first piece may stop before its sentence ends ("The capital of France",
+    then "is Paris."): no sentence-end silence between the two, which would sound like a
+    pause in the middle of the sentence."""
+    cut = b"".join(await collect(tts, "The capital of France"))
+    whole = b"".join(await collect(tts, ONE))
+    clause = b"".join(await collect(tts, "The capital of France,"))
+
+    assert trailing_silence_s(cut) <= 0.05
+    assert trailing_silence_s(whole) >= 0.08  # a sentence's end keeps its silence
+    assert trailing_silence_s(clause) >= 0.08  # so does a comma's pause
+    assert rms(cut) > 0.01
 
 
 async def test_closing_the_stream_stops_synthesis(

@@ -8,9 +8,9 @@ from voice_fsm.speakable import speakable
 from voice_fsm.speech_pieces import ReplyCap, SentenceSplitter, SpokenReply
 
 
-def split(text: str, step: int = 3) -> list[str]:
+def split(text: str, step: int = 3, *, short_first_piece: bool = False) -> list[str]:
     """Feed `text` in deltas of `step` characters, as a language model streams it."""
-    splitter = SentenceSplitter()
+    splitter = SentenceSplitter(short_first_piece=short_first_piece)
     pieces: list[str] = []
     for start in range(0, len(text), step):
         pieces += splitter.feed(text[start : start + step])
@@ -46,12 +46,53 @@ def test_the_first_piece_may_be_a_clause_later_ones_are_sentences() -> None:
 )
 def test_abbreviations_initials_and_numbers_do_not_end_a_sentence(text: str) -> None:
     assert split(text) == [text]
+    # After a first sentence: only a reply's first piece may end before its sentence does.
+    assert split("Yes. " + text, short_first_piece=True) == ["Yes.", text]
+
+
+@pytest.mark.parametrize(
+    ("text", "pieces"),
+    [
+        ("The capital of France is Paris.", ["The capital of France", "is Paris."]),
+        ("Hamlet was written by Shakespeare.", ["Hamlet was written", "by Shakespeare."]),
+        ("There are 7 days in a week.", ["There are 7 days", "in a week."]),
+        ("The sky is blue. It is big.", ["The sky is blue.", "It is big."]),  # "is": too soon
+        (
+            "Take two small white tablets every morning before breakfast.",
+            ["Take two small white tablets every morning", "before breakfast."],
+        ),
+        (
+            "Well, the capital, as you know, is Paris.",
+            ["Well, the capital, as you know,", "is Paris."],  # a clause of 4 words
+        ),
+        (
+            "The largest ocean is the Pacific. It is in the west, and it is big.",
+            ["The largest ocean", "is the Pacific.", "It is in the west, and it is big."],
+        ),
+    ],
+)
+def test_the_first_piece_ends_before_a_phrase_or_at_seven_words(
+    text: str, pieces: list[str]
+) -> None:
+    """Speech starts before the first sentence is written; later pieces are whole sentences."""
+    assert split(text, step=2, short_first_piece=True) == pieces
+    # Without it (speech engines that pause between pieces) a sentence or a clause.
+    assert split(text, step=2)[0][-1] in ".,"
+
+
+def test_a_stop_after_a_word_ends_the_first_piece_before_any_white_space() -> None:
+    """The model's next token (often the end of the reply) would only confirm it."""
+    splitter = SentenceSplitter()
+    assert splitter.feed("The sky is blue.") == ["The sky is blue."]
+    for unfinished in ("It costs 2.", "Ask Dr.", "Ask J.", "See e.g."):
+        assert SentenceSplitter().feed(unfinished) == []
 
 
 def test_a_very_long_sentence_is_cut_at_a_space() -> None:
     text = "word " * 80
     pieces = split(text)
     assert len(pieces) == 2
+    assert split(text, short_first_piece=True)[0] == "word " * 6 + "word"  # seven words
     assert all(len(piece) <= 250 for piece in pieces)
     assert " ".join(pieces).split() == text.split()
 

@@ -26,6 +26,11 @@ from voice_fsm.audio import float_to_pcm16
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.settings import LocalSettings
 
+JOIN_SILENCE_S = 0.03
+"""Silence kept after a piece that stops mid-sentence (`_short_tail`)."""
+SILENCE_LEVEL = 0.01
+"""Samples quieter than this (float, full scale 1) after the last sound are the tail."""
+
 
 class PiperTextToSpeech:
     """One Piper voice, the configured one (`VOICE_FSM_LOCAL__TTS_VOICE`).
@@ -76,9 +81,12 @@ class PiperTextToSpeech:
         resampler = soxr.ResampleStream(
             speaker.config.sample_rate, PCM_SAMPLE_RATE, 1, dtype="float32"
         )
-        for sentence in speaker.synthesize(text):
+        audio: Iterator[np.ndarray] = (c.audio_float_array for c in speaker.synthesize(text))
+        if _mid_sentence(text):
+            audio = _short_tail(audio, speaker.config.sample_rate)
+        for sentence in audio:
             stop.check()
-            samples = resampler.resample_chunk(sentence.audio_float_array)
+            samples = resampler.resample_chunk(sentence)
             if len(samples):
                 yield float_to_pcm16(samples)
         tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
@@ -101,6 +109,31 @@ class PiperTextToSpeech:
             )
         except Exception as err:  # a corrupt model or config
             raise _provider_error(f"could not load {model.name}", err) from err
+
+
+def _mid_sentence(text: str) -> bool:
+    """Whether `text` stops mid-sentence: a reply's first piece, cut before its sentence ends
+    (speech_pieces) so that speech starts sooner."""
+    return not text.rstrip().rstrip("\"')]*_`").endswith((".", "!", "?", "…", ",", ";", ":"))
+
+
+def _short_tail(audio: Iterator[np.ndarray], rate: int) -> Iterator[np.ndarray]:
+    """`audio` with the silence after its last sound cut to JOIN_SILENCE_S.
+
+    Piper ends every text as a sentence, with about 120 ms of silence; the next piece starts
+    with 30-60 ms more. Mid-sentence that is a pause where the listener expects none. Holds
+    each chunk until the next comes: a mid-sentence piece is one chunk (one sentence)."""
+    held: np.ndarray | None = None
+    for chunk in audio:
+        if held is not None:
+            yield held
+        held = chunk
+    if held is None:
+        return
+    loud = np.flatnonzero(np.abs(held) > SILENCE_LEVEL)
+    if len(loud):
+        held = held[: min(len(held), int(loud[-1]) + 1 + int(JOIN_SILENCE_S * rate))]
+    yield held
 
 
 def _provider_error(what: str, err: Exception) -> ProviderError:
