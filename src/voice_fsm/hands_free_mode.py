@@ -33,6 +33,8 @@ class TurnControl:
     record: Callable[[bytes], Awaitable[None]]
     stop_turn: Callable[[], Awaitable[None]]
     send: Callable[[ServerEvent], Awaitable[None]]
+    speech_ended: Callable[[int], None] = lambda silence_ms: None
+    """The turn's recording ends with this much silence after the speech (`Turn.speech_ended`)."""
 
 
 async def open_detector(pipeline: Pipeline, *, language: str | None, relay: Relay) -> HandsFree:
@@ -100,6 +102,7 @@ class HandsFreeMode:
                 VadSpeechStopped(audio_ms=event.audio_ms, turn=session.turn_number())
             )
             if session.recording():
+                session.speech_ended(self.detector.position_ms - event.audio_ms)
                 await session.stop_turn()
 
     async def aclose(self) -> None:

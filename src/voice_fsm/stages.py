@@ -79,7 +79,7 @@ async def transcribe(
         log.info("live_transcription.fallback")
     parts: list[str] = []
     with turn.clock.span("stt"):
-        pcm = b"".join([chunk async for chunk in turn.audio.chunks()])
+        pcm = await turn.audio.completed()  # hands-free: less the silence that ended it
         stream = stt.transcribe(pcm, language=language)
         async with closing_stream(stream):
             async for event in stream:
