@@ -206,16 +206,34 @@ async def test_a_decode_that_ended_just_after_the_speech_did_not_hear_its_end() 
     # turn, a decode that stopped a few frames after the last speech frame heard 'France' as
     # 'friends'. Only a decode reaching PAUSE_MS past the speech counts as having heard it all.
     decoder = FakeDecoder()
-    live = IncrementalTranscription(decoder, speech_then_silence(600), step_ms=650)
-    await feed(live, 700)  # speech to 608 ms, then 92 ms of silence: a step, no pause yet
+    live = IncrementalTranscription(decoder, speech_then_silence(600), step_ms=600)
+    await feed(live, 600)  # speech to 576 ms so far: a step
     await asyncio.sleep(0.05)
-    assert decoder.calls == [bytes_for_ms(700)]
-    await feed(live, 100)  # the pause: decoded again, since the step ended only 92 ms after
+    assert decoder.calls == [bytes_for_ms(600)]
+    await feed(live, 100)  # the last speech frame ends at 608 ms, then 92 ms of silence
+    assert decoder.calls == [bytes_for_ms(600)]  # no pause yet, and no step in a silence
+    await feed(live, 100)  # the pause: decoded again, since the step ended before the speech
     assert decoder.calls[1:] == [bytes_for_ms(800)]
     assert decoder.background == [True, False]
     await asyncio.sleep(0.05)
     await live.finish()
     assert len(decoder.calls) == 2  # the pause's decode heard it all: no final decode
+
+
+async def test_no_step_decode_starts_in_a_silence_that_may_be_the_pause() -> None:
+    """A step decode there would hold the decoder when the pause's decode is asked for."""
+    decoder = FakeDecoder(delay=0.0)
+    live = IncrementalTranscription(decoder, speech_then_silence(500), step_ms=200)
+    await feed(live, 500)  # steps at 200 and 400 ms, while the speech goes on
+    assert decoder.calls == [bytes_for_ms(200), bytes_for_ms(400)]
+    await feed(live, 100)  # a step is due, but the speech ended at 512 ms: 88 ms of silence
+    assert len(decoder.calls) == 2
+    await feed(live, 100)  # the pause: its decode, at once
+    assert decoder.calls[2:] == [bytes_for_ms(700)]
+    assert decoder.background == [True, True, False]
+    await asyncio.sleep(0.01)
+    assert await live.finish() == "what is the"
+    assert len(decoder.calls) == 3
 
 
 class LaneDecoder:
@@ -318,3 +336,30 @@ async def test_the_first_step_decode_waits_from_the_turns_start_for_the_engines_
     await live.finish()
     assert decoder.runs[0][2] is True  # a step decode
     assert decoder.runs[0][0] - began >= IDLE_RATIO * 0.1 - 0.01
+
+
+async def test_a_final_decode_goes_before_other_sessions_step_decodes() -> None:
+    """Several sessions on one Whisper: a user who has stopped waits for no other user's
+    partial transcript, only for the decode already running (it cannot be interrupted)."""
+    lane = InferenceLane("stt")
+    running = Gate()
+    first = asyncio.create_task(lane.run(running.run, priority=BACKGROUND))  # a step, running
+    talking = LaneDecoder(0.01, lane)
+    other = IncrementalTranscription(talking, Speech(), idle_for=lambda: 10.0, step_ms=100)
+    await feed(other, 200)  # its step decode is asked for, and waits
+    assert other._decoding is not None
+    stopped = LaneDecoder(0.01, lane)
+    mine = IncrementalTranscription(stopped, Speech(), idle_for=lane.idle_for, step_ms=10_000)
+    await feed(mine, 1200)
+    final = asyncio.create_task(mine.finish())  # asked for after the other's step
+    await asyncio.sleep(0.05)
+    assert stopped.runs == talking.runs == []
+    running.open()
+    assert await first == "gate"
+    assert await final == TEXT
+    await other.finish()
+    assert stopped.runs[0][2] is False
+    assert talking.runs[0][2] is True
+    assert stopped.runs[0][1] <= talking.runs[0][0]  # the final decode went first
+    await other.aclose()
+    await mine.aclose()

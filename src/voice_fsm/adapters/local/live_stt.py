@@ -14,8 +14,9 @@ waiting, for `IDLE_RATIO` times as long as a decode takes (this transcription's 
 engine's last before it has one), counted from the turn's start at the earliest, and it runs
 at background priority: step decodes keep the engine busy a quarter of the time at most. On
 a slow machine or with many sessions the deltas come less often, and the engine is most often
-free when the pause or the stop comes. The pause's decode (it may be the final
-one) and the final decode do not wait for idleness and go before any background decode.
+free when the pause or the stop comes. No step decode starts while the detector hears
+silence: that may be the pause coming. The pause's decode (it may be the final one) and the
+final decode do not wait for idleness and go before any background decode.
 """
 
 from __future__ import annotations
@@ -144,8 +145,16 @@ class IncrementalTranscription:
         )
         if paused and not self._covers_speech(self._decoded_upto):
             self._start_decode(background=False)
-        elif len(self._audio) - self._decoded_upto >= self._step and self._may_step():
+        elif (
+            len(self._audio) - self._decoded_upto >= self._step
+            and self._speech_end in (0, self._frames * FRAME_BYTES)  # see below
+            and self._may_step()
+        ):
             self._start_decode(background=True)
+
+    # No step decode starts in a silence after speech: within PAUSE_MS it may turn out to be
+    # the pause, whose decode would then wait for the step's (a decode cannot be interrupted),
+    # and a step decode ending there could not stand for the pause's anyway.
 
     def _covers_speech(self, upto: int) -> bool:
         """Whether a decode of the first `upto` bytes heard all the speech so far.

@@ -41,6 +41,9 @@ class PiperTextToSpeech:
     """
 
     provider = "local"
+    short_first_piece = True
+    """A reply's first piece may stop mid-sentence (`SentenceSplitter(short_first_piece=...)`):
+    a short text's first audio comes sooner, and the next piece runs on without a pause."""
 
     def __init__(self, settings: LocalSettings, lane: InferenceLane | None = None) -> None:
         self._settings = settings
