@@ -1,12 +1,15 @@
-"""What the benchmarks share: ports, percentiles, a `voice-fsm serve` they start and stop, and a
-git worktree of another commit for such a server to run."""
+"""What the benchmarks share: ports, percentiles (failed turns counted in), a `voice-fsm serve`
+they start and stop, its counters, the load of the machine, and a git worktree of another
+commit for such a server to run."""
 
 from __future__ import annotations
 
 import math
 import os
 import platform
+import re
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -19,6 +22,10 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+TURN_TIMEOUT_S = 30.0
+"""How long a bench waits for a turn's reply; a failed or timed-out turn counts as this long."""
+TIMEOUT_MS = TURN_TIMEOUT_S * 1000
+QUANTILES = (50, 95, 99)
 
 
 def free_port() -> int:
@@ -31,6 +38,43 @@ def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile: a value that was measured, never an interpolation."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def spread(values: list[float], failed: int = 0) -> dict[str, float]:
+    """p50, p95, p99, max and mean of `values` and of `failed` turns counted as the timeout
+    (`TIMEOUT_MS`), with the count of those failures as "errors"."""
+    counted = [*values, *[TIMEOUT_MS] * failed]
+    out: dict[str, float] = {"errors": failed}
+    if not counted:
+        return out
+    out.update({f"p{q}": round(percentile(counted, q), 1) for q in QUANTILES})
+    out["max"] = round(max(counted), 1)
+    out["mean"] = round(statistics.fmean(counted), 1)
+    return out
+
+
+def load_average() -> list[float]:
+    """/proc/loadavg's 1, 5 and 15 minute load averages."""
+    return [round(value, 2) for value in os.getloadavg()]
+
+
+def scrape_counters(port: int, pattern: str = "speculat|wasted") -> dict[str, float]:
+    """The server's /metrics samples whose name matches `pattern`, summed over their labels;
+    empty when there are none (or no /metrics)."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return {}
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if line.startswith("#") or not re.search(pattern, name) or name.endswith("_created"):
+            continue
+        try:
+            found[name] = found.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        except (IndexError, ValueError):
+            continue
+    return found
 
 
 def base_env(**extra: str) -> dict[str, str]:

@@ -10,8 +10,20 @@ clients, started a little apart, speaks `--turns` questions at the pace of speec
 the same fakes with the openai SDK: upload the completed recording, wait for the whole reply,
 then ask for its speech. Voice-to-voice is the time from the end of the user's audio to the
 first reply audio at the client. Reports p50, p95 and p99 of both designs and the server's
-overhead beyond the providers' critical path, and writes artifacts/bench-<sessions>.json
-and .png.
+overhead beyond the providers' critical path (also as a ratio to the plain-SDK sequential
+client's own overhead in the same run, which the machine's noise mostly cancels), and writes
+artifacts/bench-<sessions>.json and .png (with --readme also docs/bench/bench.json, which
+`make docs` puts into the README).
+
+Hands-free rows: after each of those turns, a new session in hands-free mode hears real
+speech (Piper) followed by silence the bench adds itself, streamed at the pace of speech
+without a stop, and is timed from the END OF SPEECH to the first reply audio (the server's
+detector ends the turn after a silence window of 500 ms). Then two rows of push-to-talk turns
+against a compatible server with the server's default settings: one whose fakes have the
+Realtime endpoint, one without it (its handshakes refused with 404).
+
+Failed and timed-out turns count in every percentile as the timeout (30 s), and every figure
+is printed with its error count.
 
     make bench                          # or: .venv/bin/python bench/voice_latency.py
     make bench ARGS="--sessions 50"
@@ -29,6 +41,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import re
 import statistics
 import subprocess
 import tempfile
@@ -44,17 +57,22 @@ import numpy as np
 import openai
 from common import (
     REPO,
+    TURN_TIMEOUT_S,
     base_env,
     cpu_seconds,
     current_tree,
     free_port,
     git_worktree,
+    load_average,
     machine,
     percentile,
+    scrape_counters,
+    spread,
     start_server,
     stop_server,
     voice_fsm_source,
 )
+from hands_free_client import HandsFreeTurn, hands_free_turn, trim_speech
 
 from voice_fsm.audio import SAMPLE_RATE, pcm_to_wav
 from voice_fsm.settings import DEFAULT_INSTRUCTIONS, LlmSettings, SttSettings, TtsSettings
@@ -63,7 +81,6 @@ from voice_fsm.testing.fake_openai import FakeOpenAIConfig, create_fake_openai_a
 from voice_fsm.testing.latency_profile import (
     DEFAULT_PROFILE,
     LatencyProfile,
-    critical_path_s,
     fake_openai_config,
     fake_realtime_config,
     first_piece,
@@ -71,7 +88,7 @@ from voice_fsm.testing.latency_profile import (
     sequential_s,
     sequential_stages,
 )
-from voice_fsm.testing.speech import voiced
+from voice_fsm.testing.speech import spoken, voiced
 from voice_fsm.testing.threaded_server import serving_in_thread
 
 if TYPE_CHECKING:
@@ -81,6 +98,10 @@ SERVER_KEY = "sk-bench-server-0000"
 SEQUENTIAL_KEY = "sk-bench-sequential-0000"  # the fakes count each side's requests by key
 STAGE_EXCESS = ("stt", "llm_first_token", "tts_first_audio", "transport", "other")
 QUANTILES = (50, 95, 99)
+HANDS_FREE_QUESTION = "What is the capital of France?"
+SILENCE_WINDOW_MS = 500
+"""The hands-free detector's silence window (VOICE_FSM_VAD__MIN_SILENCE_MS) in the bench."""
+README_JSON = REPO / "docs" / "bench" / "bench.json"
 
 
 def server_env(base_url: str, *, realtime: bool, tts: str) -> dict[str, str]:
@@ -93,8 +114,23 @@ def server_env(base_url: str, *, realtime: bool, tts: str) -> dict[str, str]:
         VOICE_FSM_STT__LIVE="true" if realtime else "false",
         VOICE_FSM_LLM__PROVIDER="openai",
         VOICE_FSM_TTS__PROVIDER="openai-realtime" if tts == "realtime" else "openai",
+        VOICE_FSM_VAD__MIN_SILENCE_MS=str(SILENCE_WINDOW_MS),
         VOICE_FSM_LOG__FORMAT="json",
         # Every simulated user comes from 127.0.0.1: the per-address cap must not apply.
+        VOICE_FSM_LIMITS__MAX_SESSIONS_PER_CLIENT="100000",
+    )
+
+
+def compatible_env(base_url: str) -> dict[str, str]:
+    """A compatible server at a base URL with the server's defaults: live transcription
+    whatever the default decides, speech through the Speech API (HTTP)."""
+    return base_env(
+        OPENAI_API_KEY=SERVER_KEY,
+        OPENAI_BASE_URL=base_url,
+        VOICE_FSM_STT__PROVIDER="openai",
+        VOICE_FSM_LLM__PROVIDER="openai",
+        VOICE_FSM_TTS__PROVIDER="openai",
+        VOICE_FSM_LOG__FORMAT="json",
         VOICE_FSM_LIMITS__MAX_SESSIONS_PER_CLIENT="100000",
     )
 
@@ -102,18 +138,12 @@ def server_env(base_url: str, *, realtime: bool, tts: str) -> dict[str, str]:
 # ---------------------------------------------------------------- the fake providers
 
 
-def _serve_fakes(profile: LatencyProfile, conn: Connection) -> None:
-    """The fakes' process: serve until told to stop, then report what they received."""
+def _serve_fakes(profile: LatencyProfile, conn: Connection, with_realtime: bool = True) -> None:
+    """The fakes' process: serve until told to stop, then report what they received. Without
+    `with_realtime`, a compatible server that has no Realtime endpoint."""
     config = fake_openai_config(profile)
-    app = create_fake_openai_app(config)
-    realtime = None
-    try:
-        from voice_fsm.testing.fake_realtime import realtime_routes
-    except ImportError:
-        pass
-    else:
-        realtime = fake_realtime_config(profile)
-        app.router.routes[0:0] = realtime_routes(realtime)  # before the catch-all 404
+    realtime = fake_realtime_config(profile) if with_realtime else None
+    app = create_fake_openai_app(config, realtime=realtime)
     with serving_in_thread(app, "fakes") as base_url:
         conn.send({"base_url": base_url, "realtime": realtime is not None})
         with contextlib.suppress(EOFError):  # EOF: the bench has gone
@@ -188,10 +218,12 @@ class Fakes:
     conn: Connection
 
     @classmethod
-    def start(cls, profile: LatencyProfile) -> Fakes:
+    def start(cls, profile: LatencyProfile, *, realtime: bool = True) -> Fakes:
         context = multiprocessing.get_context("spawn")
         ours, theirs = context.Pipe()
-        process = context.Process(target=_serve_fakes, args=(profile, theirs), daemon=True)
+        process = context.Process(
+            target=_serve_fakes, args=(profile, theirs, realtime), daemon=True
+        )
         process.start()
         deadline = time.monotonic() + 60
         while not ours.poll(0.1):
@@ -269,8 +301,15 @@ async def sequential_turn(client: openai.AsyncOpenAI, wav: bytes) -> SequentialT
 class Results:
     pipelined: list[TalkResult] = field(default_factory=list)
     sequential: list[SequentialTurn] = field(default_factory=list)
+    hands_free: list[HandsFreeTurn] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    failed: Counter[str] = field(default_factory=Counter)
+    """Failed or timed-out turns by design: pipelined, sequential, hands-free."""
     loop_lag_ms: list[float] = field(default_factory=list)
+
+    def fail(self, design: str, where: str, error: object) -> None:
+        self.failed[design] += 1
+        self.errors.append(f"{where}, {design}: {error}")
 
 
 async def run_client(
@@ -279,26 +318,37 @@ async def run_client(
     pcm: bytes,
     turns: int,
     delay: float,
-    client: openai.AsyncOpenAI,
+    client: openai.AsyncOpenAI | None,
     results: Results,
+    speech: bytes | None = None,
 ) -> None:
+    """`turns` push-to-talk turns, each followed by the same turn the sequential way (with a
+    `client`) and by a hands-free turn speaking `speech` (when given)."""
     await asyncio.sleep(delay)
     wav, audio_s = pcm_to_wav(pcm), len(pcm) / 2 / SAMPLE_RATE
     for turn in range(1, turns + 1):
+        where = f"client {index} turn {turn}"
         try:
-            result = await talk(url, pcm, realtime=True)
+            result = await talk(url, pcm, realtime=True, time_limit=TURN_TIMEOUT_S)
             if result.ok and result.client_voice_to_voice_ms is not None:
                 results.pipelined.append(result)
             else:
-                error = result.error.code if result.error else "no audio"
-                results.errors.append(f"client {index} turn {turn}, pipelined: {error}")
+                results.fail("pipelined", where, result.error.code if result.error else "no audio")
         except TalkError as err:
-            results.errors.append(f"client {index} turn {turn}, pipelined: {err}")
-        await asyncio.sleep(audio_s)  # the user says it again, for the sequential design
-        try:
-            results.sequential.append(await sequential_turn(client, wav))
-        except openai.OpenAIError as err:
-            results.errors.append(f"client {index} turn {turn}, sequential: {err}")
+            results.fail("pipelined", where, err)
+        if client is not None:
+            await asyncio.sleep(audio_s)  # the user says it again, for the sequential design
+            try:
+                async with asyncio.timeout(TURN_TIMEOUT_S):
+                    results.sequential.append(await sequential_turn(client, wav))
+            except (openai.OpenAIError, TimeoutError) as err:
+                results.fail("sequential", where, str(err) or "timed out")
+        if speech is not None:
+            hands_free = await hands_free_turn(url, speech, time_limit=TURN_TIMEOUT_S)
+            if hands_free.ok:
+                results.hands_free.append(hands_free)
+            else:
+                results.fail("hands-free", where, hands_free.error)
 
 
 async def watch_loop(results: Results, stop: asyncio.Event) -> None:
@@ -310,24 +360,41 @@ async def watch_loop(results: Results, stop: asyncio.Event) -> None:
 
 
 async def run_bench(
-    url: str, base_url: str, pcm: bytes, sessions: int, turns: int, stagger: float
+    url: str,
+    base_url: str,
+    pcm: bytes,
+    sessions: int,
+    turns: int,
+    stagger: float,
+    *,
+    speech: bytes | None = None,
+    sequential: bool = True,
 ) -> Results:
+    """`sessions` clients running `run_client`: push-to-talk, and the sequential design when
+    `sequential`, and hands-free turns when `speech` is given."""
     results = Results()
     client = openai.AsyncOpenAI(
-        api_key=SEQUENTIAL_KEY, base_url=base_url, max_retries=0, timeout=30.0
+        api_key=SEQUENTIAL_KEY, base_url=base_url, max_retries=0, timeout=TURN_TIMEOUT_S
     )
     try:
         # Warm-up, not counted: the first connections, and the SDK's imports on both sides.
         warm = await talk(url, pcm, realtime=True)
         if not warm.ok:
             raise SystemExit(f"warm-up turn failed: {warm.error}")
-        await sequential_turn(client, pcm_to_wav(pcm))
+        if sequential:
+            await sequential_turn(client, pcm_to_wav(pcm))
+        if speech is not None:
+            warm_hands_free = await hands_free_turn(url, speech)
+            if not warm_hands_free.ok:
+                raise SystemExit(f"hands-free warm-up turn failed: {warm_hands_free.error}")
         stop = asyncio.Event()
         watcher = asyncio.create_task(watch_loop(results, stop))
+        sdk = client if sequential else None
         clients = [
-            run_client(i, url, pcm, turns, i * stagger, client, results) for i in range(sessions)
+            run_client(i, url, pcm, turns, i * stagger, sdk, results, speech)
+            for i in range(sessions)
         ]
-        limit = sessions * stagger + turns * 120  # bounded: far beyond a slow turn
+        limit = sessions * stagger + turns * (3 * TURN_TIMEOUT_S + 30)  # beyond the timeouts
         try:
             async with asyncio.timeout(limit):
                 await asyncio.gather(*clients)
@@ -352,6 +419,52 @@ class ServerLog:
     """How many warnings and errors the server logged, by event."""
     requests: dict[tuple[str, int], list[dict[str, str]]] = field(default_factory=dict)
     """Each turn's provider requests, as its ``turn.completed`` line names them."""
+    turns: Counter[str] = field(default_factory=Counter)
+    """``turn.completed`` lines by mode."""
+    fallback_events: Counter[str] = field(default_factory=Counter)
+    """Log lines whose event names a fallback, by event."""
+    speculative: dict[str, Counter[str]] = field(default_factory=dict)
+    """By mode: the sums of the lines' speculative-work fields (any numeric field whose name
+    says speculative or wasted, one level of nesting too)."""
+
+    def per_turn(self, mode: str) -> dict[str, float] | None:
+        """The speculative-work fields of `mode`'s turns, per turn; None if the log has none."""
+        sums = self.speculative.get(mode)
+        if not sums or not self.turns[mode]:
+            return None
+        return {name: round(total / self.turns[mode], 3) for name, total in sorted(sums.items())}
+
+
+SPECULATIVE = re.compile("speculat|wasted")
+
+
+def speculative_fields(record: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numeric fields of a log line (and of its dicts) whose name says speculative or
+    wasted, by their dotted name."""
+    found: dict[str, float] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and not prefix:
+            for inner, number in speculative_fields(value, f"{name}.").items():
+                found[inner] = number
+        elif (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and SPECULATIVE.search(name)
+        ):
+            found[name] = float(value)
+    return found
+
+
+def print_log_errors(path: Path, limit: int = 5) -> None:
+    """The server log's first error lines: what to read when a warm-up turn failed."""
+    shown = 0
+    for line in path.read_text(errors="replace").splitlines():
+        if '"level": "error"' in line or '"level": "critical"' in line:
+            print(f"server log: {line[:2000]}")
+            shown += 1
+            if shown >= limit:
+                return
 
 
 def server_log_facts(path: Path) -> ServerLog:
@@ -368,20 +481,16 @@ def server_log_facts(path: Path) -> ServerLog:
         if record.get("level") in ("warning", "error", "critical"):
             levels[f"{record.get('level')} {record.get('event')}"] += 1
         turn = (str(record.get("session_id")), int(record.get("turn", 0)))
+        if "fallback" in str(record.get("event")):
+            facts.fallback_events[str(record.get("event"))] += 1
         if record.get("event") == "live_transcription.fallback":
             fallbacks.add(turn)
         elif record.get("event") == "turn.completed":
             facts.requests[turn] = list(record.get("provider_requests") or [])
+            mode = str(record.get("mode"))
+            facts.turns[mode] += 1
+            facts.speculative.setdefault(mode, Counter()).update(speculative_fields(record))
     return facts
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    out = {f"p{q}": round(percentile(values, q), 1) for q in QUANTILES}
-    out["max"] = round(max(values), 1)
-    out["mean"] = round(statistics.fmean(values), 1)
-    return out
 
 
 def p50(values: list[float]) -> float | None:
@@ -404,16 +513,29 @@ def measured_path(
     first_audio_at: float,
 ) -> dict[str, Any] | None:
     """A turn's critical path as the fakes timed it, from the requests its log line names (the
-    first of each stage): each provider's part, and the gaps between them. None when a part is
-    missing (a request the fakes did not time)."""
+    first of each stage; of the language model's, the last one asked before that speech): each
+    provider's part, and the gaps between them. None when a part is missing (a request the
+    fakes did not time).
+
+    When the reply's request went out before the final transcript (preemptive generation),
+    the transcription is off the critical path: its part and "to_stt" are 0, and "stt_to_llm"
+    is from the stop to that request (0 if it went out before the stop)."""
     first: dict[str, dict[str, Any]] = {}
+    asked: list[dict[str, Any]] = []  # the language model's requests
     for request in requests:
         timed = times.get(request["id"])
-        if request["stage"] not in first and timed is not None and timed["sent_at"]:
+        if timed is None or not timed["sent_at"]:
+            continue
+        if request["stage"] == "llm":
+            asked.append(timed)
+        if request["stage"] not in first:
             first[request["stage"]] = timed
     if set(first) != {"stt", "llm", "tts"}:
         return None
-    stt, llm, tts = first["stt"], first["llm"], first["tts"]
+    stt, tts = first["stt"], first["tts"]
+    spoken_from = [t for t in asked if t["received_at"] <= tts["received_at"]] or asked
+    llm = max(spoken_from, key=lambda t: t["received_at"])
+    first["llm"] = llm
     # The final transcript (a Realtime .completed, or the last event of a streamed upload);
     # the chat chunk that completes the first piece (chunk 0 holds only the role); the first
     # speech audio.
@@ -429,7 +551,15 @@ def measured_path(
         "llm_to_tts": tts["received_at"] - answered["llm"],
         "tts_to_client": first_audio_at - answered["tts"],
     }
+    preemptive = llm["received_at"] < answered["stt"]
+    if preemptive:
+        started = max(llm["received_at"], stop_sent_at)
+        providers["stt"] = 0.0
+        providers["llm"] = (answered["llm"] - started) * 1000
+        gaps["to_stt"] = 0.0
+        gaps["stt_to_llm"] = started - stop_sent_at
     return {
+        "preemptive": preemptive,
         "providers_ms": {k: round(v, 1) for k, v in providers.items()},
         "critical_path_ms": round(sum(providers.values()), 1),
         "gaps_ms": {k: round(v * 1000, 2) for k, v in gaps.items()},
@@ -457,11 +587,21 @@ def pipelined_rows(
         session, turn = r.session.session_id, r.turn or 0
         live = live_used and (session, turn) not in log.fallbacks
         expected = pipelined_stages(profile, audio_s, r.reply, live=live)
-        critical = critical_path_s(profile, audio_s, r.reply, live) * 1000
+        measured = measured_path(
+            log.requests.get((session, turn), []),
+            times,
+            first_piece(r.reply)[1],
+            r.stop_sent_at,
+            r.first_audio_at,
+        )
+        preemptive = measured is not None and measured["preemptive"]
+        if preemptive:  # the reply began before the final transcript: the stt is off the path
+            expected["stt"] = 0.0
+        critical = sum(expected.values()) * 1000
         client = (r.first_audio_at - r.stop_sent_at) * 1000
         overhead = client - critical
         by_stage = {
-            "stt": (m.stt_ms or 0) - expected["stt"] * 1000,
+            "stt": 0.0 if preemptive else (m.stt_ms or 0) - expected["stt"] * 1000,
             "llm_first_token": (m.llm_first_token_ms or 0) - profile.llm_first_token_s * 1000,
             "tts_first_audio": (m.tts_first_audio_ms or 0) - profile.tts_first_audio_s * 1000,
             "transport": client - m.voice_to_voice_ms,
@@ -478,13 +618,8 @@ def pipelined_rows(
                 "overhead_ms": round(overhead, 1),
                 "server_overhead_ms": round(m.voice_to_voice_ms - critical, 1),
                 "overhead_by_stage_ms": {k: round(v, 1) for k, v in by_stage.items()},
-                "measured": measured_path(
-                    log.requests.get((session, turn), []),
-                    times,
-                    first_piece(r.reply)[1],
-                    r.stop_sent_at,
-                    r.first_audio_at,
-                ),
+                "preemptive": preemptive,
+                "measured": measured,
                 "metrics": m.model_dump(exclude={"type", "turn"}),
             }
         )
@@ -516,8 +651,12 @@ def summarize(
     profile: LatencyProfile,
     audio_s: float,
     reply: str,
+    failed: Counter[str] | None = None,
 ) -> dict[str, Any]:
-    """The run's figures, as the JSON holds them."""
+    """The run's figures, as the JSON holds them; `failed` turns (by design) count in every
+    percentile of their design as the timeout."""
+    failed = failed or Counter()
+    lost, lost_sequential = failed["pipelined"], failed["sequential"]
 
     def column(name: str) -> list[float]:
         return [float(row[name]) for row in rows]
@@ -527,6 +666,9 @@ def summarize(
     if 0 < live_turns < len(rows):
         mode = f"mixed: {live_turns} live, {len(rows) - live_turns} fell back"
     stages = pipelined_stages(profile, audio_s, reply, live=live_turns > 0)
+    preemptive_turns = sum(row["preemptive"] for row in rows)
+    if rows and preemptive_turns == len(rows):
+        stages["stt"] = 0.0  # every reply began before its final transcript
     metric_names = rows[0]["metrics"] if rows else {}
     seq_providers = sequential_stages(profile, audio_s, reply)
     seq_stages = {
@@ -534,40 +676,52 @@ def summarize(
         "llm": [s["replied_ms"] - s["transcribed_ms"] for s in sequential],
         "tts_first_audio": [s["first_audio_ms"] - s["replied_ms"] for s in sequential],
     }
-    first = [s["first_audio_ms"] for s in sequential]
-    whole = [s["whole_file_ms"] for s in sequential]
-    client_p50 = p50(column("client_voice_to_voice_ms"))
-    ratio_first = client_p50 / percentile(first, 50) if client_p50 and first else None
-    ratio_whole = client_p50 / percentile(whole, 50) if client_p50 and whole else None
-    profile_overhead = spread(column("overhead_ms"))
+    first = spread([s["first_audio_ms"] for s in sequential], lost_sequential)
+    whole = spread([s["whole_file_ms"] for s in sequential], lost_sequential)
+    client = spread(column("client_voice_to_voice_ms"), lost)
+    client_p50 = client.get("p50")
+    ratio_first = client_p50 / first["p50"] if client_p50 and first.get("p50") else None
+    ratio_whole = client_p50 / whole["p50"] if client_p50 and whole.get("p50") else None
+    profile_overhead = spread(column("overhead_ms"), lost)
+    plain_overhead = spread([s["overhead_ms"] for s in sequential], lost_sequential)
     measured = [row["measured"] for row in rows if row["measured"] is not None]
     expected = {
         "stt": stages["stt"],
         "llm": stages["llm_first_piece"],
         "tts": stages["tts_first_audio"],
     }
-    measured_overhead = spread([m["overhead_ms"] for m in measured])
+    measured_overhead = spread([m["overhead_ms"] for m in measured], lost)
     # The providers' critical path is what they took: against the fakes' own timing of each
     # request when every turn has it, else against the profile (their nominal latencies).
     all_measured = bool(rows) and len(measured) == len(rows)
     overhead = measured_overhead if all_measured else profile_overhead
+    # Both against the providers' profile, in the same run: the machine's noise falls on both.
+    plain_p50 = plain_overhead.get("p50")
+    overhead_ratio = (
+        round(profile_overhead["p50"] / plain_p50, 3)
+        if plain_p50 and plain_p50 > 0 and "p50" in profile_overhead
+        else None
+    )
     return {
         "question_s": round(audio_s, 2),
         "reply": reply,
         "transcription": mode,
         "profile": dataclasses.asdict(profile),
         "pipelined": {
-            "turns": len(rows),
+            "turns": len(rows) + lost,
+            "errors": lost,
+            "preemptive_turns": preemptive_turns,
             "critical_path_ms": {k: round(v * 1000, 1) for k, v in stages.items()},
-            "client_voice_to_voice_ms": spread(column("client_voice_to_voice_ms")),
-            "server_voice_to_voice_ms": spread(column("server_voice_to_voice_ms")),
+            "client_voice_to_voice_ms": client,
+            "server_voice_to_voice_ms": spread(column("server_voice_to_voice_ms"), lost),
             "overhead_ms": profile_overhead,
-            "server_overhead_ms": spread(column("server_overhead_ms")),
+            "overhead_ratio_to_plain_client_p50": overhead_ratio,
+            "server_overhead_ms": spread(column("server_overhead_ms"), lost),
             "measured": {
                 "note": "the providers' parts of each turn's critical path as the fakes timed "
                 "its requests (arrival to the answer that matters); overhead = the rest",
                 "turns": len(measured),
-                "critical_path_ms": spread([m["critical_path_ms"] for m in measured]),
+                "critical_path_ms": spread([m["critical_path_ms"] for m in measured], lost),
                 "providers_ms_p50": {
                     stage: p50([m["providers_ms"][stage] for m in measured]) for stage in expected
                 },
@@ -586,19 +740,25 @@ def summarize(
             },
             "server_stages_ms_p50": {
                 name: p50(
-                    [row["metrics"][name] for row in rows if row["metrics"][name] is not None]
+                    [
+                        float(row["metrics"][name])
+                        for row in rows
+                        if isinstance(row["metrics"][name], int | float)
+                    ]
                 )
                 for name in metric_names
+                if isinstance(metric_names[name], int | float | None)
             },
         },
         "sequential": {
-            "turns": len(sequential),
+            "turns": len(sequential) + lost_sequential,
+            "errors": lost_sequential,
             "note": "upload the completed recording, wait for the whole reply (non-streaming), "
             "then the speech: timed to its first bytes, and to the whole file",
             "providers_ms": {k: round(v * 1000, 1) for k, v in seq_providers.items()},
-            "first_audio_ms": spread(first),
-            "whole_file_ms": spread(whole),
-            "overhead_first_audio_ms": spread([s["overhead_ms"] for s in sequential]),
+            "first_audio_ms": first,
+            "whole_file_ms": whole,
+            "overhead_first_audio_ms": plain_overhead,
             "overhead_by_stage_ms_p50": {
                 name: round(percentile(values, 50) - seq_providers[name] * 1000, 1)
                 for name, values in seq_stages.items()
@@ -614,6 +774,7 @@ def summarize(
         if all_measured
         else "the providers' profile",
         "targets": {
+            "no_errors": not errors,
             "ratio_p50_at_most_0.5": ratio_first is not None and ratio_first <= 0.5,
             "overhead_p50_at_most_10_ms": overhead.get("p50", 1e9) <= 10,
             "overhead_p99_at_most_30_ms": overhead.get("p99", 1e9) <= 30,
@@ -646,7 +807,7 @@ def print_report(summary: dict[str, Any]) -> None:
 
     def row(name: str, figures: dict[str, float]) -> None:
         cells = "".join(f"{figures.get(f'p{q}', float('nan')):9.0f}" for q in QUANTILES)
-        print(f"  {name:46s}{cells}")
+        print(f"  {name:46s}{cells}{figures.get('errors', 0):8.0f}")
 
     def pairs(figures: dict[str, Any]) -> str:
         return ", ".join(f"{k.removesuffix('_ms')} {v}" for k, v in figures.items())
@@ -658,8 +819,9 @@ def print_report(summary: dict[str, Any]) -> None:
         f"transcription: {summary['transcription']}"
     )
     print(f"reply: {summary['reply']!r}")
-    print(f"  {'ms':46s}{'p50':>9s}{'p95':>9s}{'p99':>9s}")
-    row("voice-to-voice at the client", pipe["client_voice_to_voice_ms"])
+    head = "ms (a failed turn counts as 30000)"
+    print(f"  {head:46s}{'p50':>9s}{'p95':>9s}{'p99':>9s}{'errors':>8s}")
+    row("push-to-talk: voice-to-voice at the client", pipe["client_voice_to_voice_ms"])
     row("voice-to-voice at the server (turn.metrics)", pipe["server_voice_to_voice_ms"])
     critical = sum(pipe["critical_path_ms"].values())
     measured = pipe["measured"]
@@ -667,10 +829,31 @@ def print_report(summary: dict[str, Any]) -> None:
         row("providers' critical path, as the fakes timed it", measured["critical_path_ms"])
         row("overhead: client v2v - that critical path", measured["overhead_ms"])
     row(f"overhead: client v2v - profile's path ({critical:.0f})", pipe["overhead_ms"])
+    if pipe.get("preemptive_turns"):
+        print(
+            f"  ({pipe['preemptive_turns']} of {pipe['turns']} turns began the reply before the "
+            "final transcript: their path leaves out the transcription)"
+        )
     row("overhead: server v2v - profile's path", pipe["server_overhead_ms"])
     row("sequential: to the speech's first bytes", seq["first_audio_ms"])
     row("sequential: to the whole speech file", seq["whole_file_ms"])
     row("sequential client's own overhead (1st bytes)", seq["overhead_first_audio_ms"])
+    hands_free = summary.get("hands_free")
+    if hands_free:
+        window = hands_free["silence_window_ms"]
+        row("hands-free: end of speech -> 1st audio", hands_free["voice_to_voice_ms"])
+        row(f"  end of speech -> vad.speech_stopped ({window})", hands_free["detector_stop_ms"])
+        row(
+            "  the server's voice_to_voice_ms (from its stop)",
+            hands_free["server_voice_to_voice_ms"],
+        )
+    for compatible in summary.get("compatible", []):
+        row(f"{compatible['name']}: v2v", compatible["voice_to_voice_ms"])
+    print(
+        f"server overhead p50 against the profile / the plain-SDK client's own in this run: "
+        f"{pipe['overhead_ratio_to_plain_client_p50']} "
+        f"({pipe['overhead_ms'].get('p50')} / {seq['overhead_first_audio_ms'].get('p50')} ms)"
+    )
     print(
         f"ratio of p50s, pipelined / sequential: {ratio['vs_sequential_first_audio']} against its "
         f"first speech bytes, {ratio['vs_sequential_whole_file']} against the whole file"
@@ -686,8 +869,24 @@ def print_report(summary: dict[str, Any]) -> None:
     )
     print(f"  the sequential client's, for comparison: {pairs(seq['overhead_by_stage_ms_p50'])}")
     print(f"server stages, p50 ms: {pairs(pipe['server_stages_ms_p50'])}")
+    if hands_free:
+        print(f"hands-free server stages, p50 ms: {pairs(hands_free['server_stages_ms_p50'])}")
+    for mode, wasted in summary.get("speculative_per_turn", {}).items():
+        shown = pairs(wasted) if wasted else "n/a (the server reports none)"
+        print(f"speculative work per {mode} turn: {shown}")
+    for compatible in summary.get("compatible", []):
+        print(
+            f"{compatible['name']}: ratio p50 / sequential {compatible['ratio_p50_vs_sequential']}"
+            f"; live transcription connections {compatible['live_transcription_connections']}, "
+            f"Realtime handshakes refused {compatible['realtime_handshakes_refused']}, "
+            f"fallbacks logged {compatible['fallbacks_logged']}"
+            + (f"; {compatible['error']}" if compatible.get("error") else "")
+        )
     busy = ", ".join(f"{k} {v}" for k, v in summary["cores_busy"].items())
     print(f"CPU cores kept busy on average: {busy} (of {summary['machine']['cpus']})")
+    load = summary["machine"].get("load_average")
+    if load:
+        print(f"load average (1, 5, 15 min) before and after: {load['before']}, {load['after']}")
     lag = summary["bench_loop_lag_ms"]
     print(
         f"bench event loop lag p50/p99: {lag.get('p50')}/{lag.get('p99')} ms; "
@@ -698,6 +897,105 @@ def print_report(summary: dict[str, Any]) -> None:
         print(f"  {'met' if met else 'NOT met'}: {target}")
     if summary["sessions"] > 1:
         print("  (the issue sets the overhead targets for one session)")
+
+
+def hands_free_summary(
+    turns: list[HandsFreeTurn], failed: int, speech_s: float, push_to_talk_p50: float | None
+) -> dict[str, Any]:
+    """The hands-free rows: voice-to-voice from the end of speech at the client, the detector's
+    stop and the server's own metric (from that stop), failures counted in."""
+    metrics = [t.metrics for t in turns if t.metrics is not None]
+    target = SILENCE_WINDOW_MS + push_to_talk_p50 - 300 if push_to_talk_p50 else None
+    v2v = spread([t.voice_to_voice_ms for t in turns if t.voice_to_voice_ms is not None], failed)
+    return {
+        "question": HANDS_FREE_QUESTION,
+        "speech_s": round(speech_s, 2),
+        "silence_window_ms": SILENCE_WINDOW_MS,
+        "turns": len(turns) + failed,
+        "errors": failed,
+        "note": "voice-to-voice from the end of speech (the moment its last frame went out) to "
+        "the first reply audio at the client; the server's voice_to_voice_ms starts at its "
+        "detector's stop, after the silence window",
+        "voice_to_voice_ms": v2v,
+        "detector_stop_ms": spread(
+            [t.detector_stop_ms for t in turns if t.detector_stop_ms is not None], failed
+        ),
+        "server_voice_to_voice_ms": spread(
+            [float(m.voice_to_voice_ms) for m in metrics if m.voice_to_voice_ms is not None],
+            failed,
+        ),
+        "server_stages_ms_p50": {
+            name: p50([float(v) for m in metrics if (v := getattr(m, name)) is not None])
+            for name in ("stt_ms", "llm_first_token_ms", "tts_first_audio_ms")
+        },
+        "target": {
+            "p50_at_most_ms": target,
+            "rule": "the silence window + push-to-talk's p50 - 300 ms",
+            "met": target is not None and v2v.get("p50", 1e9) <= target,
+        },
+    }
+
+
+COMPATIBLE = (
+    ("compatible, Realtime endpoint", True),
+    ("compatible, no Realtime endpoint", False),
+)
+"""The compatible-server rows: (name, whether the fakes serve the Realtime endpoint)."""
+
+
+def compatible_rows(
+    args: argparse.Namespace,
+    profile: LatencyProfile,
+    pcm: bytes,
+    turns: int,
+    sequential_p50: float | None,
+) -> list[dict[str, Any]]:
+    """Push-to-talk turns against a compatible server at a base URL with the server's default
+    settings, on fakes with the Realtime endpoint and on fakes without it."""
+    rows = []
+    for name, realtime in COMPATIBLE:
+        print(f"{name}: {turns} push-to-talk turns, the server's default settings")
+        results, error = Results(), None
+        fakes = Fakes.start(profile, realtime=realtime)
+        try:
+            with tempfile.TemporaryDirectory() as workdir:
+                port = free_port()
+                server, _ = start_server(port, Path(workdir), compatible_env(fakes.base_url))
+                try:
+                    url = f"ws://127.0.0.1:{port}/ws"
+                    results = asyncio.run(
+                        run_bench(url, fakes.base_url, pcm, 1, turns, 0, sequential=False)
+                    )
+                except SystemExit as err:  # a failed warm-up: the row says so
+                    error = str(err)
+                    results.failed["pipelined"] += turns
+                finally:
+                    stop_server(server)
+                log = server_log_facts(Path(workdir) / "server.log")
+        finally:
+            counts: dict[str, int] = fakes.stop().get("counts", {})
+        v2v = spread(
+            [float(r.client_voice_to_voice_ms or 0) for r in results.pipelined],
+            results.failed["pipelined"],
+        )
+        ratio = v2v["p50"] / sequential_p50 if sequential_p50 and "p50" in v2v else None
+        rows.append(
+            {
+                "name": name,
+                "realtime_endpoint": realtime,
+                "settings": "defaults (VOICE_FSM_STT__LIVE unset), speech by the Speech API",
+                "turns": len(results.pipelined) + results.failed["pipelined"],
+                "errors": results.failed["pipelined"],
+                "error": error or (results.errors[0] if results.errors else None),
+                "voice_to_voice_ms": v2v,
+                "ratio_p50_vs_sequential": round(ratio, 3) if ratio else None,
+                "live_transcription_connections": counts.get("server realtime transcription", 0),
+                "realtime_handshakes_refused": counts.get("server websocket", 0),
+                "fallbacks_logged": dict(log.fallback_events),
+                "server_log": dict(log.levels),
+            }
+        )
+    return rows
 
 
 def draw_chart(summary: dict[str, Any], path: Path) -> None:
@@ -1123,6 +1421,15 @@ def main() -> None:
         "--s2s-first-audio", type=float, default=0.5, metavar="S",
         help="--speech-to-speech: the Realtime model's first audio after response.create",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-hands-free", action="store_true", help="no hands-free turns (they need Piper)"
+    )
+    parser.add_argument("--no-compatible", action="store_true", help="no compatible-server rows")
+    parser.add_argument(
+        "--readme", action="store_true",
+        help=f"also write {README_JSON.relative_to(REPO)}, the figures `make docs` puts into "
+        "the README",
+    )  # fmt: skip
     args = parser.parse_args()
     turns = args.turns or (10 if args.sessions == 1 else 3)
     if args.sessions < 1 or turns < 1:
@@ -1148,14 +1455,22 @@ def main() -> None:
         )
         return
 
-    load_before = os.getloadavg()[0]
-    if load_before > 0.5:
-        print(f"note: the machine is busy before the start (load {load_before:.2f}): noisy figures")
+    run_default(args, profile, turns)
+
+
+def run_default(args: argparse.Namespace, profile: LatencyProfile, turns: int) -> dict[str, Any]:
+    """The default run: push-to-talk, the sequential design and hands-free turn for turn on one
+    server, then the compatible-server rows; prints the report and writes the JSON."""
+    load_before = load_average()
+    if load_before[0] > 0.5:
+        print(f"note: the machine is busy before the start (load {load_before}): noisy figures")
     pcm = voiced(args.seconds)
     audio_s = len(pcm) / 2 / SAMPLE_RATE
+    speech = None if args.no_hands_free else trim_speech(spoken(HANDS_FREE_QUESTION))
     port = args.port or free_port()
     fakes = Fakes.start(profile)
     received: dict[str, Any] = {}
+    wasted_metrics: dict[str, float] = {}
     try:
         print(f"fakes: {fakes.base_url} (realtime: {'yes' if fakes.realtime else 'no'})")
         with tempfile.TemporaryDirectory() as workdir:
@@ -1173,9 +1488,14 @@ def main() -> None:
                         args.sessions,
                         turns,
                         args.stagger,
+                        speech=speech,
                     )
                 )
                 cpu = cores_busy(pids, cpu_before, time.perf_counter() - started)
+                wasted_metrics = scrape_counters(port)
+            except SystemExit:
+                print_log_errors(Path(workdir) / "server.log")
+                raise
             finally:
                 stop_server(server)
             log = server_log_facts(Path(workdir) / "server.log")
@@ -1198,18 +1518,46 @@ def main() -> None:
     seq_rows = sequential_rows(results.sequential, profile, audio_s)
     if args.sessions <= 3:
         print_turns(rows)
-    summary = {
+    figures = summarize(rows, seq_rows, results.errors, profile, audio_s, reply, results.failed)
+    summary: dict[str, Any] = {
+        "bench": "make bench",
+        "arguments": vars(args),
+        "code": current_tree(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "sessions": args.sessions,
         "turns_per_session": turns,
-        **summarize(rows, seq_rows, results.errors, profile, audio_s, reply),
-        "bench_loop_lag_ms": spread(results.loop_lag_ms),
-        "requests": dict(sorted(counts.items())),
-        "server_log": dict(log.levels),
-        "machine": {**machine(), "load_average_1m_before": round(load_before, 2)},
-        "cores_busy": cpu,
-        "turns": rows,
-        "sequential_turns": seq_rows,
+        **figures,
     }
+    if speech is not None:
+        ptt_p50 = figures["pipelined"]["client_voice_to_voice_ms"].get("p50")
+        summary["hands_free"] = hands_free_summary(
+            results.hands_free, results.failed["hands-free"], len(speech) / 2 / SAMPLE_RATE, ptt_p50
+        )
+        summary["targets"]["hands_free_p50_at_most_window_plus_push_to_talk_minus_300"] = summary[
+            "hands_free"
+        ]["target"]["met"]
+    summary["speculative_per_turn"] = {
+        mode: log.per_turn(mode) for mode in ("push_to_talk", "hands_free") if log.turns[mode]
+    }
+    summary["speculative_metrics"] = wasted_metrics or None
+    if not args.no_compatible:
+        sequential_p50 = figures["sequential"]["first_audio_ms"].get("p50")
+        summary["compatible"] = compatible_rows(args, profile, pcm, turns, sequential_p50)
+    summary.update(
+        {
+            "bench_loop_lag_ms": spread(results.loop_lag_ms),
+            "requests": dict(sorted(counts.items())),
+            "server_log": dict(log.levels),
+            "machine": {
+                **machine(),
+                "load_average_1m_before": load_before[0],
+                "load_average": {"before": load_before, "after": load_average()},
+            },
+            "cores_busy": cpu,
+            "turns": rows,
+            "sequential_turns": seq_rows,
+        }
+    )
     print_report(summary)
     print(f"requests to the fakes: {summary['requests']}")
     if log.levels:
@@ -1222,6 +1570,11 @@ def main() -> None:
     png_path = out_dir / f"bench-{args.sessions}.png"
     draw_chart(summary, png_path)
     print(f"wrote {json_path} and {png_path}")
+    if args.readme:
+        README_JSON.parent.mkdir(parents=True, exist_ok=True)
+        README_JSON.write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"wrote {README_JSON.relative_to(REPO)}: run `make docs` to put it in the README")
+    return summary
 
 
 if __name__ == "__main__":
