@@ -60,6 +60,19 @@ class Realtime:
             if event["type"] == kind:
                 return seen
 
+    async def created(self) -> dict[str, Any]:
+        """`session.created`, then `conversation.created` as OpenAI sends it right after."""
+        created = await self.next()
+        assert created["type"] == "session.created"
+        assert (await self.next())["type"] == "conversation.created"
+        return created
+
+    async def done(self) -> list[dict[str, Any]]:
+        """The events up to `response.done`, then the `rate_limits.updated` that follows it."""
+        events = await self.until("response.done")
+        assert (await self.next())["type"] == "rate_limits.updated"
+        return events
+
     async def send(self, event: dict[str, Any]) -> None:
         await self.connection.send(event)  # type: ignore[arg-type]
 
@@ -131,8 +144,7 @@ def kinds(events: list[dict[str, Any]]) -> list[str]:
 
 
 async def manual_session(rt: Realtime, modalities: list[str] | None = None) -> dict[str, Any]:
-    created = await rt.next()
-    assert created["type"] == "session.created"
+    await rt.created()
     session: dict[str, Any] = {"type": "realtime", "audio": {"input": {"turn_detection": None}}}
     session["instructions"] = "Answer briefly."
     if modalities:
@@ -269,7 +281,7 @@ async def test_response_cancel_mid_reply_ends_it_cancelled_with_no_later_audio(
     while (await rt.next())["type"] != "response.output_audio.delta":
         pass
     await rt.send({"type": "response.cancel"})
-    events = await rt.until("response.done")
+    events = await rt.done()
     assert events[-1]["response"]["status"] == "cancelled"
     assert events[-1]["response"]["status_details"]["reason"] == "client_cancelled"
     spoken = events[-1]["response"]["output"][0]["content"][0]["transcript"]

@@ -94,7 +94,7 @@ async def test_without_a_detector_turn_detection_is_refused_and_commits_still_wo
         sdk_client(port).realtime.connect(model=MODEL) as connection,
     ):
         rt = Realtime(connection)
-        await rt.next()
+        await rt.created()
         await rt.send({"type": "session.update", "session": VAD_ON, "event_id": "vad"})
         error: Any = await rt.next()
         assert error["type"] == "error"

@@ -56,7 +56,7 @@ def user_text(text: str, **extra: Any) -> dict[str, Any]:
 
 async def respond(rt: Realtime) -> dict[str, Any]:
     await rt.send({"type": "response.create"})
-    done = (await rt.until("response.done"))[-1]["response"]
+    done = (await rt.done())[-1]["response"]
     assert done["status"] == "completed"
     return done
 

@@ -65,6 +65,25 @@ def test_the_server_runs_the_embedded_engines_with_no_key(port: int) -> None:
     assert health["llm"]["model"].startswith("SmolLM2-135M")
 
 
+async def test_the_session_reports_the_piper_voice_it_speaks_with(
+    rt: Connection, port: int
+) -> None:
+    """Piper has one voice: a client asking for another is told the one it will hear."""
+    async with httpx.AsyncClient() as http:
+        health = (await http.get(f"http://127.0.0.1:{port}/healthz")).json()
+    model = health["tts"]["model"]
+    piper = model.removeprefix("piper ")
+    created = await rt.next()
+    assert created["type"] == "session.created"
+    assert created["session"]["audio"]["output"]["voice"] == piper
+    conversation = await rt.next()
+    assert conversation["type"] == "conversation.created"
+    update = {"type": "realtime", "audio": {"output": {"voice": "marin"}}}
+    await rt.send({"type": "session.update", "session": update})
+    updated = (await rt.until("session.updated"))[-1]["session"]
+    assert updated["audio"]["output"]["voice"] == piper != "marin"
+
+
 @pytest.fixture(scope="module")
 def question() -> bytes:
     from voice_fsm.testing.speech import spoken

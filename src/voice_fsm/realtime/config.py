@@ -32,6 +32,7 @@ from openai.types.realtime.realtime_audio_formats import AudioPCM
 from openai.types.realtime.realtime_audio_input_turn_detection import ServerVad
 from pydantic import ValidationError
 
+from voice_fsm.adapters.base import TextToSpeech
 from voice_fsm.audio import SAMPLE_RATE
 from voice_fsm.events import ClientTool, ReplyPolicy, SessionConfig, SessionUpdate
 from voice_fsm.realtime.wire import EventError, new_id
@@ -48,6 +49,9 @@ class RealtimeConfig:
     turn_detection: ServerVad | None = None
     output_modalities: list[Modality] = field(default_factory=lambda: ["audio"])
     tools: tuple[RealtimeFunctionTool, ...] = ()
+    own_voice: str | None = None
+    """The voice the text-to-speech speaks with whatever the session asks (the embedded
+    engine's one Piper voice), reported instead of the one asked for; None: it takes that."""
 
     @property
     def speak(self) -> bool:
@@ -60,7 +64,7 @@ class RealtimeConfig:
         return ReplyPolicy(auto=auto, speak=self.speak)
 
     def session(self) -> RealtimeSessionCreateRequest:
-        output = RealtimeAudioConfigOutput(format=PCM, voice=self.voice)
+        output = RealtimeAudioConfigOutput(format=PCM, voice=self.own_voice or self.voice)
         return RealtimeSessionCreateRequest(
             type="realtime",
             model=self.model,
@@ -87,6 +91,15 @@ class RealtimeConfig:
                 type="session.updated", event_id=new_id("event"), session=self.session()
             )
         )
+
+
+def own_voice(tts: TextToSpeech) -> str | None:
+    """The voice `tts` speaks with whatever it is asked: the embedded engine's Piper voice
+    (its model's name, not the path it was loaded from); None for the providers that take the
+    session's voice (OpenAI's, a compatible server, the fakes)."""
+    if tts.provider == "local":
+        return tts.model.removeprefix("piper ")
+    return None
 
 
 def _session_event(event: SessionCreatedEvent | SessionUpdatedEvent) -> str:

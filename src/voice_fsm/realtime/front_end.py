@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from openai.types.realtime import (
@@ -43,6 +44,7 @@ from voice_fsm.machine import State
 from voice_fsm.realtime import config as session_config
 from voice_fsm.realtime.config import RealtimeConfig
 from voice_fsm.realtime.items import Items
+from voice_fsm.realtime.rate_limits import EventPace
 from voice_fsm.realtime.render import Renderer
 from voice_fsm.realtime.wire import EventError, dump, new_id, parse
 from voice_fsm.settings import Settings
@@ -66,7 +68,8 @@ class RealtimeFrontEnd:
             instructions=settings.llm.instructions,
             voice=settings.tts.voice,
         )
-        self.renderer = Renderer(config, connection.send)
+        self._pace = EventPace(settings.limits.messages_per_s)
+        self.renderer = Renderer(config, connection.send, self._pace.event)
         self._buffer = bytearray()
         self._max_buffer = bytes_for_ms(round(settings.limits.max_audio_seconds * 1000))
         self._min_commit_ms = settings.limits.min_audio_ms
@@ -76,6 +79,8 @@ class RealtimeFrontEnd:
 
     async def attach(self, session: Session) -> None:
         self.renderer.session = session
+        voice = session_config.own_voice(session.pipeline.tts)
+        self.renderer.config = replace(self.renderer.config, own_voice=voice)
         await self._sync_policy(session)
 
     async def _sync_policy(self, session: Session) -> None:
@@ -97,6 +102,7 @@ class RealtimeFrontEnd:
             task.add_done_callback(self._settling.discard)
 
     async def receive(self, session: Session, message: str | bytes) -> None:
+        self._pace.took()
         try:
             if isinstance(message, bytes):
                 raise EventError(
@@ -163,10 +169,19 @@ class RealtimeFrontEnd:
             case ConversationItemRetrieveEvent():
                 await self._items.retrieve(session, event)
             case ResponseCancelEvent():
-                if self.renderer.response is None:
+                response = self.renderer.response
+                if response is None:
                     raise EventError(
                         "Cancellation failed: no active response found.",
                         code="response_cancel_not_active",
+                        event_id=event_id,
+                    )
+                if event.response_id is not None and event.response_id != response.id:
+                    raise EventError(
+                        f"Cancellation failed: response {event.response_id[:100]!r} is not "
+                        f"the active response ({response.id}).",
+                        code="response_cancel_not_active",
+                        param="response_id",
                         event_id=event_id,
                     )
                 await session.submit(ResponseCancel(type="response.cancel"))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from openai import BaseModel
 from openai.types.realtime import (
+    ConversationCreatedEvent,
     ConversationItemAdded,
     ConversationItemDone,
     ConversationItemInputAudioTranscriptionCompletedEvent,
@@ -28,6 +29,7 @@ from openai.types.realtime import (
     RealtimeError,
     RealtimeErrorEvent,
 )
+from openai.types.realtime.conversation_created_event import Conversation
 from openai.types.realtime.conversation_item_input_audio_transcription_completed_event import (
     UsageTranscriptTextUsageDuration,
 )
@@ -63,7 +65,12 @@ REPLYING = (State.THINKING, State.SPEAKING, State.ACTING)
 
 
 class Renderer:
-    def __init__(self, config: RealtimeConfig, out: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        config: RealtimeConfig,
+        out: Callable[[str], Awaitable[None]],
+        rate_limits: Callable[[], BaseModel],
+    ) -> None:
         self.config = config
         self.session: Session | None = None
         self.conversation_id = new_id("conv")
@@ -71,6 +78,8 @@ class Renderer:
         """The user items of commits on their way to the session, oldest first."""
         self.response: ResponseEvents | None = None
         self._out = out
+        self._rate_limits = rate_limits
+        """`rate_limits.updated` as it stands, sent after each `response.done`."""
         self._user_item: str | None = None
         self._speech_item: str | None = None
         self._last_item: str | None = None
@@ -87,6 +96,14 @@ class Renderer:
                     await self._emit(*self.response.audio_delta(event))
             case SessionCreated():
                 await self._out(self.config.created())
+                conversation = Conversation(id=self.conversation_id, object="realtime.conversation")
+                await self._emit(
+                    ConversationCreatedEvent(
+                        type="conversation.created",
+                        event_id=new_id("event"),
+                        conversation=conversation,
+                    )
+                )
             case SessionUpdated():
                 if event.session.mode == "push_to_talk" and self.config.turn_detection:
                     # The detector could not open: the client commits, as the session does.
@@ -235,7 +252,7 @@ class Renderer:
             events = response.finished(
                 "cancelled", reason="turn_detected" if cut_by_speech else "client_cancelled"
             )
-        await self._emit(*events)
+        await self._emit(*events, self._rate_limits())
 
     async def _handed_over(self, event: ToolCallEvent) -> None:
         """A call of the client's tool ends the response once every call of its round is out
@@ -249,7 +266,7 @@ class Renderer:
         if self.session.client_tools.waiting() <= set(self.handed_over):
             response, self.response = self.response, None
             self._last_item = response.last_item
-            await self._emit(*response.finished("completed"))
+            await self._emit(*response.finished("completed"), self._rate_limits())
 
     async def _error(self, event: ErrorEvent) -> None:
         kind = INVALID_REQUEST if event.stage == Stage.INPUT else SERVER_ERROR
