@@ -17,6 +17,8 @@ import httpx
 import openai
 from websockets.exceptions import (
     ConnectionClosed,
+    InvalidHeader,
+    InvalidMessage,
     InvalidStatus,
     InvalidURI,
     WebSocketException,
@@ -235,3 +237,44 @@ def _shorten(text: str, secrets: tuple[str, ...]) -> str:
     """One line of at most `MAX_DETAIL_CHARS`, redacted before it is cut so no key is split."""
     text = redact(" ".join(text.split()), secrets)
     return text if len(text) <= MAX_DETAIL_CHARS else text[: MAX_DETAIL_CHARS - 1] + "…"
+
+
+# ------------------------------------ a compatible server without Realtime transcription
+# Asked once per process with VOICE_FSM_STT__LIVE=auto at a base URL (`realtime_stt`). No such
+# endpoint: the upgrade refused with 404 (OpenAI's shape, llama.cpp's server), 403 (Starlette
+# and FastAPI for a WebSocket to no route: vLLM, speaches), 400, 405 or 501, or answered with no
+# upgrade; or the transcription session refused by an error event, or closed. Not an answer
+# (asked again next turn): a timeout, 408, 429, another 5xx, a host that is down (the upload
+# fails as well), a rate limit or server error event.
+
+PASSING_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+PASSING_CODES = frozenset({ErrorCode.PROVIDER_RATE_LIMITED, ErrorCode.PROVIDER_UNAVAILABLE})
+
+
+def lacks_realtime(err: ProviderError) -> str | None:
+    """Why `err`, raised opening a Realtime connection, shows the server has no Realtime
+    transcription; None when it does not tell."""
+    cause = err.__cause__
+    if isinstance(cause, InvalidStatus):
+        status = cause.response.status_code
+        if status in PASSING_STATUSES:
+            return None
+        return f"the WebSocket upgrade was answered with HTTP {status}"
+    if isinstance(cause, InvalidMessage | InvalidHeader):
+        return f"it did not answer the WebSocket upgrade ({err.message})"
+    if isinstance(cause, ConnectionClosed):
+        return "it closed the connection instead of opening a transcription session"
+    return None
+
+
+def no_realtime(base_url: str, reason: str) -> ProviderError:
+    """The error that ends live transcription at `base_url` for the process."""
+    url = httpx.URL(base_url)
+    server = str(url.copy_with(username=None, password=None)) if url.userinfo else base_url
+    return ProviderError(
+        ErrorCode.PROVIDER_ERROR,
+        f"The OpenAI-compatible server at {server} has no Realtime transcription endpoint: "
+        f"{reason}. Speech-to-text sends each completed recording instead from now on "
+        "(VOICE_FSM_STT__LIVE=false skips this check).",
+        stage=Stage.STT,
+    )

@@ -21,12 +21,18 @@ from typing import Any, cast
 
 from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
+from openai.types.realtime import RealtimeErrorEvent
 from openai.types.realtime.session_update_event_param import Session
 
 from voice_fsm.adapters.base import SpeechToText, TranscriptDone, TranscriptEvent
 from voice_fsm.adapters.openai.client import close_quietly, connection_options
-from voice_fsm.adapters.openai.errors import translating
-from voice_fsm.adapters.openai.realtime_probe import confirm, lacks_realtime, unavailable
+from voice_fsm.adapters.openai.errors import (
+    PASSING_CODES,
+    lacks_realtime,
+    no_realtime,
+    realtime_error,
+    translating,
+)
 from voice_fsm.adapters.openai.realtime_transcription import RealtimeTranscription, VadEvent
 from voice_fsm.adapters.openai.realtime_turns import RealtimeTurnDetector
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
@@ -73,9 +79,10 @@ class OpenAIRealtimeSpeechToText:
     send completed recordings there instead.
 
     `probe`: the base URL of a compatible server that may have no Realtime transcription
-    (``VOICE_FSM_STT__LIVE=auto``). The first live turn asks it (`realtime_probe`); if it has
-    none, that turn's `start_live` raises the one error that says so, and from then on
-    `live_available` is False and completed recordings go to `fallback`.
+    (``VOICE_FSM_STT__LIVE=auto``). The first live turn's connection asks it, at no extra
+    cost: it waits for ``session.updated`` while the user talks. If the server has none
+    (`errors.lacks_realtime`, or an error event), that turn's `start_live` raises the one error
+    that says so; from then on `live_available` is False and recordings go to `fallback`.
     """
 
     provider = "openai"
@@ -180,7 +187,7 @@ class OpenAIRealtimeSpeechToText:
         self._probe, self.live_available = None, False
         if self._fallback is not None:
             self.model = self._fallback.model
-        return unavailable(server, reason)
+        return no_realtime(server, reason)
 
     async def _connect(
         self, language: str | None, turn_detection: TurnDetection
@@ -233,3 +240,27 @@ class OpenAIRealtimeSpeechToText:
         if self._fallback is not None:
             await self._fallback.aclose()
         await self._client.close()
+
+
+async def confirm(
+    connection: AsyncRealtimeConnection, *, within_s: float, secrets: tuple[str, ...]
+) -> str | None:
+    """Wait for the server to accept the transcription session (``session.updated``): None
+    when it does, else why it has none. Raises `ProviderError` when it does not tell."""
+    with translating(Stage.STT, secrets):
+        async with asyncio.timeout(within_s):
+            while (event := await connection.recv()).type != "session.updated":
+                if isinstance(event, RealtimeErrorEvent):
+                    error = event.error
+                    refused = realtime_error(
+                        Stage.STT,
+                        kind=error.type,
+                        code=error.code,
+                        message=error.message,
+                        secrets=secrets,
+                    )
+                    if refused.code in PASSING_CODES:
+                        raise refused
+                    said = refused.message.partition(" failed: ")[2] or refused.message
+                    return f"it refused a transcription session: {said}"
+    return None
