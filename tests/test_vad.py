@@ -25,6 +25,8 @@ from voice_fsm.vad import (  # noqa: E402
     FRAME_MS,
     SileroVad,
     SpeechDetector,
+    SpeechPaused,
+    SpeechResumed,
     SpeechStarted,
     SpeechStopped,
     VadEvent,
@@ -117,6 +119,11 @@ def run_detector(detector: SpeechDetector, audio: np.ndarray) -> list[VadEvent]:
     return [event for chunk in in_chunks(float_to_pcm16(audio)) for event in detector.feed(chunk)]
 
 
+def turns(events: list[VadEvent]) -> list[VadEvent]:
+    """The starts and stops, without the pauses between them."""
+    return [e for e in events if isinstance(e, SpeechStarted | SpeechStopped)]
+
+
 def test_detector_finds_two_utterances(
     session: InferenceSession, say: Callable[[str], np.ndarray]
 ) -> None:
@@ -133,7 +140,7 @@ def test_detector_finds_two_utterances(
     ]
     detector = SpeechDetector(SileroVad(session))
 
-    events = run_detector(detector, audio)
+    events = turns(run_detector(detector, audio))
 
     assert [type(e) for e in events] == [type(e) for e in expected]
     for event, wanted in zip(events, expected, strict=True):
@@ -159,7 +166,7 @@ def test_detector_reset_forgets_speech(
     detector = SpeechDetector(SileroVad(session))
     events = run_detector(detector, say(QUESTION)[:SAMPLE_RATE])  # cut mid-sentence
 
-    assert [type(e) for e in events] == [SpeechStarted]
+    assert [type(e) for e in turns(events)] == [SpeechStarted]
     assert detector.speaking
 
     detector.reset()
@@ -167,9 +174,47 @@ def test_detector_reset_forgets_speech(
     assert not detector.speaking
     assert run_detector(detector, silence(1500)) == []  # no SpeechStopped for the old speech
     events = run_detector(detector, np.concatenate([silence(500), say(ANSWER), silence(800)]))
-    assert [type(e) for e in events] == [SpeechStarted, SpeechStopped]
+    assert [type(e) for e in turns(events)] == [SpeechStarted, SpeechStopped]
     # Positions count from the reset: 1.5 s + 0.5 s of silence, then Piper's short lead-in.
     assert 1900 <= events[0].audio_ms <= 2300
+
+
+def test_a_pause_is_heard_at_once_and_the_stop_a_silence_window_later(
+    session: InferenceSession, say: Callable[[str], np.ndarray]
+) -> None:
+    # The user stops: the pause comes with the first silent frames, where the silence begins;
+    # the stop confirms it once the silence has lasted `min_silence_ms`.
+    detector = SpeechDetector(SileroVad(session), min_silence_ms=500)
+    pcm = float_to_pcm16(np.concatenate([silence(500), say(QUESTION), silence(1000)]))
+    fed_ms: dict[type, int] = {}
+    events: list[VadEvent] = []
+    for offset in range(0, len(pcm), bytes_for_ms(32)):
+        for event in detector.feed(pcm[offset : offset + bytes_for_ms(32)]):
+            events.append(event)
+            fed_ms.setdefault(type(event), (offset + bytes_for_ms(32)) * 1000 // 48000)
+    assert [type(e) for e in events] == [SpeechStarted, SpeechPaused, SpeechStopped]
+    paused, stopped = events[1], events[2]
+    assert stopped.audio_ms - paused.audio_ms == detector.speech_pad_ms
+    assert fed_ms[SpeechStopped] - fed_ms[SpeechPaused] >= 500 - 2 * FRAME_MS
+
+
+def test_a_pause_mid_sentence_resumes_without_a_stop(
+    session: InferenceSession, say: Callable[[str], np.ndarray]
+) -> None:
+    # 300 ms of silence in the middle of a sentence, under a 500 ms silence window.
+    audio = np.concatenate(
+        [silence(500), say("What is the capital"), silence(300), say("of France?"), silence(900)]
+    )
+    events = run_detector(SpeechDetector(SileroVad(session), min_silence_ms=500), audio)
+
+    assert [type(e) for e in events] == [
+        SpeechStarted,
+        SpeechPaused,
+        SpeechResumed,
+        SpeechPaused,
+        SpeechStopped,
+    ]
+    assert 250 <= events[2].audio_ms - events[1].audio_ms <= 600  # the pause, Piper's ends too
 
 
 def test_detector_rejects_bad_settings(session: InferenceSession) -> None:

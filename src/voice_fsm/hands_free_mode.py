@@ -4,6 +4,11 @@ The client streams the microphone all the time; the detector (`HandsFree`) decid
 speech starts and ends, and this turns its events into the session's own commands: start a
 turn (with the audio since the speech began), stop it. It drives the session only through
 `TurnControl`, the same commands a push-to-talk client gives, and imports nothing of it.
+
+Between the two, a pause the detector hears at once (`SpeechPaused`, the embedded detector's)
+lets the session start the reply on the live transcript (`paused`, asked again at each frame
+while the pause lasts, as the transcript may still grow); speech again (`SpeechResumed`)
+cancels it (`resumed`). A provider's detector reports no pause: its turns get no such start.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from voice_fsm.events import ServerEvent, VadSpeechStarted, VadSpeechStopped
 from voice_fsm.hands_free import Detected, HandsFree, Relay
 from voice_fsm.providers import Pipeline
 from voice_fsm.recording import check_frame
-from voice_fsm.vad_events import SpeechStarted, VadEvent
+from voice_fsm.vad_events import SpeechPaused, SpeechResumed, SpeechStarted, VadEvent
 
 PROVIDER_VAD_KEEP_MS = 3000
 """Hands-free audio kept for a provider's detector, whose events come a network trip late."""
@@ -33,6 +38,10 @@ class TurnControl:
     record: Callable[[bytes], Awaitable[None]]
     stop_turn: Callable[[], Awaitable[None]]
     send: Callable[[ServerEvent], Awaitable[None]]
+    paused: Callable[[], Awaitable[None]]
+    """The user may have finished: start the reply ahead (`speculation.py`), if it can."""
+    resumed: Callable[[], Awaitable[None]]
+    """They went on: cancel a reply started ahead."""
     speech_ended: Callable[[int], None] = lambda silence_ms: None
     """The turn's recording ends with this much silence after the speech (`Turn.speech_ended`)."""
 
@@ -65,6 +74,7 @@ class HandsFreeMode:
         self.detector = detector
         self._session = session
         self._failed = failed
+        self._paused = False  # a pause heard in the turn being recorded, not yet over
 
     async def frame(self, frame: bytes) -> None:
         """The next microphone frame: recorded if a turn is on, and fed to the detector."""
@@ -75,6 +85,8 @@ class HandsFreeMode:
             await self._session.record(frame)
         for event in events:
             await self._on_event(event)
+        if self._paused and not events and self._session.recording():
+            await self._session.paused()
 
     async def detected(self, item: Detected) -> None:
         """An event of the provider's detector, relayed in order with the audio and commands;
@@ -89,7 +101,11 @@ class HandsFreeMode:
     async def _on_event(self, event: VadEvent) -> None:
         """Speech starts a turn (a barge-in if a reply is in flight) and its end ends it."""
         session = self._session
-        if isinstance(event, SpeechStarted):
+        self._paused = isinstance(event, SpeechPaused) and session.recording()
+        if isinstance(event, SpeechPaused | SpeechResumed):
+            if session.recording():
+                await (session.paused() if self._paused else session.resumed())
+        elif isinstance(event, SpeechStarted):
             recording = session.recording()
             number = session.turn_number() + (0 if recording else 1)
             await session.send(VadSpeechStarted(audio_ms=event.audio_ms, turn=number))

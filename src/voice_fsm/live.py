@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from voice_fsm.adapters.base import LiveSpeechToText, LiveTranscription
+from voice_fsm.audio import duration_ms
 from voice_fsm.errors import VoiceError
 
 
@@ -33,6 +34,10 @@ class LiveTurn:
         self._language = language
         self._on_delta = on_delta
         self._log = log
+        self.text = ""
+        """The transcript so far: the deltas recognised while the user talks."""
+        self._sent = 0  # bytes of the recording given to the provider
+        self._text_at = 0  # what had been given when `text` last changed
         self._live: LiveTranscription | None = None
         self._forward: asyncio.Task[None] | None = None
         self._task = asyncio.create_task(self._run(), name="live-transcription")
@@ -53,6 +58,11 @@ class LiveTurn:
             # deltas() ends with the final transcript; every delta goes out before it.
             await asyncio.wait({forward}, timeout=1.0)
         return text
+
+    @property
+    def settled_ms(self) -> int:
+        """How much of the recording has gone to the provider since `text` last changed."""
+        return duration_ms(self._sent - self._text_at)
 
     async def aclose(self) -> None:
         for task in (self._task, self._forward):
@@ -76,8 +86,11 @@ class LiveTurn:
     async def _pump(self, live: LiveTranscription) -> None:
         async for chunk in self._audio:
             await live.append(chunk)
+            self._sent += len(chunk)
 
     async def _forward_deltas(self, live: LiveTranscription) -> None:
         async for delta in live.deltas():
             if delta.text:
+                self.text += delta.text
+                self._text_at = self._sent
                 await self._on_delta(delta.text)

@@ -19,6 +19,9 @@ share figures. The metrics, in seconds where they are times:
 - `voice_fsm_tts_diverged_total` (counter; provider): pieces of speech whose provider said
   something other than the text it was given (`speech_fidelity`: a Realtime model that
   answered or paraphrased), each also a `tts.diverged` log line with both texts and the model
+- `voice_fsm_speculative_replies_total` (counter; mode, fate: adopted or wasted): replies
+  started on the live transcript before the turn's end was confirmed; what the wasted cost in
+  `voice_fsm_speculation_wasted_llm_chars_total` and `..._wasted_speech_seconds_total`
 
 The engines' lanes and the speech checks are the process's, not one app's: they are recorded
 only while `watch_lanes` is on (the app's lifespan).
@@ -184,6 +187,24 @@ class Metrics:
             ["provider"],
             registry=registry,
         )
+        self.speculative = Counter(
+            "voice_fsm_speculative_replies",
+            "Replies started before the end of the turn was confirmed, adopted or wasted",
+            ["mode", "fate"],
+            registry=registry,
+        )
+        self.wasted_chars, self.wasted_speech = (
+            Counter(f"voice_fsm_speculation_wasted_{name}", doc, ["mode"], registry=registry)
+            for name, doc in (
+                ("llm_chars", "Text written by the LLM requests of wasted speculative replies"),
+                ("speech_seconds", "Audio synthesised for wasted speculative replies, never sent"),
+            )
+        )
+        for mode in MODES:
+            for fate in ("adopted", "wasted"):
+                self.speculative.labels(mode=mode, fate=fate)
+            self.wasted_chars.labels(mode=mode)
+            self.wasted_speech.labels(mode=mode)
         self._stop_speech_checks: Callable[[], None] | None = None
         registry.register(SessionsCollector(sessions))
         if providers is not None:
@@ -227,6 +248,13 @@ class Metrics:
             outcome = "ok" if tool["ok"] else tool.get("kind") or "failed"
             self.tool_calls.labels(name=name, runs_on=runs_on, outcome=outcome).inc()
             self.tool_seconds.labels(name=name, runs_on=runs_on).observe(tool["ms"] / 1000)
+        spec = record.speculation
+        if started := spec.get("speculative_replies", 0):
+            wasted = spec.get("wasted_replies", 0)
+            self.speculative.labels(mode=mode, fate="adopted").inc(started - wasted)
+            self.speculative.labels(mode=mode, fate="wasted").inc(wasted)
+            self.wasted_chars.labels(mode=mode).inc(spec.get("wasted_llm_chars", 0))
+            self.wasted_speech.labels(mode=mode).inc(spec.get("wasted_speech_ms", 0) / 1000)
         for request in record.provider_requests:
             stage = request.get("stage", UNKNOWN)
             provider = providers.get(stage, UNKNOWN)

@@ -185,6 +185,7 @@ async def _speak(
     send_audio: SendAudio,
 ) -> None:
     pending = b""  # an odd byte left over from the provider's last chunk
+    made = 0  # audio given to `send_audio` (a held reply's is sent later)
     while (piece := await pieces.get()) is not None:
         turn.clock.mark_once("tts.start")
         turn.spoken.start_piece(piece, filler=isinstance(piece, Filler))
@@ -199,10 +200,11 @@ async def _speak(
                 data = pending + chunk
                 cut = len(data) - len(data) % 2
                 pending = data[cut:]
+                made += cut
                 for offset in range(0, cut, MAX_AUDIO_FRAME):
                     await send_audio(data[offset : min(offset + MAX_AUDIO_FRAME, cut)])
     turn.clock.mark("tts.end")
-    if not turn.audio_sent:
+    if not made:
         raise ProviderError(
             ErrorCode.PROVIDER_ERROR, "The speech provider returned no audio.", stage=Stage.TTS
         )

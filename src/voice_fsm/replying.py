@@ -5,6 +5,9 @@ Entering `transcribing` names the transcription, entering `thinking` the reply (
 through `speaking`, and through `acting` while tools it calls run, back to `thinking`: one
 stage for the whole reply). Their reports come back through the session's inbox and `handle`
 turns each into the machine's next trigger, called from the driver (`fire`).
+
+A reply may start before the turn's end is confirmed (`speculate`, `speculation.py`): the
+transcription's report then decides whether the thinking stage adopts it or starts afresh.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from transitions.extensions.asyncio import AsyncMachine
 
 from voice_fsm import stages
 from voice_fsm.acting import TurnTools
-from voice_fsm.adapters.base import PCM_SAMPLE_RATE
+from voice_fsm.adapters.base import PCM_SAMPLE_RATE, ChatMessage
 from voice_fsm.client_tools import ClientTools
 from voice_fsm.conversation import Conversation
 from voice_fsm.errors import VoiceError
@@ -29,8 +32,9 @@ from voice_fsm.events import (
     SessionConfig,
     TranscriptDoneEvent,
 )
-from voice_fsm.machine import State
+from voice_fsm.machine import SPEECH_TO_SPEECH, State
 from voice_fsm.providers import Pipeline
+from voice_fsm.speculation import SETTLED_MS, same_in_substance, words
 from voice_fsm.speech_to_speech import SpeechToSpeech
 from voice_fsm.stage_runner import StageRunner
 from voice_fsm.stages import (
@@ -66,6 +70,7 @@ class Replying:
         fire: Callable[[str], Awaitable[None]],
         fail: Callable[[VoiceError], Awaitable[None]],
         finish: Callable[[str], None],
+        preemptive: bool = True,
     ) -> None:
         self._stage = stage
         self._pipeline = pipeline
@@ -81,6 +86,7 @@ class Replying:
         self._fire = fire
         self._fail = fail
         self._finish = finish
+        self._preemptive = preemptive
         self.driver: asyncio.Task[Any] | None = None
         self.speech_to_speech = SpeechToSpeech(
             pipeline.speech,
@@ -117,8 +123,10 @@ class Replying:
                 if turn.reply_wanted or policy.auto:
                     if not turn.reply_wanted:
                         turn.speak = policy.speak
+                    await self._confirm_held()
                     await self._fire("transcribed")
                 else:  # the client asks for the reply when it wants it (ReplyCreate)
+                    await self._turns.discard_held()
                     turn.awaiting_reply = True
                     await self._fire("heard")
             case FirstAudio():
@@ -150,6 +158,59 @@ class Replying:
             case StageFailed():
                 await self._fail(report.error)
 
+    async def speculate(self, *, settled: bool = False) -> None:
+        """From the driver, when the user may have finished (a pause, the button released):
+        start the reply on the live transcript (`speculation.py`), unless one runs on the same
+        words already or the turn's reply cannot be known yet. `settled`: only if the live
+        transcript has not changed over the recording's last `SETTLED_MS` (it likely covers
+        all of it: the user stopped talking a moment before the button was released)."""
+        turn, config, policy = self._turns.current, self._config(), self._policy()
+        if (
+            not self._preemptive
+            or turn.live is None
+            or config.pipeline == SPEECH_TO_SPEECH
+            or not (policy.auto and policy.speak)
+            or turn.reply_wanted
+            or self._state() not in (State.RECORDING, State.TRANSCRIBING)
+        ):
+            return
+        text = turn.live.text.strip()
+        held = self._turns.held
+        if settled and turn.live.settled_ms < SETTLED_MS:
+            return
+        if not words(text) or (held is not None and words(held.text) == words(text)):
+            return
+        await self._turns.discard_held()
+        self._turns.start_held(
+            stages.held_reply(
+                turn,
+                self._pipeline.llm,
+                self._pipeline.tts,
+                self._prompt(text),
+                text=text,
+                voice=config.voice,
+                tools=self._turn_tools(),
+            )
+        )
+
+    async def _confirm_held(self) -> None:
+        """The final transcript is in: the held reply stays, for the thinking stage to adopt,
+        if it answers the same words with the same prompt and voice; else it is cancelled."""
+        turn, held = self._turns.current, self._turns.held
+        if held is None:
+            return
+        if not (
+            turn.speak
+            and same_in_substance(held.text, turn.transcript)
+            and held.answers(self._prompt(held.text), self._config().voice)
+        ):
+            await self._turns.discard_held()
+
+    def _prompt(self, user: str) -> list[ChatMessage]:
+        turn = self._turns.current
+        instructions = turn.instructions or self._config().instructions or self._instructions
+        return self._conversation.prompt(instructions, user)
+
     def _transcription(self) -> Awaitable[str]:
         return stages.transcribe(
             self._turns.current,
@@ -170,13 +231,20 @@ class Replying:
                 first_audio=self._stage.first_audio,
                 tools=self._turn_tools(),
             )
+        held = self._turns.take_held()
+        if held is not None:  # started on the live transcript, and confirmed
+            return stages.adopt(
+                held,
+                turn,
+                send=self._stage_send,
+                first_audio=self._stage.first_audio,
+                tools=self._turn_tools(),
+            )
         return stages.reply(
             turn,
             self._pipeline.llm,
             self._pipeline.tts,
-            self._conversation.prompt(
-                turn.instructions or config.instructions or self._instructions, turn.transcript
-            ),
+            self._prompt(turn.transcript),
             voice=config.voice,
             send=self._stage_send,
             first_audio=self._stage.first_audio,

@@ -1,13 +1,11 @@
 """One voice session: its state machine, its driver task and the work of each turn.
 
 The WebSocket's receive loop only parses and calls `submit`. The driver task (`run`) takes the
-inbox's items one at a time, client commands and audio and the stages' results alike, and is
-the only caller of the machine's triggers. Entering transcribing or thinking names that
-stage's work (`stages.py`); the driver starts it as a task of its own once the trigger has
-told the client of the new state, so the driver stays free for `response.cancel` and barge-in.
-A stage reports how it ended through the inbox (`Transcribed`, `FirstAudio`, `Spoken`,
-`StageFailed`) and the driver fires the matching trigger; a report of a stage the driver has
-cancelled since is stale and dropped.
+inbox's items one at a time (commands, audio, the stages' reports) and is the only caller of
+the machine's triggers. Entering transcribing or thinking names that stage's work
+(`stages.py`), which the driver starts as a task once the client has heard of the new state.
+A stage reports how it ended through the inbox and the driver fires the matching trigger; a
+report of a stage the driver has cancelled since is stale and dropped.
 """
 
 from __future__ import annotations
@@ -122,6 +120,7 @@ class Session:
             config=lambda: self.config,
             errors=self._errors,
             send=send,
+            speculate=lambda: self._replying.speculate(settled=True),
         )
         self._replying = Replying(
             self._stage,
@@ -138,6 +137,7 @@ class Session:
             fire=self._machine.fire,
             fail=self._turn_taking.fail,
             finish=self._turn_taking.finish,
+            preemptive=settings.vad.preemptive_reply,
         )
         self._replying.name_stages(self.machine)
 
@@ -170,7 +170,7 @@ class Session:
         finally:
             self._inbox.clear()
             await self._stage.stop()
-            await self._turns.close_live()
+            await self._turns.close_open()
             self._close_hands_free()
             await self._replying.speech_to_speech.aclose()
             await self._turns.wait_closed()
@@ -232,8 +232,7 @@ class Session:
 
     async def _hands_free_failed(self, err: VoiceError) -> None:
         """The provider's detector could not open, or failed (its connection lost): the error,
-        then push-to-talk again (`session.updated`); hands_free may be asked for again. A turn
-        it was recording fails: nothing would end it."""
+        then push-to-talk again (`session.updated`). A turn it was recording fails."""
         self._close_hands_free()
         self.config = self.config.model_copy(update={"mode": "push_to_talk"})
         if self.state == State.RECORDING:
@@ -248,8 +247,7 @@ class Session:
         if hands_free is not None:
             self._turns.close_soon(hands_free)
 
-    def _turn_control(self) -> TurnControl:
-        """For hands-free mode: what a push-to-talk client does."""
+    def _turn_control(self) -> TurnControl:  # for hands-free: what a push-to-talk client does
         return TurnControl(
             recording=lambda: self.state == State.RECORDING,
             turn_number=lambda: self.turn.number,
@@ -257,6 +255,9 @@ class Session:
             record=self._turn_taking.record,
             stop_turn=self._turn_taking.stop,
             send=self._send,
+            paused=self._replying.speculate,
+            resumed=self._turns.discard_held,
+            speech_ended=lambda silence_ms: self.turn.speech_ended(silence_ms),
         )
 
     async def _on_session_update(self, update: SessionConfig) -> None:

@@ -243,6 +243,14 @@ class VadSettings(SettingsGroup):
         description="audio kept before the speech; unset: 30 local, 300 (OpenAI's) Realtime",
     )
 
+    preemptive_reply: bool = Field(
+        default=True,
+        description="start the reply on the live transcript when the user pauses (the local "
+        "detector's first silent frames) or releases the button, its audio held until the "
+        "final transcript confirms it; a wrong guess is cancelled and counted "
+        "(wasted_replies)",
+    )
+
     def pad_ms(self, provider: Literal["local", "openai-realtime"]) -> int:
         """`speech_pad_ms`, or the detector's own default."""
         if self.speech_pad_ms is not None:

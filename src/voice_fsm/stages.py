@@ -26,6 +26,7 @@ from voice_fsm.errors import NoSpeechError
 from voice_fsm.events import ServerEvent, TranscriptDeltaEvent
 from voice_fsm.live import LiveTurn
 from voice_fsm.reply import speak_while_writing
+from voice_fsm.speculation import HeldReply
 from voice_fsm.stage_results import (
     Acted,
     Acting,
@@ -48,7 +49,10 @@ __all__ = [
     "StageFailed",
     "StageResult",
     "Transcribed",
+    "adopt",
+    "held_reply",
     "reply",
+    "reply_outlet",
     "transcribe",
 ]
 
@@ -111,6 +115,67 @@ async def reply(
     """Write the reply to `messages` and speak it as it is written, running the tools it
     calls; `first_audio` is awaited before the first audio frame goes out, and again before
     the first frame after each round of tools (the machine is thinking again by then)."""
+    send_audio, tools = reply_outlet(turn, send=send, first_audio=first_audio, tools=tools)
+    await speak_while_writing(
+        turn, llm, tts, messages, voice=voice, send=send, send_audio=send_audio, tools=tools
+    )
+
+
+def held_reply(
+    turn: Turn,
+    llm: LanguageModel,
+    tts: TextToSpeech,
+    messages: list[ChatMessage],
+    *,
+    text: str,
+    voice: str | None,
+    tools: TurnTools | None = None,
+) -> HeldReply:
+    """Start the reply to `messages` (whose user message is the live transcript `text`) ahead
+    of the end of the turn, all its output held (`speculation.py`)."""
+
+    async def work(held: HeldReply) -> None:
+        await speak_while_writing(
+            turn,
+            llm,
+            tts,
+            messages,
+            voice=voice,
+            send=held.send,
+            send_audio=held.send_audio,
+            tools=replace(tools, checkpoint=held.checkpoint) if tools is not None else None,
+        )
+
+    return HeldReply(turn, text, messages, voice, work)
+
+
+async def adopt(
+    held: HeldReply,
+    turn: Turn,
+    *,
+    send: Send,
+    first_audio: Callable[[], Awaitable[None]],
+    tools: TurnTools | None = None,
+) -> None:
+    """The thinking stage of a turn whose reply was started ahead: it goes out from here as
+    `reply` would send it."""
+    send_audio, tools = reply_outlet(
+        turn, send=send, first_audio=first_audio, tools=tools, counted=True
+    )
+    await held.adopt(send, send_audio, tools.checkpoint if tools is not None else None)
+
+
+def reply_outlet(
+    turn: Turn,
+    *,
+    send: Send,
+    first_audio: Callable[[], Awaitable[None]],
+    tools: TurnTools | None,
+    counted: bool = False,
+) -> tuple[Callable[[bytes], Awaitable[None]], TurnTools | None]:
+    """Where a reply's audio goes (`first_audio` awaited before its first frame, and before
+    the first after each round of tools) and the tools' steps that move the machine.
+    `counted`: its pieces' audio was counted as it was made (a held reply's)."""
     announced = False
 
     async def send_audio(frame: bytes) -> None:
@@ -122,7 +187,8 @@ async def reply(
         if not turn.audio_sent:
             turn.clock.mark("first_audio_sent")
         turn.audio_sent += len(frame)
-        turn.spoken.add_audio(len(frame))
+        if not counted:
+            turn.spoken.add_audio(len(frame))
 
     if tools is not None:
         checkpoint = tools.checkpoint
@@ -134,6 +200,4 @@ async def reply(
                 announced = False
 
         tools = replace(tools, checkpoint=moved)
-    await speak_while_writing(
-        turn, llm, tts, messages, voice=voice, send=send, send_audio=send_audio, tools=tools
-    )
+    return send_audio, tools

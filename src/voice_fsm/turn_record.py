@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from voice_fsm.speculation import SpeculationStats
     from voice_fsm.turn import Turn
 
 TIMING_FIELDS = (
@@ -25,6 +26,14 @@ TIMING_FIELDS = (
     "voice_to_voice_ms",
 )
 """The per-turn figures in milliseconds, as the log line and `turn.metrics` name them."""
+
+SPECULATION_FIELDS = (
+    "speculative_replies",
+    "wasted_replies",
+    "wasted_llm_chars",
+    "wasted_speech_ms",
+)
+"""What the turn's replies started ahead of its end did and cost (`speculation.py`)."""
 
 LOG_FIELDS: dict[str, str] = {
     "event": "`turn.completed`",
@@ -48,6 +57,13 @@ LOG_FIELDS: dict[str, str] = {
     "provider_requests": "the providers' ids of the turn's requests (stage and id), to quote "
     "to their support",
     "tools": "the turn's tool calls in order: name, runs_on (server or client), ok and ms",
+    "speculative_replies": "replies started on the live transcript before the end of the turn "
+    "was confirmed (VOICE_FSM_VAD__PREEMPTIVE_REPLY); each was adopted as the turn's reply or "
+    "wasted",
+    "wasted_replies": "of those, the ones cancelled (the user went on, or the final transcript "
+    "said something else): each cost a language model request and speech",
+    "wasted_llm_chars": "the text those cancelled requests had written (characters)",
+    "wasted_speech_ms": "the audio their speech had synthesised, never sent",
     "code": "the error code, when the outcome is error",
     "stage": "the stage that failed, when the outcome is error",
     "level": "info",
@@ -80,6 +96,8 @@ class TurnRecord:
     """The turn's moments (stt.start, llm.first_token, ...), in seconds since its start."""
     tools: list[dict[str, Any]] = field(default_factory=list)
     """The turn's tool calls in order: name, runs_on, ok, ms."""
+    speculation: dict[str, int] = field(default_factory=dict)
+    """`SPECULATION_FIELDS` -> the turn's count (0 when it started no reply ahead)."""
 
     def log_fields(self) -> dict[str, Any]:
         """The `turn.completed` log line's fields (the logger adds session_id and turn)."""
@@ -89,6 +107,7 @@ class TurnRecord:
         fields["provider_requests"] = self.provider_requests
         if self.tools:
             fields["tools"] = self.tools
+        fields.update({name: self.speculation.get(name, 0) for name in SPECULATION_FIELDS})
         if self.code is not None:
             fields["code"] = self.code
         if self.stage is not None:
@@ -109,6 +128,7 @@ def record_of(
     providers: dict[str, str],
     code: str | None = None,
     stage: str | None = None,
+    speculation: SpeculationStats | None = None,
 ) -> TurnRecord:
     """`turn`'s record, once it has ended."""
     return TurnRecord(
@@ -123,6 +143,14 @@ def record_of(
         code=code,
         stage=stage,
         marks=turn.clock.offsets("start"),
+        speculation={}
+        if speculation is None
+        else {
+            "speculative_replies": speculation.started,
+            "wasted_replies": speculation.wasted,
+            "wasted_llm_chars": speculation.wasted_llm_chars,
+            "wasted_speech_ms": speculation.wasted_speech_ms,
+        },
     )
 
 

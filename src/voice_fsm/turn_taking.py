@@ -33,7 +33,9 @@ class TurnTaking:
         config: Callable[[], SessionConfig],
         errors: ErrorReports,
         send: Callable[[ServerEvent], Awaitable[None]],
+        speculate: Callable[[], Awaitable[None]],
     ) -> None:
+        """`speculate`: the user may have finished (`Replying.speculate`)."""
         self._state = state
         self._fire = fire
         self._stage = stage
@@ -44,6 +46,7 @@ class TurnTaking:
         self._config = config
         self._errors = errors
         self._send = send
+        self._speculate = speculate
 
     async def start(
         self, played_ms: int | None = None, transcriber: LiveSpeechToText | None = None
@@ -90,6 +93,7 @@ class TurnTaking:
             await self.fail(err)
         else:
             await self._fire("stop")
+            await self._speculate()  # the reply may start on the live transcript at once
 
     async def cancel(self, played_ms: int | None) -> None:
         if self._state() != State.IDLE:  # else a cancel racing the end of a reply: harmless
@@ -143,7 +147,7 @@ class TurnTaking:
 
     async def fail(self, err: VoiceError) -> None:
         await self._stage.stop()
-        await self._turns.close_live()
+        await self._turns.close_open()
         await self._errors.report(err, turn=self._turns.current.number, log=self._turns.log)
         self.finish("error", code=err.code.value, stage=err.stage.value)
         await self._fire("fail")
@@ -155,7 +159,7 @@ class TurnTaking:
         """End the turn in flight: its stage stopped, its live transcription closed, the client
         told how far its reply got and the history given what was heard of it."""
         await self._stage.stop()
-        await self._turns.close_live()
+        await self._turns.close_open()
         if self._state() in (State.THINKING, State.SPEAKING, State.ACTING):
             turn = self._turns.current
             await self._turns.close_interrupted_reply(

@@ -2,7 +2,9 @@
 
 A turn ends exactly once, with one record (`turn.completed` in the log, and the observers:
 metrics, traces). Its live transcription and a hands-free detector are closed off the critical
-path (`close_soon`), and the session waits for those closings when it ends.
+path (`close_soon`), and the session waits for those closings when it ends. A reply started
+ahead of the turn's end (`held`, `speculation.py`) is the turn's too: discarded when the turn
+ends without adopting it, its cost in the turn's record.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from voice_fsm import provider_requests
 from voice_fsm.audio import duration_ms
 from voice_fsm.conversation import Conversation
 from voice_fsm.events import ResponseDone, ServerEvent
+from voice_fsm.speculation import HeldReply, SpeculationStats, TurnClock
 from voice_fsm.turn import Turn
 from voice_fsm.turn_record import TurnObserver, notify, record_of
 
@@ -38,10 +41,17 @@ class Turns:
         self._providers = providers
         self._observers = observers
         self._closing: set[asyncio.Task[None]] = set()
+        self.held: HeldReply | None = None
+        """The current turn's reply started ahead of its end, not adopted yet."""
+        self.speculation = SpeculationStats()
+        """What the current turn's replies started ahead did and cost."""
 
     def begin(self) -> Turn:
+        self._drop_held()
         turn = self.current = Turn(self.current.number + 1)
+        turn.clock = TurnClock()
         turn.clock.mark("start")
+        self.speculation = SpeculationStats()
         turn.provider_requests = provider_requests.collect()
         self.log = self.log.bind(turn=turn.number)
         return turn
@@ -54,6 +64,7 @@ class Turns:
         if turn.outcome is not None:
             return
         turn.outcome = outcome
+        self._drop_held()
         turn.clock.mark("end")  # so the record's marks span the whole turn (traces use them)
         record = record_of(
             turn,
@@ -63,6 +74,7 @@ class Turns:
             providers=self._providers,
             code=code,
             stage=stage,
+            speculation=self.speculation,
         )
         turn.release_audio()
         self.log.info("turn.completed", **record.log_fields())
@@ -92,6 +104,35 @@ class Turns:
             heard_chars=len(heard),
         )
 
+    def start_held(self, held: HeldReply) -> None:
+        self.held = held
+        self.speculation.started += 1
+
+    def take_held(self) -> HeldReply | None:
+        """The held reply, for the thinking stage to adopt (the turn's end is confirmed)."""
+        held, self.held = self.held, None
+        if held is not None:
+            self.speculation.adopted = True
+        return held
+
+    async def discard_held(self) -> None:
+        """Cancel the held reply, if any, and count its waste; the turn is as before it."""
+        held, self.held = self.held, None
+        if held is not None:
+            await held.discard(self.speculation)
+
+    def _drop_held(self) -> None:
+        """`discard_held` off the critical path: its waste is counted now."""
+        held, self.held = self.held, None
+        if held is not None:
+            held.count_waste(self.speculation)
+            self._track(asyncio.create_task(held.discard(None)))
+
+    async def close_open(self) -> None:
+        """The turn is ending: close its live transcription and cancel a reply held for it."""
+        await self.discard_held()
+        await self.close_live()
+
     async def close_live(self) -> None:
         live, self.current.live = self.current.live, None
         if live is not None:
@@ -104,7 +145,9 @@ class Turns:
             self.close_soon(live)
 
     def close_soon(self, closable: Closable) -> None:
-        task = asyncio.create_task(closable.aclose())
+        self._track(asyncio.create_task(closable.aclose()))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 

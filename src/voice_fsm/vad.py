@@ -20,7 +20,13 @@ import soxr
 
 from voice_fsm.adapters.local.models import silero_vad_model
 from voice_fsm.audio import BYTES_PER_SAMPLE, SAMPLE_RATE, pcm16_to_float
-from voice_fsm.vad_events import SpeechStarted, SpeechStopped, VadEvent
+from voice_fsm.vad_events import (
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    SpeechStopped,
+    VadEvent,
+)
 
 if TYPE_CHECKING:
     from voice_fsm.adapters.base import LiveTranscription
@@ -105,6 +111,8 @@ class SpeechDetector:
     `min_silence_ms` below `threshold - 0.15` without a frame back at `threshold`. Events are
     emitted when decided, so `SpeechStopped` comes `min_silence_ms` after the speech ended; their
     `audio_ms` are positions in the stream fed since the last reset, padded by `speech_pad_ms`.
+    In between, the first frame below `threshold - 0.15` is a `SpeechPaused` (at once: the user
+    may be done) and a frame back at `threshold` before the stop a `SpeechResumed`.
     """
 
     def __init__(
@@ -178,10 +186,14 @@ class SpeechDetector:
                 self._silence_from_ms = None
                 return SpeechStarted(max(0, self._onset_ms - self.speech_pad_ms))
             return None
+        heard: VadEvent | None = None
         if prob >= self.threshold:
+            if self._silence_from_ms is not None:
+                heard = SpeechResumed(frame_ms)
             self._silence_from_ms = None
         elif prob < self.neg_threshold and self._silence_from_ms is None:
             self._silence_from_ms = frame_ms
+            heard = SpeechPaused(frame_ms)
         if self._silence_from_ms is not None and end_ms - self._silence_from_ms >= max(
             self.min_silence_ms, FRAME_MS
         ):
@@ -191,4 +203,4 @@ class SpeechDetector:
             self._onset_ms = None
             self._silence_from_ms = None
             return SpeechStopped(stop_ms)
-        return None
+        return heard

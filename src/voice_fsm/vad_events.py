@@ -21,4 +21,21 @@ class SpeechStopped:
     item: str | None = None
 
 
-VadEvent = SpeechStarted | SpeechStopped
+@dataclass(frozen=True, slots=True)
+class SpeechPaused:
+    """The speech went silent (its first frames below the detector's lower threshold): the
+    user may have finished, which `SpeechStopped` confirms once the silence has lasted its
+    window. Only a detector that hears each frame (the embedded one) reports it."""
+
+    audio_ms: int
+    """Where the silence began."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechResumed:
+    """Speech again after `SpeechPaused`, before the silence window ended: the turn goes on."""
+
+    audio_ms: int
+
+
+VadEvent = SpeechStarted | SpeechStopped | SpeechPaused | SpeechResumed
