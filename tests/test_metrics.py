@@ -239,6 +239,45 @@ def test_provider_requests_are_counted_by_the_stage_and_its_provider() -> None:
     assert get("voice_fsm_errors_total", {"code": "unknown", "stage": "unknown"}) is None
 
 
+def test_speculative_replies_show_at_zero_then_count_what_was_wasted() -> None:
+    metrics = Metrics()
+    get = metrics.registry.get_sample_value
+    for mode in ("push_to_talk", "hands_free"):  # from the start, before any turn
+        for fate in ("adopted", "wasted"):
+            assert get("voice_fsm_speculative_replies_total", {"mode": mode, "fate": fate}) == 0
+        assert get("voice_fsm_speculation_wasted_llm_chars_total", {"mode": mode}) == 0
+        assert get("voice_fsm_speculation_wasted_speech_seconds_total", {"mode": mode}) == 0
+    # A turn whose first reply (started on a pause) was cancelled and the second adopted.
+    metrics.turn_ended(
+        TurnRecord(
+            session_id="s",
+            turn=1,
+            outcome="ok",
+            mode="hands_free",
+            providers={},
+            timings={},
+            speculation={
+                "speculative_replies": 2,
+                "wasted_replies": 1,
+                "wasted_llm_chars": 40,
+                "wasted_speech_ms": 1500,
+            },
+        )
+    )
+    hands_free = {"mode": "hands_free"}
+    assert get("voice_fsm_speculative_replies_total", {**hands_free, "fate": "adopted"}) == 1
+    assert get("voice_fsm_speculative_replies_total", {**hands_free, "fate": "wasted"}) == 1
+    assert get("voice_fsm_speculation_wasted_llm_chars_total", hands_free) == 40
+    assert get("voice_fsm_speculation_wasted_speech_seconds_total", hands_free) == 1.5
+    fields = TurnRecord(
+        session_id="s", turn=2, outcome="ok", mode="push_to_talk", providers={}, timings={}
+    ).log_fields()
+    assert {k: fields[k] for k in ("speculative_replies", "wasted_replies")} == {
+        "speculative_replies": 0,
+        "wasted_replies": 0,
+    }  # in every turn.completed line, zeros included
+
+
 def test_tool_calls_are_counted_by_tool_and_outcome_and_client_tools_under_one_name() -> None:
     metrics = Metrics()
     tools = [
