@@ -62,8 +62,10 @@ clean:
 	find . -name '*.egg-info' -prune -exec rm -rf {} +
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
-# Offline voice-to-voice latency, per model and with N concurrent sessions:
+# Offline voice-to-voice latency from the end of speech, push-to-talk and hands-free, per model
+# and with N concurrent sessions:
 # make bench-local ARGS="--llm-model smollm2-135m --llm-model qwen2.5-coder-0.5b --sessions 1,2,4,8"
+# ARGS=--readme also writes docs/bench/bench-local.json, which `make docs` puts into the README.
 bench-local: install
 	$(PY) bench/local_latency.py $(ARGS)
 
@@ -75,8 +77,10 @@ eval-local: install
 	$(PY) -c "import jiwer" 2>/dev/null || $(PY) -m pip install -q -e ".[eval]"
 	$(PY) bench/eval_local.py $(ARGS)
 
-# Voice-to-voice latency against fake providers, and against the sequential design:
-# make bench ARGS="--sessions 50". Writes artifacts/bench-<sessions>.json and .png.
+# Voice-to-voice latency against fake providers, and against the sequential design; hands-free
+# turns timed from the end of speech; a compatible server with and without a Realtime endpoint:
+# make bench ARGS="--sessions 50". Writes artifacts/bench-<sessions>.json and .png; ARGS=--readme
+# also docs/bench/bench.json, which `make docs` puts into the README.
 # This tree against a commit, in one run (alternating blocks; a git worktree of the commit runs
 # with this venv): make bench ARGS="--against HEAD~5 --turns 5 --blocks 4"
 # (artifacts/bench-against.json: voice-to-voice and overhead p50/p99 of both, and the difference).

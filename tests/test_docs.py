@@ -107,6 +107,35 @@ def test_a_stale_web_constants_js_is_listed_and_rewritten(
     assert constants.read_bytes() == (ROOT / docs_gen.WEB_CONSTANTS_PATH).read_bytes()
 
 
+def test_a_newly_committed_bench_run_makes_the_readme_block_stale_until_make_docs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy_generated(tmp_path)
+    (tmp_path / "bench").mkdir()
+    shutil.copyfile(ROOT / "bench" / "readme_figures.py", tmp_path / "bench" / "readme_figures.py")
+    (tmp_path / "docs" / "bench").mkdir(parents=True, exist_ok=True)
+    for committed in (ROOT / "docs" / "bench").glob("*.json"):
+        shutil.copyfile(committed, tmp_path / "docs" / "bench" / committed.name)
+    assert docs_gen.main(["--check", "--root", str(tmp_path)]) == 0  # the block as committed
+    run = {
+        "code": "HEAD (0123456789)",
+        "date": "2026-12-01 07:00 UTC",
+        "load_average": {"before": [0.5, 0.5, 0.5], "after": [0.7, 0.5, 0.5]},
+        "question_s": 2.0,
+        "client_voice_to_voice_ms": {"errors": 0, "p50": 654.0, "p95": 777.0},
+    }
+    (tmp_path / "docs" / "bench" / "bench-local.json").write_text(json.dumps(run))
+    capsys.readouterr()
+
+    assert docs_gen.main(["--check", "--root", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.splitlines()[0] == "stale: README.md"
+    assert docs_gen.main(["--root", str(tmp_path)]) == 0
+    block = (tmp_path / "README.md").read_text().split("<!-- bench:begin -->")[1]
+    assert "| default: push-to-talk, end of speech → first reply audio | 654 | 777 | 0 |" in block
+    assert "`make bench-local` (HEAD (0123456789), 2026-12-01 07:00 UTC" in block
+    assert docs_gen.main(["--check", "--root", str(tmp_path)]) == 0
+
+
 def test_a_state_added_to_the_table_gets_its_diagram_docs_entry_and_js_constant(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -12,7 +12,9 @@
 - ``web/constants.js``: every name the page shares with the server (`shared_names`);
 - ``.env.example``, ``docs/settings.md`` and the section of ``README.md`` between
   ``<!-- settings:begin -->`` and ``<!-- settings:end -->``: the settings, from the settings
-  models (`settings_docs`).
+  models (`settings_docs`);
+- the section of ``README.md`` between ``<!-- bench:begin -->`` and ``<!-- bench:end -->``: the
+  benchmarks' figures, from their runs committed under ``docs/bench/`` (bench/readme_figures.py).
 
 ``--check`` writes nothing, lists the stale files and exits 1 if there are any.
 """
@@ -20,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from collections.abc import Sequence
@@ -207,6 +210,17 @@ def render_observability() -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_bench_figures(root: Path) -> str | None:
+    """The README's bench block, drawn by bench/readme_figures.py; None without it."""
+    path = root / "bench" / "readme_figures.py"
+    spec = importlib.util.spec_from_file_location("figures", path)
+    if not path.is_file() or spec is None or spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return f"{GENERATED_NOTE}\n\n{module.render(root)}"
+
+
 def expected_files(root: Path, table: MachineTable | None = None) -> dict[Path, str]:
     """The content each generated file should have, keyed by its path under `root`; `table` is
     the state machine to draw (machine.py's by default)."""
@@ -224,11 +238,13 @@ def expected_files(root: Path, table: MachineTable | None = None) -> dict[Path, 
         readme_settings = settings_docs.render_readme_table()
     except KeyError as err:
         raise DocsError(str(err)) from err
-    sections = (
+    sections = [
         (STATES_PATH, "states", render_states_section(table)),
         (README_PATH, "diagram", f"{GENERATED_NOTE}\n{render_diagram(table)}"),
         (README_PATH, "settings", f"{GENERATED_NOTE}\n\n{readme_settings}"),
-    )
+    ]
+    if (bench := render_bench_figures(root)) is not None:
+        sections.append((README_PATH, "bench", bench))
     for path, name, body in sections:
         current = expected.get(root / path) or (root / path).read_text(encoding="utf-8")
         try:
