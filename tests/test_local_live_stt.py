@@ -363,3 +363,22 @@ async def test_a_final_decode_goes_before_other_sessions_step_decodes() -> None:
     assert stopped.runs[0][1] <= talking.runs[0][0]  # the final decode went first
     await other.aclose()
     await mine.aclose()
+
+
+async def test_a_step_decode_still_waiting_for_the_lane_is_dropped_at_the_stop() -> None:
+    """With several sessions a step decode may wait behind other sessions' decodes; once the
+    user stops it is of no use, and the final decode goes in its place."""
+    lane = InferenceLane("stt")
+    running = Gate()
+    first = asyncio.create_task(lane.run(running.run))  # another session's decode
+    decoder = LaneDecoder(0.01, lane)
+    live = IncrementalTranscription(decoder, Speech(), idle_for=lambda: 10.0, step_ms=1000)
+    await feed(live, 1200)  # a step decode asked for at 1 s, waiting
+    assert live._decoding is not None
+    final = asyncio.create_task(live.finish())
+    await asyncio.sleep(0.05)
+    running.open()
+    assert await first == "gate"
+    assert await final == TEXT
+    assert [background for *_, background in decoder.runs] == [False]  # the final decode only
+    await live.aclose()

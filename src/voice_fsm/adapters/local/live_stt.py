@@ -88,6 +88,7 @@ class IncrementalTranscription:
         self._step = bytes_for_ms(step_ms)
         self._audio = bytearray()
         self._decoding: asyncio.Task[str] | None = None
+        self._step_upto: int | None = None  # the audio a step decode being made will cover
         self._decoded_upto = 0  # bytes of audio the last finished decode covered
         self._last_decode_s = decode_s  # how long the last decode took, waiting included
         self._last_done = time.monotonic()  # when it finished (at first: the turn's start)
@@ -120,6 +121,9 @@ class IncrementalTranscription:
         # No step decode after this one: the user is done, and a decode of the silence that
         # followed their speech would only delay the transcript.
         self._finishing = True
+        step = self._step_upto if self._decoding is not None else None
+        if step is not None and not self._covers_speech(step):
+            await self._drop_step()
         if self._decoding is not None:
             await self._wait_decode()
         if not self._covers_speech(self._decoded_upto):
@@ -179,11 +183,24 @@ class IncrementalTranscription:
             return None
         return time.monotonic() - self._last_done
 
+    async def _drop_step(self) -> None:
+        """Cancel the step decode asked for last: it cannot be the final transcript, and if
+        it still waits for the lane (other sessions' decodes go first) it would delay the
+        final decode by a whole decode. One already running is waited for all the same."""
+        task = self._decoding
+        assert task is not None
+        task.cancel()
+        await asyncio.wait({task})
+        if task.cancelled() or task.exception() is not None:
+            self._decoding = None
+        await asyncio.sleep(0)  # a decode that finished first: let its callback run
+
     def _start_decode(self, *, background: bool) -> None:
         upto = len(self._audio)
         started = time.monotonic()
         task = self._decode(bytes(self._audio), background=background)
         self._decoding = task
+        self._step_upto = upto if background else None
         task.add_done_callback(lambda done: self._decoded(done, upto, started))
 
     def _decoded(self, task: asyncio.Task[str], upto: int, started: float) -> None:
