@@ -13,6 +13,8 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import pytest
+
 from voice_fsm.adapters.base import ChatMessage, LiveTranscription, ToolSpec, TranscriptDelta
 from voice_fsm.adapters.fake import (
     FakeLanguageModel,
@@ -67,14 +69,20 @@ class ScriptedDetector:
 
 class ScriptedLive(FakeSpeechToText):
     """Live transcription whose words come at set places of the turn's audio; `final` after
-    the stop (what the completed recording says)."""
+    the stop (what the completed recording says). `covers`: what it says when asked whether
+    its transcript covers the recording (None: it cannot tell)."""
 
-    def __init__(self, words: Sequence[tuple[int, str]], final: str = SENTENCE) -> None:
+    def __init__(
+        self, words: Sequence[tuple[int, str]], final: str = SENTENCE, covers: bool | None = None
+    ) -> None:
         super().__init__(final)
         self.words = words
+        self.covers = covers
 
     async def start_live(self, *, language: str | None = None) -> LiveTranscription:
-        return _Live(self.words, self.transcript)
+        if self.covers is None:
+            return _Live(self.words, self.transcript)
+        return _Knowing(self.words, self.transcript, self.covers)
 
 
 class _Live:
@@ -100,6 +108,15 @@ class _Live:
 
     async def aclose(self) -> None:
         self._deltas.put_nowait(None)
+
+
+class _Knowing(_Live):
+    def __init__(self, words: Sequence[tuple[int, str]], final: str, covers: bool) -> None:
+        super().__init__(words, final)
+        self._covers = covers
+
+    def covers_recording(self) -> bool:
+        return self._covers
 
 
 def answering() -> FakeLanguageModel:
@@ -287,6 +304,28 @@ async def test_push_to_talk_starts_the_reply_on_release_when_the_live_transcript
     (record,) = records.records
     assert record.log_fields()["speculative_replies"] == 1
     assert record.log_fields()["wasted_replies"] == 0
+
+
+@pytest.mark.parametrize(
+    ("covers", "llm_provider"),
+    [(False, "fake"), (None, "local")],
+    ids=["the-transcription-says-it-lags", "embedded-llm-and-no-word-on-coverage"],
+)
+async def test_no_reply_starts_on_a_transcript_that_may_lag(
+    connect: ClientFactory, covers: bool | None, llm_provider: str
+) -> None:
+    # The transcript has not changed for 600 ms, but the transcription says it has not caught
+    # up; or it cannot tell, and a wrong guess would hold the embedded language model.
+    stt = ScriptedLive([(300, "What is the")], covers=covers)
+    llm = answering()
+    llm.provider = llm_provider
+    client = await connect(pipeline(stt, llm))
+    await client.send(InputAudioStart(type="input_audio.start"))
+    await stream(client, 900)
+    await client.send(InputAudioStop(type="input_audio.stop"))
+    await client.until("turn.metrics")
+
+    assert asked(llm) == [SENTENCE]
 
 
 async def test_the_setting_turns_it_off(connect: ClientFactory) -> None:

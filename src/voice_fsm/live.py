@@ -12,11 +12,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from voice_fsm.adapters.base import LiveSpeechToText, LiveTranscription
 from voice_fsm.audio import duration_ms
 from voice_fsm.errors import VoiceError
+
+
+@runtime_checkable
+class KnowsCoverage(Protocol):
+    """A live transcription that can tell whether its transcript so far (its deltas) covers all
+    the audio appended: then the final transcript will say the same (a reply may start on it)."""
+
+    def covers_recording(self) -> bool: ...
 
 
 class LiveTurn:
@@ -58,6 +66,12 @@ class LiveTurn:
             # deltas() ends with the final transcript; every delta goes out before it.
             await asyncio.wait({forward}, timeout=1.0)
         return text
+
+    def covered(self) -> bool | None:
+        """Whether `text` covers all the recording so far, as the transcription says; None
+        when it cannot tell (`KnowsCoverage`)."""
+        live = self._live
+        return live.covers_recording() if isinstance(live, KnowsCoverage) else None
 
     @property
     def settled_ms(self) -> int:

@@ -161,9 +161,11 @@ class Replying:
     async def speculate(self, *, settled: bool = False) -> None:
         """From the driver, when the user may have finished (a pause, the button released):
         start the reply on the live transcript (`speculation.py`), unless one runs on the same
-        words already or the turn's reply cannot be known yet. `settled`: only if the live
-        transcript has not changed over the recording's last `SETTLED_MS` (it likely covers
-        all of it: the user stopped talking a moment before the button was released)."""
+        words already or the turn's reply cannot be known yet. A transcription that can tell
+        (`KnowsCoverage`) must say its transcript covers the recording; one that cannot is
+        trusted only with a remote language model (a wrong guess would hold the embedded one's
+        only lane) and, when `settled`, only if its transcript has not changed over the
+        recording's last `SETTLED_MS` (the user stopped a moment before the release)."""
         turn, config, policy = self._turns.current, self._config(), self._policy()
         if (
             not self._preemptive
@@ -176,7 +178,14 @@ class Replying:
             return
         text = turn.live.text.strip()
         held = self._turns.held
-        if settled and turn.live.settled_ms < SETTLED_MS:
+        covered = turn.live.covered()
+        if covered is False or (
+            covered is None
+            and (
+                self._pipeline.llm.provider == "local"
+                or (settled and turn.live.settled_ms < SETTLED_MS)
+            )
+        ):
             return
         if not words(text) or (held is not None and words(held.text) == words(text)):
             return

@@ -107,6 +107,7 @@ class Turns:
     def start_held(self, held: HeldReply) -> None:
         self.held = held
         self.speculation.started += 1
+        self.log.info("reply.preemptive", heard_chars=len(held.text))
 
     def take_held(self) -> HeldReply | None:
         """The held reply, for the thinking stage to adopt (the turn's end is confirmed)."""
@@ -120,6 +121,7 @@ class Turns:
         held, self.held = self.held, None
         if held is not None:
             await held.discard(self.speculation)
+            self.log.info("reply.preemptive_wasted", heard_chars=len(held.text))
 
     def _drop_held(self) -> None:
         """`discard_held` off the critical path: its waste is counted now."""
