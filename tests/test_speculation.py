@@ -258,6 +258,34 @@ async def test_a_confirmed_reply_is_adopted_and_heard_after_the_turn_ends(
     assert client.session.conversation.messages()[0].content == SENTENCE
 
 
+async def test_a_last_syllable_after_the_pause_does_not_cancel_the_reply(
+    connect: ClientFactory,
+) -> None:
+    # 100 ms of speech after the first pause (a sentence's tail coming back above the
+    # threshold): not the user going on, and the transcript is the same.
+    detector = ScriptedDetector(
+        [
+            (100, SpeechStarted(0)),
+            (1232, SpeechPaused(1200)),
+            (1332, SpeechResumed(1300)),
+            (1432, SpeechPaused(1400)),
+            (1932, SpeechStopped(1430)),
+        ]
+    )
+    stt = ScriptedLive([(400, "What is the"), (1000, " capital of France?")])
+    llm = answering()
+    records = Records()
+    client = await connect(pipeline(stt, llm, detector), observers=[records])
+    await client.send(HANDS_FREE)
+    await client.until("session.updated")
+
+    await stream(client, 2200)
+    await client.until("turn.metrics")
+
+    assert asked(llm) == [SENTENCE]
+    assert records.records[0].speculation["wasted_replies"] == 0
+
+
 async def test_a_final_transcript_that_says_otherwise_starts_the_reply_again(
     connect: ClientFactory,
 ) -> None:

@@ -8,7 +8,9 @@ turn (with the audio since the speech began), stop it. It drives the session onl
 Between the two, a pause the detector hears at once (`SpeechPaused`, the embedded detector's)
 lets the session start the reply on the live transcript (`paused`, asked again at each frame
 while the pause lasts, as the transcript may still grow); speech again (`SpeechResumed`)
-cancels it (`resumed`). A provider's detector reports no pause: its turns get no such start.
+cancels it (`resumed`) once it has lasted `RESUMED_MS`: the last syllable of a sentence often
+dips below the detector's threshold and comes back. A provider's detector reports no pause:
+its turns get no such start.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from voice_fsm.hands_free import Detected, HandsFree, Relay
 from voice_fsm.providers import Pipeline
 from voice_fsm.recording import check_frame
 from voice_fsm.vad_events import SpeechPaused, SpeechResumed, SpeechStarted, VadEvent
+
+RESUMED_MS = 250
+"""Speech after a pause that cancels a reply started on it: as long as the shortest speech
+the embedded detector takes for a turn (VOICE_FSM_VAD__MIN_SPEECH_MS's default)."""
 
 PROVIDER_VAD_KEEP_MS = 3000
 """Hands-free audio kept for a provider's detector, whose events come a network trip late."""
@@ -75,6 +81,7 @@ class HandsFreeMode:
         self._session = session
         self._failed = failed
         self._paused = False  # a pause heard in the turn being recorded, not yet over
+        self._resumed_ms: int | None = None  # where speech came back after it, if it did
 
     async def frame(self, frame: bytes) -> None:
         """The next microphone frame: recorded if a turn is on, and fed to the detector."""
@@ -85,8 +92,16 @@ class HandsFreeMode:
             await self._session.record(frame)
         for event in events:
             await self._on_event(event)
-        if self._paused and not events and self._session.recording():
+        if events or not self._session.recording():
+            return
+        if self._paused:
             await self._session.paused()
+        elif (
+            self._resumed_ms is not None
+            and self.detector.position_ms - self._resumed_ms >= RESUMED_MS
+        ):
+            self._resumed_ms = None
+            await self._session.resumed()
 
     async def detected(self, item: Detected) -> None:
         """An event of the provider's detector, relayed in order with the audio and commands;
@@ -102,9 +117,11 @@ class HandsFreeMode:
         """Speech starts a turn (a barge-in if a reply is in flight) and its end ends it."""
         session = self._session
         self._paused = isinstance(event, SpeechPaused) and session.recording()
-        if isinstance(event, SpeechPaused | SpeechResumed):
-            if session.recording():
-                await (session.paused() if self._paused else session.resumed())
+        self._resumed_ms = event.audio_ms if isinstance(event, SpeechResumed) else None
+        if self._paused:
+            await session.paused()
+        elif isinstance(event, SpeechPaused | SpeechResumed):
+            pass  # not recording; or speech again, which cancels the reply if it goes on
         elif isinstance(event, SpeechStarted):
             recording = session.recording()
             number = session.turn_number() + (0 if recording else 1)
