@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from test_tool_turns import Answer, ScriptedModel
 from voice_fsm.adapters.base import ChatMessage, LiveTranscription, ToolSpec, TranscriptDelta
 from voice_fsm.adapters.fake import (
     FakeLanguageModel,
@@ -24,7 +25,14 @@ from voice_fsm.adapters.fake import (
 )
 from voice_fsm.audio import bytes_for_ms, duration_ms
 from voice_fsm.errors import VoiceError
-from voice_fsm.events import InputAudioStart, InputAudioStop, SessionConfig, SessionUpdate
+from voice_fsm.events import (
+    ClientTool,
+    InputAudioStart,
+    InputAudioStop,
+    SessionConfig,
+    SessionUpdate,
+    ToolResultCommand,
+)
 from voice_fsm.metrics import Metrics
 from voice_fsm.providers import Pipeline
 from voice_fsm.speculation import same_in_substance
@@ -382,3 +390,37 @@ def test_same_in_substance_sets_case_punctuation_and_spacing_aside() -> None:
     assert not same_in_substance("What is the capital", "What is the capital of France?")
     assert not same_in_substance("What is the capital of Spain?", SENTENCE)
     assert not same_in_substance("", "")
+
+
+async def test_a_tool_the_reply_calls_runs_only_once_the_turn_is_confirmed(
+    connect: ClientFactory,
+) -> None:
+    # The model answers the live transcript with a call of the client's tool at once: the call
+    # waits, held with the rest, and reaches the client after the final transcript.
+    model = ScriptedModel(
+        Answer("", [("open_door", '{"room": "kitchen"}')]), Answer("The kitchen door is open.")
+    )
+    stt = ScriptedLive([(300, "Open the"), (700, " kitchen door.")], final="Open the kitchen door.")
+    records = Records()
+    client = await connect(pipeline(stt, model), observers=[records])  # type: ignore[arg-type]
+    door = ClientTool(
+        name="open_door",
+        description="Open a door.",
+        parameters={"type": "object", "properties": {"room": {"type": "string"}}},
+    )
+    await client.send(SessionUpdate(type="session.update", session=SessionConfig(tools=[door])))
+    await client.until("session.updated")
+    await client.send(InputAudioStart(type="input_audio.start"))
+    await stream(client, 1300)
+    await client.send(InputAudioStop(type="input_audio.stop"))
+    seen = await client.until("tool.call")
+    assert first(seen, "tool.call") > first(seen, "transcript.done")
+    assert len(model.requests) == 1  # the reply started on the live transcript, adopted
+    call: Any = seen[-1].event
+    await client.send(ToolResultCommand(type="tool.result", call_id=call.call_id, output="ok"))
+    items = seen + await client.until("turn.metrics")
+
+    assert "state:acting" in kinds(items)
+    done: Any = next(i.event for i in items if i.kind == "response.done")
+    assert done.text == "The kitchen door is open."
+    assert records.records[0].log_fields()["wasted_replies"] == 0

@@ -20,7 +20,7 @@ from transitions.extensions.asyncio import AsyncMachine
 
 from voice_fsm import stages
 from voice_fsm.acting import TurnTools
-from voice_fsm.adapters.base import PCM_SAMPLE_RATE, ChatMessage
+from voice_fsm.adapters.base import PCM_SAMPLE_RATE, ChatMessage, ToolSpec
 from voice_fsm.client_tools import ClientTools
 from voice_fsm.conversation import Conversation
 from voice_fsm.errors import VoiceError
@@ -211,7 +211,7 @@ class Replying:
         if not (
             turn.speak
             and same_in_substance(held.text, turn.transcript)
-            and held.answers(self._prompt(held.text), self._config().voice)
+            and held.answers(self._prompt(held.text), self._config().voice, self._offered())
         ):
             await self._turns.discard_held()
 
@@ -259,6 +259,10 @@ class Replying:
             first_audio=self._stage.first_audio,
             tools=self._turn_tools(),
         )
+
+    def _offered(self) -> list[ToolSpec]:
+        tools = self._turn_tools()
+        return tools.specs() if tools is not None else []
 
     def _turn_tools(self) -> TurnTools | None:
         server = self._pipeline.tools

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from voice_fsm.adapters.base import ChatMessage
+from voice_fsm.adapters.base import ChatMessage, ToolSpec
 from voice_fsm.audio import bytes_for_ms, duration_ms
 from voice_fsm.events import ServerEvent
 from voice_fsm.speech_pieces import SpokenReply
@@ -114,6 +114,7 @@ class HeldReply:
         text: str,
         messages: list[ChatMessage],
         voice: str | None,
+        offered: list[ToolSpec],
         work: Callable[[HeldReply], Awaitable[None]],
     ) -> None:
         self.turn = turn
@@ -121,6 +122,7 @@ class HeldReply:
         """The live transcript it answers."""
         self.messages = messages
         self.voice = voice
+        self.offered = offered
         self.audio_bytes = 0
         """The reply audio it was given, sent or not."""
         self._held: deque[object] = deque()
@@ -129,9 +131,11 @@ class HeldReply:
         self._changed = asyncio.Event()
         self.task = asyncio.create_task(self._run(work), name="held-reply")
 
-    def answers(self, messages: list[ChatMessage], voice: str | None) -> bool:
-        """Whether it is the reply the turn would ask for now (same prompt, same voice)."""
-        return messages == self.messages and voice == self.voice
+    def answers(
+        self, messages: list[ChatMessage], voice: str | None, offered: list[ToolSpec]
+    ) -> bool:
+        """Whether it is the reply the turn would ask for now (same prompt, voice and tools)."""
+        return (messages, voice, offered) == (self.messages, self.voice, self.offered)
 
     # -- the outlet the speculative reply writes to
 

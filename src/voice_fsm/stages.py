@@ -146,7 +146,8 @@ def held_reply(
             tools=replace(tools, checkpoint=held.checkpoint) if tools is not None else None,
         )
 
-    return HeldReply(turn, text, messages, voice, work)
+    offered = tools.specs() if tools is not None else []
+    return HeldReply(turn, text, messages, voice, offered, work)
 
 
 async def adopt(
