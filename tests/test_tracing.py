@@ -82,12 +82,13 @@ def traced() -> Iterator[Any]:
 
 
 def openai_everywhere(base_url: str) -> Settings:
-    """All three stages on the fake OpenAI HTTP API (its request ids in `x-request-id`)."""
+    """All three stages on the fake OpenAI HTTP API (its request ids in `x-request-id`); no
+    live transcription, whose first try at a base URL would be a request of its own."""
     return Settings(
         _env_file=None,
         openai_api_key=SecretStr("sk-proj-abc123DEF456ghi789"),
         openai_base_url=base_url,
-        stt=SttSettings(provider="openai", max_retries=0),
+        stt=SttSettings(provider="openai", max_retries=0, live=False),
         llm=LlmSettings(provider="openai", max_retries=0),
         tts=TtsSettings(provider="openai", max_retries=0),
     )
