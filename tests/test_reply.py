@@ -92,3 +92,23 @@ async def test_an_empty_reply_is_a_provider_error() -> None:
         await run(FakeLanguageModel("   "), FakeTextToSpeech())
     assert raised.value.stage == Stage.LLM
     assert "empty reply" in raised.value.message
+
+
+class RunsPiecesOn(FakeTextToSpeech):
+    """A voice that says pieces without a pause between them, as Piper does."""
+
+    short_first_piece = True
+
+
+async def test_a_voice_that_runs_pieces_on_starts_on_the_first_phrase() -> None:
+    # Speech starts sooner when the first piece need not wait for the sentence's end; a voice
+    # that pauses after each piece keeps whole sentences, so its prosody is not broken.
+    long_first = "The capital of France is Paris, which sits on the Seine. It is old."
+    for tts, first in (
+        (RunsPiecesOn(), "The capital of France"),
+        (FakeTextToSpeech(), "The capital of France is Paris,"),
+    ):
+        await run(FakeLanguageModel(long_first), tts)
+        spoken = [text for text, _voice in tts.ledger.calls]
+        assert spoken[0] == first, spoken
+        assert " ".join(spoken) == long_first

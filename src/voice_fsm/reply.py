@@ -68,7 +68,9 @@ async def speak_while_writing(
     and not spoken. When the speech provider reported saying something else than a piece,
     `turn.reply` is the reply as spoken once this returns."""
     pieces: asyncio.Queue[str | None] = asyncio.Queue()
-    writer = asyncio.create_task(_write(turn, llm, messages, pieces, send, tools))
+    # A voice that runs pieces on without a pause (Piper) may start on a clause or a phrase.
+    splitter = SentenceSplitter(short_first_piece=getattr(tts, "short_first_piece", False))
+    writer = asyncio.create_task(_write(turn, llm, messages, pieces, send, tools, splitter))
     speaking = _speak(turn, tts, voice, pieces, send_audio) if turn.speak else _drop(pieces)
     speaker = asyncio.create_task(speaking)
     try:
@@ -92,8 +94,8 @@ async def _write(
     pieces: asyncio.Queue[str | None],
     send: Send,
     tools: TurnTools | None,
+    splitter: SentenceSplitter,
 ) -> None:
-    splitter = SentenceSplitter()
     history = list(messages)
     rounds = 0
     max_rounds = tools.settings.max_rounds if tools is not None else 0
