@@ -117,7 +117,8 @@ class Metrics:
         registry = self.registry
         self.voice_to_voice = Histogram(
             "voice_fsm_voice_to_voice_seconds",
-            "From the end of the user's speech to the first reply audio sent",
+            "From the end of the turn (push-to-talk: input_audio.stop; hands-free: the "
+            "detector's stop, after its silence window) to the first reply audio sent",
             ["stt_provider", "llm_provider", "tts_provider", "mode"],
             buckets=BUCKETS,
             registry=registry,

@@ -51,7 +51,9 @@ LOG_FIELDS: dict[str, str] = {
     "llm_ms": "the LLM request to its last text",
     "tts_first_audio_ms": "the first text-to-speech request to its first audio",
     "tts_ms": "the first text-to-speech request to the last audio",
-    "voice_to_voice_ms": "the end of the user's audio to the first reply audio sent",
+    "voice_to_voice_ms": "the end of the turn to the first reply audio sent: push-to-talk "
+    "from input_audio.stop received, hands-free from the detector's stop (after its silence "
+    "window; make bench times hands-free from the end of speech)",
     "providers": "the provider of each stage: {stt, llm, tts} -> openai, openai-realtime, "
     "local or fake",
     "provider_requests": "the providers' ids of the turn's requests (stage and id), to quote "
