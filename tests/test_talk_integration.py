@@ -51,8 +51,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         with running_server(
             [console_script(), "serve", "--port", str(port)],
             ready_url=f"http://127.0.0.1:{port}/healthz",
+            # Completed recordings only: the first live try at a base URL would be a request
+            # of its own (tests/test_live_auto.py), and this test counts the HTTP ones.
             env=clean_env(
-                OPENAI_API_KEY=KEY, OPENAI_BASE_URL=base_url, VOICE_FSM_LOG__FORMAT="json"
+                OPENAI_API_KEY=KEY,
+                OPENAI_BASE_URL=base_url,
+                VOICE_FSM_LOG__FORMAT="json",
+                VOICE_FSM_STT__LIVE="false",
             ),
             cwd=workdir,
             log=log,
