@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-import uvicorn
 from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from openai.types.realtime import RealtimeServerEvent
@@ -27,7 +26,7 @@ from voice_fsm.service_settings import AuthSettings
 from voice_fsm.settings import Settings
 
 from session_harness import fake_pipeline, make_settings
-from support.servers import free_port
+from support.in_process import serving_app
 
 pytestmark = pytest.mark.integration
 
@@ -93,21 +92,8 @@ async def serving(
         tts=FakeTextToSpeech(first_audio_delay=0.01, chunk_delay=0.02),
     )
     app = create_app(settings, pipeline=pipeline)
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, ws="websockets-sansio"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
+    async with serving_app(app) as port:
         yield port
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 @pytest.fixture

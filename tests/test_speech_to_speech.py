@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-import uvicorn
 import websockets
 from websockets.asyncio.client import ClientConnection
 
@@ -29,7 +28,8 @@ from voice_fsm.testing.fake_realtime_conversation import (
     running_fake_conversation,
 )
 
-from support.servers import eventually, free_port
+from support.in_process import serving_app
+from support.servers import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -73,21 +73,8 @@ def settings_for(base_url: str | None, **changes: Any) -> Settings:
 async def serving(settings: Settings, pipeline: Pipeline | None = None) -> AsyncIterator[int]:
     """A real voice-fsm server with `pipeline`, else the one its settings build; its port."""
     app = create_app(settings, pipeline=pipeline or build_pipeline(settings))
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, ws="websockets-sansio"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
+    async with serving_app(app) as port:
         yield port
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 class Client:

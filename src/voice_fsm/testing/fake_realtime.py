@@ -702,8 +702,12 @@ def _refusal(
     return None
 
 
-def realtime_routes(config: FakeRealtimeConfig) -> list[BaseRoute]:
-    """The ``/v1/realtime`` WebSocket route, to mount in any Starlette app."""
+def realtime_routes(
+    config: FakeRealtimeConfig, connection: type[_Connection] | None = None
+) -> list[BaseRoute]:
+    """The ``/v1/realtime`` WebSocket route, to mount in any Starlette app: the handshake's
+    checks and records, then `connection` (this fake's, or a subclass's) runs the session."""
+    runs = connection or _Connection
 
     async def endpoint(websocket: WebSocket) -> None:
         query = dict(websocket.query_params)
@@ -729,7 +733,7 @@ def realtime_routes(config: FakeRealtimeConfig) -> list[BaseRoute]:
         closed = config.closed  # this connection's record, even after a reset
         session = _new_session(query, config.session_max_duration)
         try:
-            await _Connection(websocket, config, index, session).run()
+            await runs(websocket, config, index, session).run()
         finally:
             closed.append(index)
 

@@ -33,20 +33,17 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.routing import BaseRoute
 from starlette.websockets import WebSocket
 
 from voice_fsm.testing.fake_openai import SAMPLE_RATE, speech_pcm, words
 from voice_fsm.testing.fake_realtime import (
     FakeRealtimeConfig,
-    RecordedConnection,
     _Connection,
     _error,
     _id,
-    _new_session,
-    _refusal,
     _response,
+    realtime_routes,
 )
 from voice_fsm.testing.threaded_server import serving_in_thread
 
@@ -480,36 +477,7 @@ def _item_problem(item: Any, items: list[dict[str, Any]]) -> tuple[str, str] | N
 
 def conversation_routes(config: FakeConversationConfig) -> list[BaseRoute]:
     """The ``/v1/realtime`` WebSocket route of the conversation fake, for any Starlette app."""
-
-    async def endpoint(websocket: WebSocket) -> None:
-        query = dict(websocket.query_params)
-        headers = {key.lower(): value for key, value in websocket.headers.items()}
-        index = len(config.connections)
-        refusal = _refusal(config, query, headers)
-        config.connections.append(
-            RecordedConnection(index, query, headers, refusal[0] if refusal else None)
-        )
-        if refusal is not None:
-            status, message, code = refusal
-            body = {
-                "error": {
-                    "message": message,
-                    "type": "invalid_request_error",
-                    "param": None,
-                    "code": code,
-                }
-            }
-            await websocket.send_denial_response(JSONResponse(body, status_code=status))
-            return
-        await websocket.accept()
-        closed = config.closed
-        session = _new_session(query, config.session_max_duration)
-        try:
-            await _ConversationConnection(websocket, config, index, session).run()
-        finally:
-            closed.append(index)
-
-    return [WebSocketRoute("/v1/realtime", endpoint)]
+    return realtime_routes(config, _ConversationConnection)
 
 
 def create_fake_conversation_app(config: FakeConversationConfig) -> Starlette:
