@@ -218,6 +218,9 @@ async def test_response_cancel_truncates_what_was_sent_at_real_time_playback(
     async with serving(settings_for(upstream[1])) as port, session(port) as client:
         await client.say()
         await client.until("audio")
+        # Real-time playback of the first frame has begun; a cancel within the same
+        # millisecond would rightly cut at 0 ms.
+        await asyncio.sleep(0.05)
         await client.send(type="response.cancel")
         await client.until("state", state="idle")
         await eventually(lambda: fake.truncations)
