@@ -19,7 +19,7 @@ STAMP := $(VENV)/.installed
 # Extra arguments for pytest, e.g. make test ARGS="-k session -x"
 ARGS ?=
 
-.PHONY: install run test check format docs clean bench-local bench soak eval-local
+.PHONY: install run test check format docs clean bench-local bench soak eval-local loadtest
 
 install: $(STAMP)
 
@@ -40,7 +40,7 @@ RUN_ARGS := $(if $(filter command line,$(origin PORT)),--port $(PORT)) $(if $(fi
 run: install
 	$(VENV)/bin/voice-fsm serve $(strip $(RUN_ARGS))
 
-# First Debian's chromium and prometheus, installed when missing and root (.ci/test-programs).
+# First Debian's chromium, prometheus and haproxy, installed when missing and root (.ci/test-programs).
 test: install
 	.ci/test-programs
 	$(VENV)/bin/pytest $(ARGS)
@@ -49,6 +49,7 @@ check: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
 
 format: install
 	$(VENV)/bin/ruff format .
@@ -93,3 +94,12 @@ bench: install
 # sessions. make soak ARGS="--rounds 2 --disconnects 300". Writes artifacts/soak.json.
 soak: install
 	$(PY) bench/soak.py $(ARGS)
+
+# Capacity: HAProxy in front of two `voice-fsm serve` processes, ramping real-time talking
+# sessions against fake providers with the original design's latencies (then the embedded
+# engines behind `voice-fsm engines`) until the server overhead p99 passes 100 ms or an error
+# appears. make loadtest ARGS="--max-sessions 800". Writes artifacts/loadtest.json; ARGS=--readme
+# also docs/bench/loadtest.json, which `make docs` puts into the README's capacity table.
+loadtest: install
+	TEST_PROGRAMS=haproxy .ci/test-programs
+	$(PY) bench/loadtest.py $(ARGS)
