@@ -1,9 +1,11 @@
-"""The `voice-fsm` command: `serve` runs the server, `talk` runs one turn against it, `latency`
-summarises the `turn.completed` lines of log files.
+"""The `voice-fsm` command: `serve` runs the server, `engines` serves the embedded engines to
+servers over the OpenAI API, `talk` runs one turn against a server, `latency` summarises the
+`turn.completed` lines of log files.
 
 Exit codes: 0 success, 1 the server answered a turn with an error, 2 a usage, configuration or
-connection problem (one line on stderr, no traceback), 3 `serve` could not listen (the port is
-in use or not allowed, checked before the models load, or uvicorn's start-up failed).
+connection problem (one line on stderr, no traceback), 3 `serve` or `engines` could not listen
+(the port is in use or not allowed, checked before the models load, or uvicorn's start-up
+failed); `engines` exits 1 when its models fail to load.
 """
 
 from __future__ import annotations
@@ -46,6 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             ssl_certfile=args.ssl_certfile,
             ssl_keyfile=args.ssl_keyfile,
             insecure_no_auth=args.insecure_no_auth,
+        )
+    if args.command == "engines":
+        from voice_fsm.engines.command import engines
+
+        return engines(
+            host=args.host,
+            port=args.port,
+            insecure_no_auth=args.insecure_no_auth,
+            max_waiting=args.max_waiting,
         )
     if args.command == "latency":
         return latency(files=args.files, by=args.by, as_json=args.json, png=args.png)

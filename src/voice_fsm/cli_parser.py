@@ -27,6 +27,16 @@ def _port(value: str) -> int:
     return port
 
 
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {number}")
+    return number
+
+
 def _positive(value: str) -> float:
     try:
         number = float(value)
@@ -55,6 +65,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--insecure-no-auth",
         action="store_true",
         help="listen on a non-loopback address without VOICE_FSM_AUTH__API_KEYS",
+    )
+
+    engines = commands.add_parser(
+        "engines",
+        help="serve the embedded engines over the OpenAI API, for serve processes to share",
+        description="Load the embedded engines (Whisper, llama.cpp, Piper) once and serve them "
+        "over the OpenAI HTTP API (/v1/audio/transcriptions, /v1/chat/completions, "
+        "/v1/audio/speech, /v1/models), so that any number of `serve` processes share them: "
+        "point their VOICE_FSM_STT__BASE_URL, VOICE_FSM_LLM__BASE_URL and "
+        "VOICE_FSM_TTS__BASE_URL at http://HOST:PORT/v1. The models are chosen by "
+        "VOICE_FSM_LOCAL__* as for serve. See docs/engines.md.",
+    )
+    engines.add_argument("--host", help="interface to listen on (default: 127.0.0.1)")
+    engines.add_argument("--port", type=_port, help="port to listen on (default: 8100)")
+    engines.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="listen on a non-loopback address without VOICE_FSM_AUTH__API_KEYS",
+    )
+    engines.add_argument(
+        "--max-waiting",
+        type=_count,
+        help="requests that may wait for one engine; more get 429 (default: 16)",
     )
 
     talk = commands.add_parser(
