@@ -510,7 +510,7 @@ function onSessionCreated(event) {
   hooks.lastMetrics = null; // hooks are per session; the screen keeps the old turns
   hooks.lastError = null;
   hooks.lastPlayedMs = null;
-  player.stop();
+  if (player.accepting) player.stop(); // else only a reply received in full still plays
   player.endTurn();
   player.turn = null;
   syncPlayback();
@@ -558,8 +558,11 @@ function onStatus(status, { retryInMs, refused, closed } = {}) {
   clearInterval(retryTimer);
   retryTimer = null;
   if (status === 'closed') {
-    // Whatever was in flight belonged to the old session.
+    // Whatever was in flight belonged to the old session. But a draining server closes with 1001
+    // only once the turn is over: a reply whose audio came in full plays to its end.
     const replyTurn = replying(client) ? client.server.turn : player.turn;
+    const replyReceived =
+      closed && closed.code === 1001 && !player.accepting && client.audio.durations.has(player.turn);
     const wasRecording = change('closed', {
       retryAt: Date.now() + (retryInMs || 0),
       refused: refused || null,
@@ -568,7 +571,7 @@ function onStatus(status, { retryInMs, refused, closed } = {}) {
     if (refused) showError(accessErrorText(refused), 'not-allowed');
     if (wasRecording) capture.stop(false);
     if (client.handsFree === 'on') stopHandsFree({ tellServer: false });
-    cutPlayback(undefined, replyTurn);
+    if (!replyReceived) cutPlayback(undefined, replyTurn);
     conversation.disconnected();
     tools.turnEnded(Infinity);
     showState(client.server.state);
