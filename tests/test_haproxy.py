@@ -9,13 +9,16 @@ handshake the draining process refuses with 503 is retried there by HAProxy, nev
 client). No turn is lost silently: each one a client started either completes or ends in a
 close with 1001, which tells the client to reconnect.
 
-Which process a session is on: its session id (from `session.created`) in that process's log.
+The processes run deploy/voice-fsm@.service's command line and environment, and are stopped
+with its KillSignal, within its TimeoutStopSec. Which process a session is on: its session id
+(from `session.created`) in that process's log.
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
+import shlex
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -30,21 +33,31 @@ from websockets.exceptions import ConnectionClosed
 
 from support.haproxy import (
     SHIPPED_CONFIG,
+    SHIPPED_UNIT,
     HAProxy,
+    Unit,
     check_config,
     derived_config,
     find_haproxy,
     running_haproxy,
+    shipped_unit,
+    unit_settings,
 )
 from support.live_server import (
     TIMEOUT,
     Server,
     assert_clean_log,
-    fake_server,
     receive,
     report,
     say,
     stop,
+)
+from support.servers import (
+    console_script,
+    fake_env,
+    find_debian_program,
+    free_port,
+    running_server,
 )
 
 pytestmark = pytest.mark.integration
@@ -53,9 +66,9 @@ SHUTDOWN = (1001, "server shutting down")
 DRAIN_S = 10.0  # the default; turns here take about 3 s
 # Realistic latencies: the reply's ~2 s of speech streams at real-time pace, so a turn lasts
 # about 3 s and a drain has turns in flight for seconds.
+# (What an operator's /etc/voice-fsm/env would hold; the unit's own Environment= lines come first.)
 SETTINGS = {
     "SERVER__DRAIN_S": str(DRAIN_S),
-    "SERVER__TRUSTED_PROXIES": "127.0.0.1",  # as deploy/voice-fsm@.service sets it
     "LIMITS__MAX_SESSIONS_PER_CLIENT": "200",  # every client here has the same address
     "FAKE__REPLY": "The capital of France is Paris, a city on the Seine.",
     "FAKE__STT_DELAY": "0.2",
@@ -138,14 +151,27 @@ async def placed(servers: tuple[Server, Server], talkers: list[Talker]) -> tuple
 
 
 @contextmanager
-def two_servers_behind_haproxy(tmp_path: Path) -> Iterator[tuple[Server, Server, HAProxy]]:
+def unit_server(tmp_path: Path, name: str) -> Iterator[tuple[Server, Unit]]:
+    """`voice-fsm serve` (fake providers) as deploy/voice-fsm@.service runs it on a free port."""
+    port = free_port()
+    unit = shipped_unit(port, tmp_path / "cache")
+    env = fake_env(**{**unit.environment, **{f"VOICE_FSM_{k}": v for k, v in SETTINGS.items()}})
+    log = tmp_path / f"{name}.log"
+    with running_server(
+        unit.command, ready_url=f"http://127.0.0.1:{port}/healthz", env=env, cwd=tmp_path, log=log
+    ) as process:
+        yield Server(process, port, log), unit
+
+
+@contextmanager
+def two_servers_behind_haproxy(tmp_path: Path) -> Iterator[tuple[Server, Server, HAProxy, Unit]]:
     with ExitStack() as stack:
-        first = stack.enter_context(fake_server(tmp_path, **SETTINGS))
-        second = stack.enter_context(fake_server(tmp_path, **SETTINGS))
+        first, unit = stack.enter_context(unit_server(tmp_path, "fsm1"))
+        second, _ = stack.enter_context(unit_server(tmp_path, "fsm2"))
         proxy = stack.enter_context(
             running_haproxy(tmp_path, [("fsm1", first.port), ("fsm2", second.port)])
         )
-        yield first, second, proxy
+        yield first, second, proxy, unit
 
 
 async def readyz_draining(server: Server) -> float:
@@ -183,10 +209,28 @@ def test_haproxy_accepts_the_shipped_config_and_the_derived_one(tmp_path: Path) 
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+def test_systemd_accepts_the_shipped_unit(tmp_path: Path) -> None:
+    """`systemd-analyze verify` of an instance (the venv's voice-fsm for the installed one,
+    which it checks is executable): no unknown key, no value systemd would ignore."""
+    analyze = find_debian_program("systemd-analyze")
+    text = SHIPPED_UNIT.read_text()
+    installed = shlex.split(dict(unit_settings(text))["ExecStart"])[0]
+    instance = tmp_path / "voice-fsm@8001.service"
+    instance.write_text(text.replace(installed, console_script()))
+    verified = subprocess.run(
+        [analyze, "verify", "--man=no", str(instance)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout + verified.stderr == "", verified.stdout + verified.stderr
+
+
 async def test_sigterm_to_one_of_two_drains_it_while_new_sessions_go_to_the_other(
     tmp_path: Path,
 ) -> None:
-    with two_servers_behind_haproxy(tmp_path) as (first, second, proxy):
+    with two_servers_behind_haproxy(tmp_path) as (first, second, proxy, unit):
         # 40 sessions through HAProxy's one address, 10 handshakes at a time.
         talkers: list[Talker] = []
         for _ in range(SESSIONS // 10):
@@ -208,7 +252,7 @@ async def test_sigterm_to_one_of_two_drains_it_while_new_sessions_go_to_the_othe
         # client starts as the signal lands may instead end in the 1001 close.)
         in_flight = {t.session_id: t.completed + 1 for t in on_first if t.working}
         signalled = time.monotonic()
-        first.process.send_signal(signal.SIGTERM)
+        first.process.send_signal(unit.kill_signal)  # `systemctl stop` or `restart`
         ready_503 = await readyz_draining(first)
         busy_at_503 = sum(t.close is None and t.in_flight for t in on_first)
         down = asyncio.create_task(marked_down(proxy, "fsm1"))
@@ -249,6 +293,7 @@ async def test_sigterm_to_one_of_two_drains_it_while_new_sessions_go_to_the_othe
             readyz_503_after_s=round(ready_503 - signalled, 3),
             haproxy_down_after_s=round(down_at - signalled, 2),
             exit_after_s=round(exit_at - signalled, 2),
+            unit_timeout_stop_s=unit.timeout_stop_s,
             new_sessions=len(new),
             new_before_down=sum(t < down_at for t in opened_at),
             new_after_exit=sum(t > exit_at for t in opened_at),
@@ -277,6 +322,7 @@ async def test_sigterm_to_one_of_two_drains_it_while_new_sessions_go_to_the_othe
             assert t.close == SHUTDOWN, (t.session_id, t.close, figures)
         assert (drained["drained"], drained["cut"]) == (len(on_first), 0), figures
         assert first.process.returncode == 0, figures
+        assert exit_at - signalled < unit.timeout_stop_s, figures  # systemd would SIGKILL it
         # Every new session succeeded, on the other process: no 503 reached a client.
         assert on(second, new) == new, figures
         assert all(t.completed == 1 and t.close is None for t in new), figures

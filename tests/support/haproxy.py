@@ -14,6 +14,10 @@ needs, so the balancing, checks, retries and timeouts under test are the file's 
 
 Each substitution must match exactly once: when the shipped file changes shape, this fails
 instead of quietly testing something else.
+
+The processes behind it are started as deploy/voice-fsm@.service starts them (`shipped_unit`):
+its command line (the venv's `voice-fsm` for /opt/voice-fsm's), its Environment= lines, the
+signal that stops it and the time systemd gives the stop before it kills.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import io
 import os
 import re
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -33,10 +38,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from support.servers import free_port, skip_or_fail
+from support.servers import console_script, free_port, skip_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIG = REPO / "deploy" / "haproxy.cfg"
+SHIPPED_UNIT = REPO / "deploy" / "voice-fsm@.service"
 BACKEND = "voice_fsm"
 FD_MARGIN = 1000
 """Descriptors HAProxy keeps besides two per connection (listeners, checks, logs): a guess."""
@@ -188,3 +194,54 @@ def running_haproxy(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(10)
+
+
+# ---------------------------------------------------------------- the processes behind it
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What deploy/voice-fsm@.service runs for one port, and how systemd stops it."""
+
+    command: list[str]
+    environment: dict[str, str]
+    kill_signal: signal.Signals
+    timeout_stop_s: float
+
+
+def unit_settings(text: str) -> list[tuple[str, str]]:
+    """The unit file's `Key=value` lines, in order (keys may repeat)."""
+    return [
+        (key.strip(), value.strip())
+        for line in text.splitlines()
+        if "=" in line and not line.lstrip().startswith(("#", ";"))
+        for key, value in [line.split("=", 1)]
+    ]
+
+
+def shipped_unit(port: int, cache_dir: Path) -> Unit:
+    """The shipped unit's instance for `port` (`%i`), with `%C` (systemd's cache root) at
+    `cache_dir` and the venv's console script for the installed one."""
+    settings = unit_settings(SHIPPED_UNIT.read_text())
+
+    def expand(value: str) -> str:
+        return value.replace("%i", str(port)).replace("%C", str(cache_dir))
+
+    environment: dict[str, str] = {}
+    for key, value in settings:
+        if key == "Environment":
+            for assignment in shlex.split(expand(value)):
+                name, _, setting = assignment.partition("=")
+                environment[name] = setting
+    found = dict(settings)
+    program, *arguments = shlex.split(expand(found["ExecStart"]))
+    assert Path(program).name == "voice-fsm", program
+    timeout = found["TimeoutStopSec"]
+    match = re.fullmatch(r"(\d+)s", timeout)  # the form the shipped file uses
+    assert match is not None, timeout
+    return Unit(
+        command=[console_script(), *arguments],
+        environment=environment,
+        kill_signal=signal.Signals[found["KillSignal"]],
+        timeout_stop_s=float(match[1]),
+    )
