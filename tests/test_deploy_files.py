@@ -29,6 +29,7 @@ from starlette.testclient import TestClient
 from voice_fsm.app import create_app
 from voice_fsm.cli_parser import build_parser
 from voice_fsm.engines.app import create_engines_app
+from voice_fsm.engines.command import STOP_GRACE_S as ENGINES_STOP_GRACE_S
 from voice_fsm.providers import resolve_providers, resolve_speech
 from voice_fsm.server import SHUTDOWN_GRACE_S
 from voice_fsm.service_settings import ServerSettings
@@ -325,6 +326,13 @@ def test_grace_period_covers_the_prestop_sleep_and_the_drain() -> None:
     assert grace >= sleep_s + drain_s + CLOSE_SESSIONS_S + SHUTDOWN_GRACE_S
 
 
+def test_the_engines_grace_period_lets_requests_in_flight_finish() -> None:
+    deployment = deployment_running("engines")
+    (_, sleep_s) = container(deployment)["lifecycle"]["preStop"]["exec"]["command"]
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > float(sleep_s) + ENGINES_STOP_GRACE_S
+
+
 def test_the_servers_use_the_engines_service_alone_with_a_key_the_engines_take() -> None:
     server = settings_from(pod_env(server_deployment()))
     engines_deployment = deployment_running("engines")
@@ -553,6 +561,9 @@ def test_compose_stops_wait_for_the_drain() -> None:
         drain_s = settings_from(service["environment"]).server.drain_s
         grace_s = seconds(service["stop_grace_period"])
         assert grace_s >= drain_s + CLOSE_SESSIONS_S + SHUTDOWN_GRACE_S, name
+    for name, service in compose_services("engines").items():
+        assert service["stop_signal"] == "SIGTERM"
+        assert seconds(service["stop_grace_period"]) > ENGINES_STOP_GRACE_S, name
 
 
 def test_compose_haproxy_config_is_one_haproxy_takes() -> None:
