@@ -1,10 +1,11 @@
-"""The deployment files in deploy/ agree with the server: the Kubernetes manifests pass the
-Kubernetes schemas; the probes, health checks and HAProxy checks ask routes that exist and
-answer as a load balancer expects; every command is one the CLI takes and every variable one
-the settings read; the servers reach the engines at the address and with a key the engines
-take; the autoscaler's metric is one the server exports; and the time a stop may take covers
-the drain. Kubernetes and Docker do not run here: their files are checked as files, and
-compose's HAProxy configuration by HAProxy itself (`haproxy -c`)."""
+"""The deployment files in deploy/ agree with the server and the engines they run: the
+Kubernetes manifests pass the Kubernetes schemas; probes, health checks and HAProxy checks ask
+routes that answer as a load balancer expects; every command is one the CLI takes and every
+variable one the settings read; the servers use the engines alone, at the address and with the
+key and model names the engines take; the autoscaler's metric is the server's live-sessions
+gauge, which Debian's Prometheus gives back per pod through prometheus-adapter's query; and the
+time a stop may take covers the drain. Kubernetes and Docker do not run here: their files are
+checked against the real apps, and compose's HAProxy configuration by HAProxy (`haproxy -c`)."""
 
 from __future__ import annotations
 
