@@ -17,6 +17,7 @@ with its KillSignal, within its TimeoutStopSec. Which process a session is on: i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 import subprocess
 import time
@@ -127,6 +128,14 @@ class Talker:
         return unanswered if self.close != SHUTDOWN else max(0, unanswered - 1)
 
 
+async def until_closed(talker: Talker) -> tuple[int | None, str | None]:
+    """Wait for the server to close the connection; its close code and reason."""
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            await receive(talker.ws)
+    return talker.ws.close_code, talker.ws.close_reason
+
+
 async def open_session(proxy: HAProxy) -> Talker:
     ws = await websockets.connect(proxy.ws_url, open_timeout=TIMEOUT)
     created = await receive(ws)
@@ -144,16 +153,23 @@ def on(server: Server, talkers: list[Talker]) -> list[Talker]:
 async def placed(servers: tuple[Server, Server], talkers: list[Talker]) -> tuple[int, int]:
     """How many of `talkers` each server runs, once each session is in one of their logs (a
     process logs session.started just after it sends session.created)."""
+
+    def counts() -> tuple[int, int]:
+        return len(on(servers[0], talkers)), len(on(servers[1], talkers))
+
     async with asyncio.timeout(5):
-        while sum(counts := tuple(len(on(s, talkers)) for s in servers)) < len(talkers):  # noqa: ASYNC110
+        while sum(counts()) < len(talkers):  # noqa: ASYNC110 (other processes)
             await asyncio.sleep(0.02)
-    return counts[0], counts[1]
+    return counts()
 
 
 @contextmanager
-def unit_server(tmp_path: Path, name: str) -> Iterator[tuple[Server, Unit]]:
-    """`voice-fsm serve` (fake providers) as deploy/voice-fsm@.service runs it on a free port."""
-    port = free_port()
+def unit_server(
+    tmp_path: Path, name: str, port: int | None = None
+) -> Iterator[tuple[Server, Unit]]:
+    """`voice-fsm serve` (fake providers) as deploy/voice-fsm@.service runs it, on `port` (a
+    free one by default)."""
+    port = port or free_port()
     unit = shipped_unit(port, tmp_path / "cache")
     env = fake_env(**{**unit.environment, **{f"VOICE_FSM_{k}": v for k, v in SETTINGS.items()}})
     log = tmp_path / f"{name}.log"
@@ -184,10 +200,10 @@ async def readyz_draining(server: Server) -> float:
             await asyncio.sleep(0.01)
 
 
-async def marked_down(proxy: HAProxy, name: str) -> float:
-    """When HAProxy's check marked server `name` DOWN."""
+async def marked(proxy: HAProxy, name: str, status: str) -> float:
+    """When HAProxy's check marked server `name` with `status` (UP, DOWN)."""
     async with asyncio.timeout(DRAIN_S):
-        while proxy.status()[name] != "DOWN":  # noqa: ASYNC110 (another process)
+        while proxy.status()[name] != status:  # noqa: ASYNC110 (another process)
             await asyncio.sleep(0.02)
     return time.monotonic()
 
@@ -255,7 +271,7 @@ async def test_sigterm_to_one_of_two_drains_it_while_new_sessions_go_to_the_othe
         first.process.send_signal(unit.kill_signal)  # `systemctl stop` or `restart`
         ready_503 = await readyz_draining(first)
         busy_at_503 = sum(t.close is None and t.in_flight for t in on_first)
-        down = asyncio.create_task(marked_down(proxy, "fsm1"))
+        down = asyncio.create_task(marked(proxy, "fsm1", "DOWN"))
         gone = asyncio.create_task(exited(first))
 
         # New sessions through HAProxy during the drain, and after the process has gone.
@@ -336,3 +352,56 @@ async def test_sigterm_to_one_of_two_drains_it_while_new_sessions_go_to_the_othe
         assert_clean_log(second)
         for t in on_second + new:
             await t.ws.close()
+
+
+async def test_an_idle_process_leaves_before_the_check_sees_it_and_rejoins_when_restarted(
+    tmp_path: Path,
+) -> None:
+    """With no turn in flight the drain is over at once and the process is gone before
+    HAProxy's check notices: handshakes sent its way find its port closed and are retried on
+    the other process. Started again on the same port, it is back in rotation once the check
+    passes `rise` times, and new sessions go to it (it has the fewest)."""
+    with two_servers_behind_haproxy(tmp_path) as (first, second, proxy, unit):
+        idle = [await open_session(proxy) for _ in range(10)]
+        on_first = on(first, idle)
+        assert await placed((first, second), idle) == (5, 5)
+
+        signalled = time.monotonic()
+        first.process.send_signal(unit.kill_signal)
+        exit_at = await exited(first)
+        status_at_exit = proxy.status()["fsm1"]
+        closes = [await until_closed(t) for t in on_first]
+        new = [await open_session(proxy) for _ in range(6)]
+        new_split = await placed((first, second), new)
+        down_at = await marked(proxy, "fsm1", "DOWN")
+        retried = proxy.stats()["BACKEND"]
+
+        with unit_server(tmp_path, "fsm1-again", port=first.port) as (again, _):
+            started = time.monotonic()
+            up_at = await marked(proxy, "fsm1", "UP")
+            after = [await open_session(proxy) for _ in range(4)]
+            after_split = await placed((again, second), after)
+            figures = report(
+                "an idle process stopped and started again behind HAProxy",
+                exit_after_s=round(exit_at - signalled, 2),
+                haproxy_status_at_exit=status_at_exit,
+                haproxy_down_after_s=round(down_at - signalled, 2),
+                closes=sorted(set(closes)),
+                new_split=new_split,
+                haproxy_retries=retried["wretr"],
+                haproxy_redispatches=retried["wredis"],
+                haproxy_5xx_to_clients=retried["hrsp_5xx"],
+                up_after_restart_s=round(up_at - started, 2),
+                after_restart_split=after_split,
+            )
+            assert closes == [SHUTDOWN] * len(on_first), figures
+            assert new_split == (0, len(new)), figures
+            assert retried["hrsp_5xx"] == "0", figures
+            # Back in rotation: it has the fewest sessions, so leastconn sends the new ones there.
+            assert after_split == (len(after), 0), figures
+            for t in [*idle, *new, *after]:
+                await t.ws.close()
+            assert_clean_log(again)
+        assert first.process.returncode == 0, figures
+        assert_clean_log(first)
+        assert_clean_log(second)
