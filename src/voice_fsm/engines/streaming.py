@@ -3,6 +3,12 @@ starts (so a failure or an engine that cannot be reached still gets a proper sta
 rest as the response's body, and the engine's admission released when the stream ends however
 it ends (done, failed, or the client gone).
 
+The adapter's stream is read by a task of its own (`Pump`), never by the response: Starlette
+cancels a streaming response whose client left through an anyio cancel scope, which cancels
+every later await too, and an adapter's cleanup must await its worker thread (the engine is
+not free before that; the next request would run the model beside it and crash llama.cpp).
+The pump is cancelled once, the plain asyncio way, and awaited in a shielded scope.
+
 Once the body has begun, a failure can no longer change the status: server-sent events end
 with the API's error event (which the openai SDK raises), raw audio ends with a broken
 connection, so a client never takes a cut stream for a whole one."""
@@ -12,50 +18,104 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+import anyio
 
 from voice_fsm.engines.api_errors import ApiError, engine_failed
 from voice_fsm.engines.metrics import Admission
 
 T = TypeVar("T")
 
+BUFFERED = 64
+"""Items read ahead of a slow client; then the engine waits for it."""
 
-@dataclass
+
+class _End:
+    pass
+
+
+class _Failed:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class Pump(Generic[T]):
+    """Reads `items` in its own task into a bounded queue."""
+
+    def __init__(self, items: AsyncIterator[T]) -> None:
+        self._queue: asyncio.Queue[T | _End | _Failed] = asyncio.Queue(BUFFERED)
+        self._task = asyncio.create_task(self._run(items))
+
+    async def _run(self, items: AsyncIterator[T]) -> None:
+        try:
+            async for item in items:
+                await self._queue.put(item)
+            await self._queue.put(_End())
+        except Exception as err:
+            await self._queue.put(_Failed(err))
+        finally:
+            close = getattr(items, "aclose", None)  # every adapter's stream is a generator
+            if close is not None:
+                await close()
+
+    async def next(self) -> T:
+        """The next item; raises StopAsyncIteration at the end, or what the stream raised."""
+        item = await self._queue.get()
+        if isinstance(item, _End):
+            self._queue.put_nowait(item)  # asked again, the same answer
+            raise StopAsyncIteration
+        if isinstance(item, _Failed):
+            raise item.error
+        return item
+
+    async def close(self) -> None:
+        """Stop reading and wait until the adapter has let its engine go."""
+        self._task.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait({self._task})
+
+
 class Opened(Generic[T]):
-    items: AsyncIterator[T]
-    first: list[T]
-    """The first item, or nothing when the stream was empty."""
-    admission: Admission
-    what: str
-    """The engine, as errors name it ("speech-to-text")."""
+    def __init__(self, pump: Pump[T], first: list[T], admission: Admission, what: str) -> None:
+        self.pump = pump
+        self.first = first
+        """The first item, or nothing when the stream was empty."""
+        self.admission = admission
+        self.what = what
+        """The engine, as errors name it ("speech-to-text")."""
 
 
 async def open_stream(admission: Admission, items: AsyncIterator[T], what: str) -> Opened[T]:
-    """Pull the first item of `items`; on failure close it, release the admission and raise
-    the API's error."""
+    """Start reading `items` and wait for the first; on failure stop, release the admission
+    and raise the API's error."""
+    pump = Pump(items)
     try:
-        first = [await anext(items)]
+        first = [await pump.next()]
     except StopAsyncIteration:
         first = []
     except BaseException as err:
-        await _close(items)
+        await pump.close()
         admission.finish("cancelled" if isinstance(err, asyncio.CancelledError) else "error")
         if isinstance(err, ApiError):
             raise
         if isinstance(err, Exception):
             raise engine_failed(what, err) from err
         raise
-    return Opened(items, first, admission, what)
+    return Opened(pump, first, admission, what)
 
 
 async def each(opened: Opened[T]) -> AsyncGenerator[T, None]:
-    """Every item, the first included; closes the stream and releases the admission."""
+    """Every item, the first included; stops the stream and releases the admission."""
     outcome = "cancelled"
     try:
         for item in opened.first:
             yield item
-        async for item in opened.items:
+        while True:
+            try:
+                item = await opened.pump.next()
+            except StopAsyncIteration:
+                break
             yield item
         outcome = "ok"
     except ApiError:
@@ -65,7 +125,7 @@ async def each(opened: Opened[T]) -> AsyncGenerator[T, None]:
         outcome = "error"
         raise engine_failed(opened.what, err) from err
     finally:
-        await _close(opened.items)
+        await opened.pump.close()
         opened.admission.finish(outcome)
 
 
@@ -98,10 +158,3 @@ async def raw(opened: Opened[bytes], header: bytes = b"") -> AsyncIterator[bytes
         async for item in items:
             if item:
                 yield item
-
-
-async def _close(items: AsyncIterator[object]) -> None:
-    """Close an adapter's stream (an async generator: every adapter's is one)."""
-    close = getattr(items, "aclose", None)
-    if close is not None:
-        await close()
