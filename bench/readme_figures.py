@@ -3,7 +3,9 @@
 `make bench ARGS=--readme` writes docs/bench/bench.json and `make bench-local ARGS=--readme`
 docs/bench/bench-local.json; `make docs` (voice_fsm.docs_gen) puts `render()` between the
 README's ``<!-- bench:begin -->`` and ``<!-- bench:end -->``, and tests/test_docs.py fails when
-that block is not what the committed JSON gives. No figure in the block is typed by hand.
+that block is not what the committed JSON gives. Likewise `make loadtest ARGS=--readme` writes
+docs/bench/loadtest.json and `render_capacity()` goes between ``<!-- capacity:begin -->`` and
+``<!-- capacity:end -->`` (`blocks()` names both). No figure in a block is typed by hand.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 BENCH_JSON = Path("docs/bench/bench.json")
 LOCAL_JSON = Path("docs/bench/bench-local.json")
+LOADTEST_JSON = Path("docs/bench/loadtest.json")
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -171,3 +174,136 @@ def render(root: Path) -> str:
         else:
             parts.append("\n".join([*draw(data), "", f"(From `{path}`.)"]))
     return "\n\n".join(parts) + "\n"
+
+
+def _q(figures: dict[str, Any] | None, *names: str) -> str:
+    figures = figures or {}
+    return " / ".join(_ms(figures.get(name)) for name in names)
+
+
+def _shares(busy: dict[str, float], names: tuple[str, ...]) -> str:
+    return " / ".join(f"{busy[name]:.2f}" if name in busy else "-" for name in names)
+
+
+def _split(counts: list[Any]) -> str:
+    return " + ".join("?" if count is None else str(count) for count in counts)
+
+
+def _part(step: dict[str, Any]) -> str:
+    name = step.get("biggest_part")
+    if not name:
+        return "-"
+    p99 = (step.get("overhead_parts_ms") or {}).get(name, {}).get("p99")
+    return f"{name.replace('_', ' ')} ({_ms(p99)})"
+
+
+def render_loadtest(data: dict[str, Any]) -> list[str]:
+    """The `make loadtest` tables: the fakes' ramp, then the embedded engines' if it ran."""
+    fakes, machine = data["fakes"], data.get("machine", {})
+    critical = sum(fakes["critical_path_ms"].values())
+    pause = data.get("pause_s") or ["?", "?"]
+    lines = [
+        f"`make loadtest` ({data.get('code', '?')}, {data.get('date', '?')}; "
+        f"{machine.get('cpus', '?')} cores shared by everything below, "
+        f"{_load_text(machine.get('load_average'))}): Debian's HAProxy with deploy/haproxy.cfg "
+        "in front of two `voice-fsm serve` processes; fake providers with the original design's "
+        f"latency profile ({fakes['providers']}); each session a user talking push-to-talk in "
+        f"real time: a {data['question_s']} s question in {data['frame_ms']} ms frames, the "
+        f"reply read but not played, a {pause[0]}-{pause[1]} s pause, again. Server overhead: "
+        "the server's own voice-to-voice (its `turn.completed` lines) beyond the profile's "
+        f"{critical:.0f} ms critical path{_preemptive(fakes)}, as `make bench` counts it; CPU "
+        "and memory from /proc, the memory as the serve processes' RSS growth over idle, per "
+        "session.",
+        "",
+        "| sessions | per process | turns | errors | server overhead p50 / p99, ms "
+        "| biggest part of it (p99, ms) | server CPU per turn, ms | memory per session, KiB "
+        "| cores busy: servers / HAProxy / fakes / clients | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for step in fakes["steps"]:
+        errors = step["errors"] + step.get("server_failed_turns", 0)
+        lines.append(
+            f"| {step['sessions']} | {_split(step['sessions_per_process'])} | {step['turns']} "
+            f"| {errors} | {_q(step['overhead_ms'], 'p50', 'p99')} | {_part(step)} "
+            f"| {_num(step.get('cpu_per_turn_ms'))} | {_ms(step.get('memory_per_session_kib'))} "
+            f"| {_shares(step['cores_busy'], ('servers', 'haproxy', 'fakes', 'clients'))} "
+            f"| {step['load_average'][0]} |"
+        )
+    lines += ["", _capacity_text(fakes)]
+    engines = data.get("engines")
+    if engines:
+        lines += ["", *_render_engines(engines)]
+    return lines
+
+
+def _preemptive(fakes: dict[str, Any]) -> str:
+    stt = fakes["critical_path_ms"].get("stt")
+    if "Realtime" not in fakes["providers"] or not stt:
+        return ""
+    return (
+        f" (less the transcription's {stt:.0f} ms when a reply begun on the live transcript "
+        "was kept)"
+    )
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _capacity_text(fakes: dict[str, Any]) -> str:
+    cap = fakes.get("capacity")
+    if cap is None:
+        return f"No step stayed within the limit; the ramp stopped: {fakes['stopped']}."
+    return (
+        f"Within server overhead p99 {cap['limit_ms']:g} ms and no error: {cap['sessions']} "
+        f"sessions, {cap['per_process']:g} per process, {cap['per_core']:g} per core, at "
+        f"{_num(cap['cpu_per_turn_ms'])} ms of server CPU per turn and "
+        f"{_ms(cap['memory_per_session_kib'])} KiB per session. The ramp stopped: "
+        f"{fakes['stopped']}."
+    )
+
+
+def _render_engines(engines: dict[str, Any]) -> list[str]:
+    lines = [
+        "The same two processes with the embedded engines behind one `voice-fsm engines` "
+        "(their OpenAI-compatible provider; Piper's questions taking turns), sessions growing "
+        f"until voice-to-voice p95 passes {engines['bound_ms']:.0f} ms: the engines, which run "
+        "one inference at a time each, are the limit here, as their queue wait shows.",
+        "",
+        "| sessions | per process | turns | errors | voice-to-voice p50 / p95, ms "
+        "| engines' queue wait, mean by lane, ms | engines CPU per turn, ms "
+        "| server CPU per turn, ms | load |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for step in engines["steps"]:
+        waits = step.get("queue_wait_mean_ms") or {}
+        shown = ", ".join(f"{lane} {_ms(wait)}" for lane, wait in waits.items()) or "-"
+        errors = step["errors"] + step.get("server_failed_turns", 0)
+        lines.append(
+            f"| {step['sessions']} | {_split(step['sessions_per_process'])} | {step['turns']} "
+            f"| {errors} | {_q(step['server_voice_to_voice_ms'], 'p50', 'p95')} | {shown} "
+            f"| {_ms(step.get('engines_cpu_per_turn_ms'))} "
+            f"| {_num(step.get('server_cpu_per_turn_ms'))} | {step['load_average'][0]} |"
+        )
+    cap = engines.get("capacity")
+    held = "no step"
+    if cap is not None:
+        held = f"{cap['sessions']} sessions ({cap['per_core']:g} per core)"
+    lines += ["", f"Within the bound: {held}. The ramp stopped: {engines['stopped']}."]
+    return lines
+
+
+def render_capacity(root: Path) -> str:
+    """The README's capacity block, from the committed `make loadtest` run."""
+    data = _load(root / LOADTEST_JSON)
+    if data is None:
+        return (
+            f"No run committed in `{LOADTEST_JSON}` yet: `make loadtest ARGS=--readme`, "
+            "then `make docs`.\n"
+        )
+    return "\n".join([*render_loadtest(data), "", f"(From `{LOADTEST_JSON}`.)"]) + "\n"
+
+
+def blocks(root: Path) -> dict[str, str]:
+    """Each README block this module draws, by its marker name."""
+    return {"bench": render(root), "capacity": render_capacity(root)}

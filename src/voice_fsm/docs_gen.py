@@ -13,8 +13,9 @@
 - ``.env.example``, ``docs/settings.md`` and the section of ``README.md`` between
   ``<!-- settings:begin -->`` and ``<!-- settings:end -->``: the settings, from the settings
   models (`settings_docs`);
-- the section of ``README.md`` between ``<!-- bench:begin -->`` and ``<!-- bench:end -->``: the
-  benchmarks' figures, from their runs committed under ``docs/bench/`` (bench/readme_figures.py).
+- the sections of ``README.md`` between ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` and
+  ``<!-- capacity:begin -->`` … ``<!-- capacity:end -->``: the benchmarks' figures and the load
+  test's capacity table, from their runs committed under ``docs/bench/`` (bench/readme_figures.py).
 
 ``--check`` writes nothing, lists the stale files and exits 1 if there are any.
 """
@@ -210,15 +211,15 @@ def render_observability() -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_bench_figures(root: Path) -> str | None:
-    """The README's bench block, drawn by bench/readme_figures.py; None without it."""
+def render_bench_figures(root: Path) -> dict[str, str]:
+    """The README's figure blocks by marker name, drawn by bench/readme_figures.py."""
     path = root / "bench" / "readme_figures.py"
     spec = importlib.util.spec_from_file_location("figures", path)
     if not path.is_file() or spec is None or spec.loader is None:
-        return None
+        return {}
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return f"{GENERATED_NOTE}\n\n{module.render(root)}"
+    return {name: f"{GENERATED_NOTE}\n\n{text}" for name, text in module.blocks(root).items()}
 
 
 def expected_files(root: Path, table: MachineTable | None = None) -> dict[Path, str]:
@@ -242,9 +243,8 @@ def expected_files(root: Path, table: MachineTable | None = None) -> dict[Path, 
         (STATES_PATH, "states", render_states_section(table)),
         (README_PATH, "diagram", f"{GENERATED_NOTE}\n{render_diagram(table)}"),
         (README_PATH, "settings", f"{GENERATED_NOTE}\n\n{readme_settings}"),
+        *((README_PATH, name, body) for name, body in render_bench_figures(root).items()),
     ]
-    if (bench := render_bench_figures(root)) is not None:
-        sections.append((README_PATH, "bench", bench))
     for path, name, body in sections:
         current = expected.get(root / path) or (root / path).read_text(encoding="utf-8")
         try:
