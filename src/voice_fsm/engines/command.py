@@ -112,5 +112,6 @@ def _run(
     with contextlib.suppress(KeyboardInterrupt, SystemExit):  # uvicorn's start-up failures
         server.run(sockets=sockets)
     if failed:
+        print(f"{PROG}: the models could not be loaded: {failed[0]}", file=sys.stderr)
         return 1
     return 0 if server.started else 3
