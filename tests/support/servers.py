@@ -178,11 +178,10 @@ def skip_or_fail(reason: str) -> None:
 
 
 def find_debian_program(name: str) -> str:
-    """The path of a program from Debian's package `name` (in /usr/bin), or skip (fail under
-    CI=true) when it is not installed."""
-    path = shutil.which(name) or (
-        f"/usr/bin/{name}" if os.access(f"/usr/bin/{name}", os.X_OK) else None
-    )
+    """The path of a program from Debian's package `name` (in /usr/bin, or /usr/sbin which a
+    user's PATH may lack), or skip (fail under CI=true) when it is not installed."""
+    candidates = (f"/usr/bin/{name}", f"/usr/sbin/{name}")
+    path = shutil.which(name) or next((c for c in candidates if os.access(c, os.X_OK)), None)
     if path is None:
         skip_or_fail(f"Debian's {name} is not installed: apt-get install {name}")
     assert path is not None
