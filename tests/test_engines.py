@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import wave
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from voice_fsm.adapters.base import (
     ToolSpec,
     TranscriptDone,
 )
+from voice_fsm.adapters.local.runtime import InferenceLane, StopFlag
 from voice_fsm.adapters.openai.llm import OpenAILanguageModel
 from voice_fsm.adapters.openai.stt import OpenAISpeechToText
 from voice_fsm.adapters.openai.tts import OpenAITextToSpeech
@@ -103,6 +105,13 @@ def words(text: str) -> set[str]:
 async def metrics(base_url: str) -> str:
     async with httpx.AsyncClient() as http:
         return (await http.get(base_url.removesuffix("/v1") + "/metrics")).text
+
+
+async def until_metric(base_url: str, name: str, value: float, **labels: str) -> None:
+    """Wait until the language model's sample `name` (with `labels`) is `value`."""
+    async with asyncio.timeout(10):
+        while samples(await metrics(base_url), name, **labels).get("llm") != value:  # noqa: ASYNC110 (the server's figures)
+            await asyncio.sleep(0.01)
 
 
 # ------------------------------------------------------------------------ models
@@ -316,10 +325,14 @@ async def test_speech_streams_pcm_and_wav(engines: Engines) -> None:
         wav = await client.audio.speech.create(
             model=TTS, voice="alloy", input=text, response_format="wav"
         )
+        silent = await client.audio.speech.create(
+            model=TTS, voice="alloy", input="  ", response_format="pcm"
+        )
         # serve's own adapter asks for pcm with its settings' voice, speed and model
         tts = OpenAITextToSpeech(TtsSettings(provider="openai", model=TTS), client)
         spoken = b"".join([chunk async for chunk in tts.synthesize(text)])
 
+    assert silent.content == b""  # nothing to say: no audio, no error
     assert content_type == "audio/pcm"
     assert len(pcm) % 2 == 0
     assert len(pcm) / 2 / PCM_SAMPLE_RATE > 1.5  # seconds for two sentences
@@ -473,10 +486,7 @@ async def test_a_request_waits_for_the_busy_engine_and_the_metrics_show_it(
         first = await client.chat.completions.create(model=LLM, messages=messages, stream=True)
         # The first stream holds the model (its first token is out); the second waits.
         second = asyncio.create_task(client.chat.completions.create(model=LLM, messages=messages))
-        waiting: dict[str, float] = {}
-        async with asyncio.timeout(10):
-            while waiting.get("llm") != 1:
-                waiting = samples(await metrics(base_url), "voice_fsm_engine_queue_depth")
+        await until_metric(base_url, "voice_fsm_engine_queue_depth", 1)
         exposition = await metrics(base_url)
         assert samples(exposition, "voice_fsm_engine_busy")["llm"] == 1
         assert samples(exposition, "voice_fsm_engine_requests_in_progress")["llm"] == 2
@@ -521,3 +531,49 @@ async def test_a_client_that_leaves_mid_stream_frees_the_engine(engines: Engines
     assert whole.choices[0].message.content
     assert samples(exposition, "voice_fsm_engine_requests_in_progress")["llm"] == 0
     assert samples(exposition, "voice_fsm_engine_requests_total", outcome="cancelled")["llm"] == 1
+
+
+class HeldModel:
+    """A language model that holds its engine's lane (as llama.cpp's does, one inference at a
+    time) until `release` is set, then says "Done."."""
+
+    provider = "held"
+    model = "held"
+
+    def __init__(self) -> None:
+        self.lane = InferenceLane("llm")
+        self.release = threading.Event()
+
+    async def reply(
+        self, messages: Sequence[ChatMessage], *, tools: Sequence[ToolSpec] = ()
+    ) -> AsyncGenerator[ReplyEvent, None]:
+        def produce(stop: StopFlag) -> Iterator[str]:
+            while not self.release.wait(0.01):
+                stop.check()
+            yield "Done."
+
+        async for text in self.lane.stream(produce):
+            yield text
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_client_that_leaves_the_queue_costs_the_engine_nothing(engines: Engines) -> None:
+    model = HeldModel()
+    body = {"model": LLM, "messages": [{"role": "user", "content": QUESTION}]}
+    async with (
+        served(replace(engines, llm=model)) as (_client, base_url),
+        httpx.AsyncClient(base_url=base_url) as http,
+    ):
+        first = asyncio.create_task(http.post("/chat/completions", json=body))
+        await until_metric(base_url, "voice_fsm_engine_busy", 1)  # the first has the engine
+        with pytest.raises(httpx.ReadTimeout):  # the second waits, and gives up
+            await http.post("/chat/completions", json=body, timeout=0.3)
+        await until_metric(base_url, "voice_fsm_engine_requests_total", 1, outcome="cancelled")
+        model.release.set()
+        assert (await first).json()["choices"][0]["message"]["content"] == "Done."
+        exposition = await metrics(base_url)
+    assert samples(exposition, "voice_fsm_engine_queue_wait_seconds_count")["llm"] == 1
+    assert samples(exposition, "voice_fsm_engine_queue_depth")["llm"] == 0
+    assert samples(exposition, "voice_fsm_engine_requests_in_progress")["llm"] == 0

@@ -44,7 +44,7 @@ async def chat_completions(request: Request) -> Response:
     messages = body.chat_messages()
     admission = request.app.state.metrics.admit("llm")
     events = engines.llm.reply(messages, tools=body.tool_specs())
-    opened = await open_stream(admission, events, "language model")
+    opened = await open_stream(request, admission, events, "language model")
     reply = Reply(body.model, prompt_tokens=_count_tokens(engines.llm, messages))
     if body.stream:
         return StreamingResponse(

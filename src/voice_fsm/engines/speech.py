@@ -57,7 +57,7 @@ async def speech(request: Request) -> Response:
         )
     admission = request.app.state.metrics.admit("tts")
     audio = engines.tts.synthesize(body.input)
-    opened = await open_stream(admission, audio, "text-to-speech")
+    opened = await open_stream(request, admission, audio, "text-to-speech")
     header = wav_header() if body.response_format == "wav" else b""
     return StreamingResponse(raw(opened, header), media_type=media_type)
 

@@ -21,6 +21,7 @@ from contextlib import aclosing
 from typing import Generic, TypeVar
 
 import anyio
+from starlette.requests import Request
 
 from voice_fsm.engines.api_errors import ApiError, engine_failed
 from voice_fsm.engines.metrics import Admission
@@ -86,23 +87,40 @@ class Opened(Generic[T]):
         """The engine, as errors name it ("speech-to-text")."""
 
 
-async def open_stream(admission: Admission, items: AsyncIterator[T], what: str) -> Opened[T]:
-    """Start reading `items` and wait for the first; on failure stop, release the admission
-    and raise the API's error."""
+async def open_stream(
+    request: Request, admission: Admission, items: AsyncIterator[T], what: str
+) -> Opened[T]:
+    """Start reading `items` and wait for the first (most of that wait is the engine's queue);
+    on failure stop, release the admission and raise the API's error. A client that leaves
+    meanwhile takes its place in the queue with it: nobody would read what the engine made."""
     pump = Pump(items)
+    first = asyncio.ensure_future(pump.next())
+    gone = asyncio.ensure_future(_disconnected(request))
     try:
-        first = [await pump.next()]
+        await asyncio.wait({first, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not first.done():
+            raise ApiError(499, "The client closed the request.", code="client_closed")
+        return Opened(pump, [first.result()], admission, what)
     except StopAsyncIteration:
-        first = []
+        return Opened(pump, [], admission, what)
     except BaseException as err:
+        first.cancel()
         await pump.close()
-        admission.finish("cancelled" if isinstance(err, asyncio.CancelledError) else "error")
+        gave_up = isinstance(err, asyncio.CancelledError) or gone.done()
+        admission.finish("cancelled" if gave_up else "error")
         if isinstance(err, ApiError):
             raise
         if isinstance(err, Exception):
             raise engine_failed(what, err) from err
         raise
-    return Opened(pump, first, admission, what)
+    finally:
+        gone.cancel()
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client has gone (the body was read: nothing else can come)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def each(opened: Opened[T]) -> AsyncGenerator[T, None]:

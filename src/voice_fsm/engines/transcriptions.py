@@ -61,7 +61,7 @@ async def transcriptions(request: Request) -> Response:
     pcm = await asyncio.to_thread(decode_upload, data)
     admission = request.app.state.metrics.admit("stt")
     events = engines.stt.transcribe(pcm, language=language)
-    opened = await open_stream(admission, events, "speech-to-text")
+    opened = await open_stream(request, admission, events, "speech-to-text")
     if stream:
         return StreamingResponse(
             server_sent(opened, _event, lambda: ()), media_type="text/event-stream"
