@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
+import openai
 import pytest
 
 from voice_fsm.audio import SAMPLE_RATE
@@ -105,9 +106,19 @@ def test_the_servers_fell_back_from_live_transcription_once(shared: Shared) -> N
         assert "Traceback" not in log, log[-3000:]
 
 
-def test_sigterm_stops_the_engines_cleanly(shared: Shared) -> None:
+def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(shared: Shared) -> None:
     process = shared.engines.process
-    process.send_signal(signal.SIGTERM)
+    client = openai.OpenAI(base_url=f"{shared.engines.url}/v1", api_key="unused", max_retries=0)
+    with client:
+        stream = client.chat.completions.create(
+            model="smollm2-135m",
+            messages=[{"role": "user", "content": "Tell me a story about a dragon."}],
+            stream=True,
+        )
+        process.send_signal(signal.SIGTERM)
+        chunks = list(stream)
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks).strip()
     assert process.wait(30) == 0
     log = shared.engines.log_text()
     assert '"engines.stopped"' in log
