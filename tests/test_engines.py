@@ -9,6 +9,7 @@ language model in the engine's place: the wire format is the app's, whichever mo
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import threading
 import wave
@@ -37,9 +38,10 @@ from voice_fsm.adapters.openai.stt import OpenAISpeechToText
 from voice_fsm.adapters.openai.tts import OpenAITextToSpeech
 from voice_fsm.audio import pcm_to_wav
 from voice_fsm.engines.app import create_engines_app
-from voice_fsm.engines.loading import Engines, load_engines
+from voice_fsm.engines.loading import Engines, ServedModel, load_engines
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.settings import (
+    DEFAULT_INSTRUCTIONS,
     AuthSettings,
     LlmSettings,
     LocalSettings,
@@ -266,6 +268,42 @@ async def test_tool_calls_stream_as_openai_streams_them(engines: Engines) -> Non
     ]
     assert whole.choices[0].finish_reason == "tool_calls"
     assert events == ["Let me check. ", *CALLS]
+
+
+@pytest.fixture(scope="module")
+def with_qwen(engines: Engines) -> Iterator[Engines]:
+    """The engines with the default language model, Qwen2.5-Coder-0.5B, which calls tools
+    (SmolLM2 does not); it loads in a fraction of a second (memory-mapped)."""
+    from voice_fsm.adapters.local.llm import LlamaLanguageModel
+    from voice_fsm.adapters.local.packages import LocalModelMissing
+
+    try:
+        qwen = LlamaLanguageModel(LocalSettings())
+    except LocalModelMissing as err:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(str(err))
+    served = ServedModel("llm", qwen.model, frozenset())
+    yield replace(engines, llm=qwen, models=(engines.models[0], served, engines.models[2]))
+    asyncio.run(qwen.aclose())
+
+
+async def test_the_real_model_calls_a_tool_through_the_engines(with_qwen: Engines) -> None:
+    model = with_qwen.models[1].id
+    question = [
+        ChatMessage("system", DEFAULT_INSTRUCTIONS),
+        ChatMessage("user", "What time is it?"),
+    ]
+    async with served(with_qwen) as (client, _):
+        llm = OpenAILanguageModel(LlmSettings(provider="openai", model=model), client)
+        events = [e async for e in llm.reply(question, tools=[CLOCK, CALCULATOR])]
+        calls = [e for e in events if isinstance(e, ToolCall)]
+        assert [c.name for c in calls] == ["clock"], events
+        result = ChatMessage("tool", '{"time": "14:05"}', tool_call_id=calls[0].call_id)
+        answer = ChatMessage("assistant", "", tool_calls=tuple(calls))
+        reply = [e async for e in llm.reply([*question, answer, result], tools=[CLOCK])]
+    text = "".join(e for e in reply if isinstance(e, str))
+    assert "14:05" in text or "2:05" in text or "five past two" in text.lower(), text
 
 
 async def test_tool_results_reach_the_model_as_the_adapters_messages(engines: Engines) -> None:
