@@ -12,12 +12,16 @@ import contextlib
 import importlib.util
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from voice_fsm.cli_parser import PROG, fail
 from voice_fsm.settings_errors import format_settings_error
+
+if TYPE_CHECKING:
+    from voice_fsm.settings import Settings
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8100
@@ -72,15 +76,13 @@ def engines(
 
 
 def _run(
-    settings: object, sockets: list[socket.socket], *, exposed: bool, max_waiting: int | None
+    settings: Settings, sockets: list[socket.socket], *, exposed: bool, max_waiting: int | None
 ) -> int:
     from voice_fsm.engines.app import MAX_WAITING, create_engines_app
     from voice_fsm.logging_setup import configure_logging, get_logger
     from voice_fsm.server import DrainingServer, bound_addresses, uvicorn_config
     from voice_fsm.server_address import client_host
-    from voice_fsm.settings import Settings
 
-    assert isinstance(settings, Settings)
     configure_logging(settings.log)
     log = get_logger()
     if exposed:
@@ -105,7 +107,9 @@ def _run(
         log.info("engines.listening", base_url=base_url, addresses=bound_addresses(sockets))
 
     async def stop_taking_requests() -> None:
-        app.state.stopping = True  # /readyz says so while the requests in flight finish
+        # /readyz answers 503 to whoever asks before uvicorn closes the sockets, right after;
+        # the requests in flight then finish (up to STOP_GRACE_S).
+        app.state.stopping = True
 
     config = uvicorn_config(app, settings, timeout_graceful_shutdown=STOP_GRACE_S)
     server = DrainingServer(config, drain=stop_taking_requests, listening=listening)
