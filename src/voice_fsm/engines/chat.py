@@ -8,6 +8,7 @@ streams a call's first piece (id, type, name, empty arguments) and then its argu
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterable
@@ -42,10 +43,13 @@ async def chat_completions(request: Request) -> Response:
     body = await read_json(request, ChatRequest)
     engines.check_model("llm", body.model)
     messages = body.chat_messages()
+    usage = not body.stream or body.include_usage
+    # In a thread: a long conversation takes the tokenizer a while.
+    prompt_tokens = await asyncio.to_thread(_count_tokens, engines.llm, messages) if usage else 0
     admission = request.app.state.metrics.admit("llm")
     events = engines.llm.reply(messages, tools=body.tool_specs())
     opened = await open_stream(request, admission, events, "language model")
-    reply = Reply(body.model, prompt_tokens=_count_tokens(engines.llm, messages))
+    reply = Reply(body.model, prompt_tokens=prompt_tokens)
     if body.stream:
         return StreamingResponse(
             server_sent(opened, reply.chunks, lambda: reply.end(body.include_usage)),
