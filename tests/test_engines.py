@@ -471,6 +471,13 @@ async def test_bad_input_gets_typed_errors_and_the_next_request_works(
             model=STT, file=("question.wav", question_wav, "audio/wav")
         )
         assert {"capital", "france"} <= words(whole.text)
+        exposition = await metrics(base_url)
+    # The uploads were refused after their admission (the file is read after it): counted,
+    # and none left holding a place.
+    assert samples(exposition, "voice_fsm_engine_requests_total", outcome="invalid")["stt"] == 3
+    assert samples(exposition, "voice_fsm_engine_requests_in_progress") == dict.fromkeys(
+        ("stt", "llm", "tts"), 0
+    )
 
 
 # ------------------------------------------------------------------------ access

@@ -9,7 +9,8 @@ Each engine runs one inference at a time (its `InferenceLane`); the others wait 
 - `voice_fsm_engine_requests_in_progress` (gauge; engine): requests admitted and not finished
   (waiting, running, or sending their last bytes)
 - `voice_fsm_engine_requests_total` (counter; engine, outcome): ok, error (the engine failed),
-  refused (the engine had `max_waiting` requests waiting already: 429) or cancelled
+  invalid (an upload refused after its admission: not audio, say), refused (the engine had
+  `max_waiting` requests waiting already: 429) or cancelled
 - `voice_fsm_engine_request_seconds` (histogram; engine): from admission to the last byte
 - `voice_fsm_engines_ready` (gauge): 1 once the models are loaded
 """
@@ -31,7 +32,7 @@ from voice_fsm.metrics import BUCKETS, CONTENT_TYPE, QUEUE_BUCKETS
 
 __all__ = ["CONTENT_TYPE", "Admission", "EngineMetrics"]
 
-OUTCOMES = ("ok", "error", "refused", "cancelled")
+OUTCOMES = ("ok", "error", "invalid", "refused", "cancelled")
 
 
 @dataclass

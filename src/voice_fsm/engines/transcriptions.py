@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from openai.types.audio import (
     Transcription,
@@ -21,10 +22,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from voice_fsm.adapters.base import TranscriptDelta, TranscriptEvent
-from voice_fsm.engines.api_errors import invalid, missing, sse_data
+from voice_fsm.engines.api_errors import ApiError, invalid, missing, sse_data
 from voice_fsm.engines.audio_files import decode_upload
 from voice_fsm.engines.bodies import form_text, read_form
-from voice_fsm.engines.loading import loaded
+from voice_fsm.engines.loading import Engines, loaded
 from voice_fsm.engines.streaming import collect, open_stream, server_sent
 
 RESPONSE_FORMATS = ("json", "text")
@@ -32,6 +33,39 @@ RESPONSE_FORMATS = ("json", "text")
 
 async def transcriptions(request: Request) -> Response:
     engines = loaded(request.app.state)
+    # Admitted before the upload is read: each waiting request holds its file and the audio
+    # decoded from it (tens of megabytes), so the bound on waiting requests bounds them too.
+    admission = request.app.state.metrics.admit("stt")
+    try:
+        upload = await _read_upload(request, engines)
+    except BaseException as err:
+        gone = isinstance(err, asyncio.CancelledError)
+        admission.finish(
+            "cancelled" if gone else "invalid" if isinstance(err, ApiError) else "error"
+        )
+        raise
+    events = engines.stt.transcribe(upload.pcm, language=upload.language)
+    opened = await open_stream(request, admission, events, "speech-to-text")
+    if upload.stream:
+        return StreamingResponse(
+            server_sent(opened, _event, lambda: ()), media_type="text/event-stream"
+        )
+    text = "".join(_final(await collect(opened)))
+    if upload.response_format == "text":
+        return PlainTextResponse(text)
+    return JSONResponse(Transcription(text=text).model_dump(mode="json", exclude_unset=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    pcm: bytes
+    language: str | None
+    response_format: str
+    stream: bool
+
+
+async def _read_upload(request: Request, engines: Engines) -> Upload:
+    """The request's form, checked, and its file decoded. Raises the API's 4xx."""
     form = await read_form(request)
     try:
         file = form.get("file")
@@ -43,11 +77,11 @@ async def transcriptions(request: Request) -> Response:
         if not model:
             raise missing("model")
         engines.check_model("stt", model)
-        response_format = form_text(form, "response_format", "json")
+        response_format = form_text(form, "response_format", "json") or "json"
         if response_format not in RESPONSE_FORMATS:
             raise invalid(
                 "response_format",
-                f"response_format '{response_format}' is not supported: use json or text.",
+                f"response_format '{response_format[:32]}' is not supported: use json or text.",
                 code="unsupported_value",
             )
         stream = _flag(form_text(form, "stream", "false"), "stream")
@@ -57,19 +91,8 @@ async def transcriptions(request: Request) -> Response:
         data = await file.read()
     finally:
         await form.close()
-
     pcm = await asyncio.to_thread(decode_upload, data)
-    admission = request.app.state.metrics.admit("stt")
-    events = engines.stt.transcribe(pcm, language=language)
-    opened = await open_stream(request, admission, events, "speech-to-text")
-    if stream:
-        return StreamingResponse(
-            server_sent(opened, _event, lambda: ()), media_type="text/event-stream"
-        )
-    text = "".join(_final(await collect(opened)))
-    if response_format == "text":
-        return PlainTextResponse(text)
-    return JSONResponse(Transcription(text=text).model_dump(mode="json", exclude_unset=True))
+    return Upload(pcm, language, response_format, stream)
 
 
 def _event(event: TranscriptEvent) -> Iterable[bytes]:
