@@ -114,17 +114,19 @@ def create_engines_app(
 
     keys = settings.auth.secret_values()
     policy = AccessPolicy(settings, ClientTokens(keys, ttl_s=settings.auth.token_ttl_s))
+    routes = [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
+        Route("/v1/audio/speech", speech, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model:path}", model, methods=["GET"]),
+        Route("/healthz", health, methods=["GET"]),
+        Route("/readyz", ready, methods=["GET"]),
+    ]
+    if settings.metrics.enabled:  # as serve's; the queues and their bound work without it
+        routes.append(Route("/metrics", metrics_page, methods=["GET"]))
     app = Starlette(
-        routes=[
-            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-            Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
-            Route("/v1/audio/speech", speech, methods=["POST"]),
-            Route("/v1/models", models, methods=["GET"]),
-            Route("/v1/models/{model:path}", model, methods=["GET"]),
-            Route("/healthz", health, methods=["GET"]),
-            Route("/readyz", ready, methods=["GET"]),
-            Route("/metrics", metrics_page, methods=["GET"]),
-        ],
+        routes=routes,
         middleware=[Middleware(EnginesGuard, policy=policy)],
         exception_handlers={
             ApiError: api_error_handler,
