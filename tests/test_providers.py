@@ -325,6 +325,24 @@ async def test_who_runs_speech_to_speech_mode(monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.mark.usefixtures("no_env")
+def test_a_compatible_servers_key_is_not_sent_to_openais_realtime_api(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every cascade stage at a compatible server (voice-fsm engines, say) with OPENAI_API_KEY
+    # as its key: speech-to-speech would send that key to api.openai.com, so auto picks nobody.
+    for stage in ("STT", "LLM", "TTS"):
+        monkeypatch.setenv(f"VOICE_FSM_{stage}__BASE_URL", "http://engines:8100/v1")
+    assert providers.resolve_speech(settings(openai_api_key="engines-key")) is None
+    # One stage on OpenAI itself: the key is an OpenAI key, and Realtime may use it.
+    monkeypatch.delenv("VOICE_FSM_TTS__BASE_URL")
+    assert providers.resolve_speech(settings(openai_api_key="sk-test")) == "openai-realtime"
+    monkeypatch.setenv("VOICE_FSM_TTS__BASE_URL", "http://engines:8100/v1")
+    # A key or an address of its own says where speech-to-speech goes.
+    monkeypatch.setenv("VOICE_FSM_S2S__API_KEY", "sk-test")
+    assert providers.resolve_speech(settings(openai_api_key="engines-key")) == "openai-realtime"
+
+
+@pytest.mark.usefixtures("no_env")
 def test_speech_to_speech_as_the_default_needs_someone_to_run_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

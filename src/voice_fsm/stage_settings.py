@@ -204,7 +204,8 @@ class SpeechToSpeechSettings(StageSettings):
 
     provider: SpeechProvider = Field(
         default="auto",
-        description="auto: openai-realtime with a key (or a base URL), else none; "
+        description="auto: openai-realtime with a key (or a base URL), else none, and none "
+        "when OPENAI_API_KEY is the key of compatible servers every cascade stage points at; "
         "openai-realtime (OpenAI's Realtime API, or a compatible server); off: cascade only",
     )
     model: str = Field(default=S2S_MODEL, description="Realtime model that hears and speaks")

@@ -52,7 +52,9 @@ TURN_DETECTION: dict[str, Entry[Detectors]] = {
 sessions are push-to-talk only."""
 
 SPEECH_TO_SPEECH: dict[str, Entry[OpenAISpeechToSpeech]] = {
-    "openai-realtime": Entry(openai.speech_to_speech, needs=openai.needs_key, auto=openai.reaches),
+    "openai-realtime": Entry(
+        openai.speech_to_speech, needs=openai.needs_key, auto=openai.speech_to_speech_auto
+    ),
 }
 """Who runs speech-to-speech mode (a Realtime model hears and answers). ``auto`` may pick none:
 then sessions run the cascade only."""

@@ -56,6 +56,16 @@ def reaches(reach: Reach) -> bool:
     return reach.key or reach.base_url
 
 
+def speech_to_speech_auto(reach: Reach) -> bool:
+    """``auto`` with a key or a base URL, except OPENAI_API_KEY alone while every cascade stage
+    has its own base URL: that key is the compatible servers' key, never sent to OpenAI."""
+    settings = reach.settings
+    if reach.base_url or settings.s2s.api_key is not None:
+        return True
+    elsewhere = all(getattr(settings, stage).base_url for stage in ("stt", "llm", "tts"))
+    return reach.key and not elsewhere
+
+
 def speech_api_auto(reach: Reach) -> bool:
     """``auto`` speaks through the Speech API at a compatible server's base URL only."""
     return reach.key and reach.base_url
