@@ -74,15 +74,15 @@ async def voice_fsm(llama: LlamaServer, transcript: str) -> AsyncIterator[int]:
         yield port
 
 
-async def ask(port: int) -> list[Item]:
-    """One push-to-talk turn on a new session; what the server sent up to turn.metrics."""
+async def ask(port: int, end: str = "turn.metrics") -> list[Item]:
+    """One push-to-talk turn on a new session; what the server sent up to `end`."""
     async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as ws:
         created = json.loads(await ws.recv())
         assert created["type"] == "session.created", created
         assert created["llm"] == {"provider": "openai", "model": MODEL_ALIAS}, created["llm"]
         await say(ws)
         await stop(ws)
-        return await until(ws, "turn.metrics", TURN_S)
+        return await until(ws, end, TURN_S)
 
 
 def of(seen: list[Item], kind: str) -> list[dict[str, Any]]:
@@ -153,3 +153,16 @@ async def test_a_question_for_a_built_in_tool_is_answered_with_its_result(
         tool_ms=result["duration_ms"],
         reply=done["text"],
     )
+
+
+async def test_a_question_longer_than_the_servers_context_is_an_error_not_silence(
+    llama: LlamaServer,
+) -> None:
+    # Streamed, the server fails such a request with HTTP 200 and an empty body.
+    async with voice_fsm(llama, "Say this back: " + "word " * 5000) as port:
+        seen = await ask(port, end="error")
+    (error,) = of(seen, "error")
+    assert (error["stage"], error["code"]) == ("llm", "provider-error"), error
+    assert "ended the stream without a word" in error["message"]
+    assert not of(seen, "response.delta")
+    assert "context window" in llama.log_path.read_text(errors="replace")
