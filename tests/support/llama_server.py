@@ -39,9 +39,9 @@ def running_llama_server(
     workdir: Path, *extra: str, model: str | None = None
 ) -> Iterator[LlamaServer]:
     """`python -m llama_cpp.server` with the embedded language model (Qwen2.5-Coder-0.5B unless
-    `model` names another), its GGUF chat template (no --chat_format), 2 threads and a 4096-token
-    context; `extra` are more of its options. Skips (fails under CI=true) without the server
-    extra or the model."""
+    `model` names another), its GGUF chat template (no --chat_format), 2 threads, a 4096-token
+    context and requests served in turn, not cut off by the next; `extra` are more options.
+    Skips (fails under CI=true) without the server extra or the model."""
     if importlib.util.find_spec("llama_cpp.server") is None or not _has_server_extra():
         skip_or_fail("llama-cpp-python's server extra is not installed (make install adds it)")
     try:
@@ -55,6 +55,7 @@ def running_llama_server(
         "--model", str(path), "--model_alias", MODEL_ALIAS,
         "--host", "127.0.0.1", "--port", str(port),
         "--n_ctx", "4096", "--n_threads", "2", "--n_threads_batch", "2",
+        "--interrupt_requests", "False",
         *extra,
     ]  # fmt: skip
     with running_server(
