@@ -6,7 +6,8 @@ latency profile, `make bench`'s setup: live transcription and speech over Realti
 processes of their own, two `voice-fsm serve` processes pointed at them, Debian's HAProxy in
 front with deploy/haproxy.cfg, and the load clients in processes of their own
 (bench/loadtest_clients.py: each session sends a 2 s question in 100 ms frames at the pace of
-speech, push-to-talk, reads the reply without playing it, pauses 1.5-3.5 s and asks again).
+speech, push-to-talk, reads the reply without playing it but waits as long as it would play,
+pauses 1-3 s and asks again).
 Then it ramps the sessions step by step (`--steps`), each step: the new sessions start over
 `--ramp` s, `--settle` s pass, and `--hold` s are measured. Per step it prints the sessions (and
 each process's share), turns, errors, the server overhead p50/p99 from the servers'
@@ -36,6 +37,7 @@ import asyncio
 import dataclasses
 import json
 import multiprocessing
+import shutil
 import subprocess
 import tempfile
 import time
@@ -280,7 +282,7 @@ def fakes_step(
     fakes: FakeProviders,
     profile: LatencyProfile,
 ) -> dict[str, Any]:
-    fakes.lag_ms()  # from now
+    fakes.report()  # from now
     step, records, held = measure_step(stack, sessions, args, groups, baseline_rss)
     turns = read_turns(records, profile, live=args.providers == "realtime")
     parts = {name: quantiles(values) for name, values in turns.parts_ms.items()}
@@ -299,7 +301,7 @@ def fakes_step(
             "cpu_per_turn_ms": round(step["server_cpu_s"] * 1000 / turns.turns, 2)
             if turns.turns
             else None,
-            "fakes_loop_lag_ms": fakes.lag_ms(),
+            **fakes_figures(fakes.report(), turns.turns),
         }
     )
     p99 = step["overhead_ms"].get("p99")
@@ -311,6 +313,20 @@ def fakes_step(
         and p99 <= args.limit_ms
     )
     return step
+
+
+def fakes_figures(report: dict[str, Any], turns: int) -> dict[str, Any]:
+    """The fakes' loop lag, and the Realtime sessions the servers opened per turn: a speech
+    session opened for a turn, not taken ready from the pool, costs its handshake at once."""
+    opened = report["realtime_handshakes"]
+    return {
+        "fakes_loop_lag_ms": report["loop_lag_ms"],
+        "realtime_sessions_opened_per_turn": {
+            kind: round(count / turns, 2) for kind, count in sorted(opened.items())
+        }
+        if turns
+        else {},
+    }
 
 
 def print_step(step: dict[str, Any]) -> None:
@@ -333,7 +349,8 @@ def print_step(step: dict[str, Any]) -> None:
         + ", ".join(f"{k} {v.get('p50', '-')}/{v.get('p99', '-')}" for k, v in parts.items())
         + f"; client v2v p99 {step['client_voice_to_voice_ms'].get('p99', '-')}; loop lag p99"
         f" clients {step['clients_loop_lag_ms'].get('p99', '-')}, fakes "
-        f"{step['fakes_loop_lag_ms'].get('p99', '-')} ms",
+        f"{step['fakes_loop_lag_ms'].get('p99', '-')} ms; Realtime sessions opened per turn "
+        f"{step['realtime_sessions_opened_per_turn']}",
         flush=True,
     )
     if step["error_samples"]:
@@ -368,6 +385,7 @@ def fakes_phase(args: argparse.Namespace, profile: LatencyProfile) -> dict[str, 
                 step = fakes_step(stack, sessions, args, groups, baseline, fakes, profile)
                 steps.append(step)
                 print_step(step)
+                keep_logs(Path(workdir), args.logs, "fakes")
                 if not step["within_limit"]:
                     stopped = (
                         f"{step['errors']} errors at {sessions} sessions"
@@ -389,6 +407,15 @@ def fakes_phase(args: argparse.Namespace, profile: LatencyProfile) -> dict[str, 
         "stopped": stopped,
         "capacity": capacity(steps, args.limit_ms),
     }
+
+
+def keep_logs(workdir: Path, keep: str | None, phase: str) -> None:
+    """Copy the serve processes' logs into `keep` (when given), named by phase."""
+    if keep is None:
+        return
+    Path(keep).mkdir(parents=True, exist_ok=True)
+    for log in sorted(workdir.glob("fsm*/server.log")):
+        shutil.copyfile(log, Path(keep) / f"{phase}-{log.parent.name}.log")
 
 
 def capacity(steps: list[dict[str, Any]], limit_ms: float) -> dict[str, Any] | None:
@@ -418,16 +445,18 @@ def parse_steps(text: str) -> list[int]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--steps", type=parse_steps, default=parse_steps("100,200,300,400,500,600,700,800")
+        "--steps",
+        type=parse_steps,
+        default=parse_steps("50,100,150,200,250,300,400,500,600,700,800"),
     )
     parser.add_argument("--max-sessions", type=int, default=1000)
     parser.add_argument("--ramp", type=float, default=10.0, help="s to start a step's sessions")
-    parser.add_argument("--settle", type=float, default=8.0, help="s before measuring")
-    parser.add_argument("--hold", type=float, default=30.0, help="s measured per step")
+    parser.add_argument("--settle", type=float, default=10.0, help="s before measuring")
+    parser.add_argument("--hold", type=float, default=40.0, help="s measured per step")
     parser.add_argument("--limit-ms", type=float, default=100.0, help="overhead p99 limit")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of the question")
     parser.add_argument("--client-processes", type=int, default=2)
-    parser.add_argument("--fake-processes", type=int, default=1)
+    parser.add_argument("--fake-processes", type=int, default=2)
     parser.add_argument(
         "--providers",
         choices=("realtime", "http"),
@@ -446,6 +475,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="voice-to-voice p95 past which the engines' sessions stop growing",
     )
     parser.add_argument("--out-dir", default="artifacts")
+    parser.add_argument("--logs", help="a folder to keep the serve processes' logs in")
     parser.add_argument("--readme", action="store_true", help="also docs/bench/loadtest.json")
     return parser.parse_args(argv)
 

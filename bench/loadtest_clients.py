@@ -3,9 +3,11 @@ connects once and talks turn after turn, push-to-talk, as a person at a micropho
 
 A turn: ``input_audio.start``, the question's audio in `FRAME_MS` frames, each sent once it
 has been "recorded" (real time), ``input_audio.stop``, then everything the server sends is read
-(the reply's audio is counted, never played) until ``turn.metrics`` or ``error``; then a pause
-drawn from `PAUSE_S` before the next turn. The WebSocket is opened as a browser opens it
-(the websockets library offers permessage-deflate, as browsers do).
+until ``turn.metrics`` or ``error``. The reply's audio is counted, never played, but the user
+waits as if it were: until it would have finished playing (from its first byte, for as long as
+it lasts), then a pause drawn from `PAUSE_S` before the next question. The WebSocket is opened
+as a browser opens it (the websockets library offers permessage-deflate, as browsers do;
+LOADTEST_NO_DEFLATE=1 leaves it out).
 
 The process obeys its pipe: ``("sessions", n, ramp_s)`` grows to `n` sessions, started evenly
 over `ramp_s`; ``("report",)`` answers with the turns finished since the last report, the open
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import random
 import time
@@ -29,8 +32,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
 FRAME_MS = 100
-PAUSE_S = (1.5, 3.5)
-"""Between a reply's end and the next question: a user listening to the end, then thinking."""
+BYTES_PER_S = 48_000  # PCM16 at 24 kHz
+PAUSE_S = (1.0, 3.0)
+"""From the end of the reply's playing to the next question: a user thinking."""
 TURN_TIMEOUT_S = 30.0
 LAG_TICK_S = 0.01
 COMPRESSION: str | None = None if os.environ.get("LOADTEST_NO_DEFLATE") else "deflate"
@@ -46,6 +50,8 @@ class Turn:
     client_voice_to_voice_ms: float | None
     server_voice_to_voice_ms: float | None
     reply_audio_bytes: int
+    played_until: float = 0.0
+    """`time.perf_counter()` when the reply would have finished playing."""
 
 
 @dataclass
@@ -63,7 +69,7 @@ class Tally:
 
 
 def frames(pcm: bytes, frame_ms: int = FRAME_MS) -> Iterator[bytes]:
-    size = frame_ms * 48  # PCM16 at 24 kHz: 48 bytes a millisecond
+    size = frame_ms * BYTES_PER_S // 1000
     for start in range(0, len(pcm), size):
         yield pcm[start : start + size]
 
@@ -118,15 +124,16 @@ async def talk_turn(ws: ClientConnection, pcm: bytes) -> Turn:
             server_ms = event.get("voice_to_voice_ms")
             ok = client_ms is not None and server_ms is not None
             why = None if ok else "no reply audio"
-            return Turn(time.time(), ok, why, client_ms, server_ms, audio)
+            played = (first_audio or time.perf_counter()) + audio / BYTES_PER_S
+            return Turn(time.time(), ok, why, client_ms, server_ms, audio, played)
 
 
 async def run_session(url: str, questions: list[bytes], tally: Tally, rng: random.Random) -> None:
     """A user who stays: one connection, turns until cancelled, asking `questions` in turn
     from a random one. A failed turn is counted and the session goes on; a lost connection
     ends it (counted too)."""
-    limit = TURN_TIMEOUT_S + max(len(pcm) for pcm in questions) / 48_000
-    asked = rng.randrange(len(questions))
+    limit = TURN_TIMEOUT_S + max(len(pcm) for pcm in questions) / BYTES_PER_S
+    asked, played = rng.randrange(len(questions)), 0.0
     try:
         async with connect(
             url, open_timeout=TURN_TIMEOUT_S, max_size=None, compression=COMPRESSION
@@ -136,13 +143,14 @@ async def run_session(url: str, questions: list[bytes], tally: Tally, rng: rando
                 tally.errors.append(f"expected session.created, got {created.get('type')}")
                 return
             while True:
-                await asyncio.sleep(rng.uniform(*PAUSE_S))
+                await asyncio.sleep(rng.uniform(*PAUSE_S) + max(0.0, played - time.perf_counter()))
                 try:
                     async with asyncio.timeout(limit):
                         turn = await talk_turn(ws, questions[asked % len(questions)])
                 except TimeoutError:
                     turn = Turn(time.time(), False, f"timed out after {limit:.0f} s", None, None, 0)
                 asked += 1
+                played = turn.played_until
                 tally.turns.append(turn)
                 if turn.error:
                     tally.errors.append(turn.error)
@@ -197,4 +205,7 @@ async def _serve(conn: Connection, url: str, questions: list[bytes], seed: int) 
 
 def client_process(conn: Connection, url: str, questions: list[bytes], seed: int) -> None:
     """The process's target: serve the pipe's commands until ``("stop",)``."""
+    # The sessions closed at the stop make asyncio's transports complain; errors that matter
+    # are counted in the tally.
+    logging.disable(logging.ERROR)
     asyncio.run(_serve(conn, url, questions, seed))

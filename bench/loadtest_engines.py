@@ -47,13 +47,13 @@ def engines_available() -> bool:
 
 
 def queue_wait(port: int) -> dict[str, tuple[float, float]]:
-    """The engines' queue wait histogram: (sum of seconds, count) per lane."""
+    """The engines' queue wait histogram: (sum of seconds, count) per engine."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     found: dict[str, list[float]] = {}
     for line in text.splitlines():
         match = re.match(rf"{QUEUE_WAIT}_(sum|count)(\{{[^}}]*\}})? ([0-9.eE+-]+)$", line)
         if match:
-            lane = re.search(r'lane="([^"]*)"', match[2] or "")
+            lane = re.search(r'engine="([^"]*)"', match[2] or "")
             key = lane[1] if lane else "all"
             index = 0 if match[1] == "sum" else 1
             found.setdefault(key, [0.0, 0.0])[index] += float(match[3])

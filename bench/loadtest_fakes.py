@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import multiprocessing
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -48,14 +50,27 @@ class Forgotten(list[Any]):
         return self.length
 
 
-def _app(profile: LatencyProfile) -> Any:
+class Handshakes(Forgotten):
+    """The Realtime connections the fakes accepted, counted by kind (transcription, speech)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kinds: Counter[str] = Counter()
+
+    def append(self, item: Any) -> None:
+        super().append(item)
+        live = getattr(item, "query", {}).get("intent") == "transcription"
+        self.kinds["transcription" if live else "speech"] += 1
+
+
+def _app(profile: LatencyProfile, handshakes: Handshakes) -> Any:
     speech = functools.lru_cache(maxsize=64)(fake_openai.speech_pcm)
     fake_openai.speech_pcm = speech
     fake_realtime.speech_pcm = speech  # type: ignore[attr-defined]  # its own import of it
     config = fake_openai_config(profile)
     config.requests = Forgotten()
     realtime = fake_realtime_config(profile)
-    realtime.events, realtime.connections, realtime.closed = Forgotten(), Forgotten(), Forgotten()
+    realtime.events, realtime.connections, realtime.closed = Forgotten(), handshakes, Forgotten()
     return fake_openai.create_fake_openai_app(config, realtime=realtime)
 
 
@@ -64,8 +79,9 @@ async def _serve(profile: LatencyProfile, port: int, conn: Connection) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(("127.0.0.1", port))
+    handshakes = Handshakes()
     config = uvicorn.Config(
-        _app(profile),
+        _app(profile, handshakes),
         ws="websockets-sansio",
         log_config=None,
         access_log=False,
@@ -83,14 +99,18 @@ async def _serve(profile: LatencyProfile, port: int, conn: Connection) -> None:
             raise SystemExit("the fakes did not start")
         await asyncio.sleep(0.01)
     conn.send("ready")
-    while (await asyncio.to_thread(conn.recv)) == "lag":
-        conn.send(lag.take().lag_ms)
+    while (await asyncio.to_thread(conn.recv)) == "report":
+        conn.send({"lag_ms": lag.take().lag_ms, "handshakes": dict(handshakes.kinds)})
+        handshakes.kinds.clear()
     server.should_exit = True
     stop.set()
     await asyncio.gather(serving, watcher)
 
 
 def fake_process(profile: LatencyProfile, port: int, conn: Connection) -> None:
+    # The servers' connections cut at the end make uvicorn log disconnects; a fault that
+    # matters shows in the servers' turns.
+    logging.disable(logging.ERROR)
     asyncio.run(_serve(profile, port, conn))
 
 
@@ -125,13 +145,17 @@ class FakeProviders:
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes if p.pid is not None]
 
-    def lag_ms(self) -> dict[str, float]:
-        """How late the fakes' event loops woke up since the last call (ms)."""
+    def report(self) -> dict[str, Any]:
+        """Since the last call: how late the fakes' event loops woke up (ms), and the Realtime
+        connections they accepted by kind."""
         lags: list[float] = []
+        handshakes: Counter[str] = Counter()
         for pipe in self.pipes:
-            pipe.send("lag")
-            lags += pipe.recv()
-        return quantiles(lags)
+            pipe.send("report")
+            answer = pipe.recv()
+            lags += answer["lag_ms"]
+            handshakes.update(answer["handshakes"])
+        return {"loop_lag_ms": quantiles(lags), "realtime_handshakes": dict(handshakes)}
 
     def stop(self) -> None:
         for pipe in self.pipes:
