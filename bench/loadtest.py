@@ -38,10 +38,11 @@ import dataclasses
 import json
 import multiprocessing
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -227,15 +228,17 @@ def measure_step(
     args: argparse.Namespace,
     groups: dict[str, list[int]],
     baseline_rss: list[float],
+    on_hold: Callable[[], object] = lambda: None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], float]:
-    """Grow to `sessions`, settle, then measure `args.hold` seconds. Returns the figures the
-    fakes and engines share (clients, CPU, memory, load), the servers' log lines of the hold,
-    and its length."""
+    """Grow to `sessions`, settle, then measure `args.hold` seconds (`on_hold` is called as it
+    begins). Returns the figures the fakes and engines share (clients, CPU, memory, load), the
+    servers' log lines of the hold, and its length."""
     stack.grow(sessions, args.ramp)
     time.sleep(args.ramp + args.settle)
     before = stack.reports()
     for tail in stack.tails:
         tail.read()  # skip what was logged before the hold
+    on_hold()
     cpu_before = {name: cpu_of(pids) for name, pids in groups.items()}
     system_before = system_cpu_of(stack.server_pids)
     started = time.monotonic()
@@ -282,8 +285,9 @@ def fakes_step(
     fakes: FakeProviders,
     profile: LatencyProfile,
 ) -> dict[str, Any]:
-    fakes.report()  # from now
-    step, records, held = measure_step(stack, sessions, args, groups, baseline_rss)
+    step, records, held = measure_step(
+        stack, sessions, args, groups, baseline_rss, on_hold=fakes.report
+    )
     turns = read_turns(records, profile, live=args.providers == "realtime")
     parts = {name: quantiles(values) for name, values in turns.parts_ms.items()}
     step.update(
@@ -480,8 +484,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def stop_cleanly(signum: int, _frame: object) -> None:
+    """SIGTERM (and SIGINT, which a shell's background job ignores) unwinds like ^C, so the
+    servers, HAProxy, the fakes and the clients are stopped on the way out; a second one
+    ends the bench at once."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, stop_cleanly)
+    signal.signal(signal.SIGINT, stop_cleanly)
     profile = ZERO_PROFILE if args.zero_latency else DEFAULT_PROFILE
     load_before = load_average()
     print(f"load average before: {load_before} ({cores()} cores)", flush=True)

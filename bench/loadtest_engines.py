@@ -14,6 +14,7 @@ lane over the hold) shows it, beside the engines' CPU per turn and RSS.
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import subprocess
 import sys
@@ -58,6 +59,10 @@ def queue_wait(port: int) -> dict[str, tuple[float, float]]:
             index = 0 if match[1] == "sum" else 1
             found.setdefault(key, [0.0, 0.0])[index] += float(match[3])
     return {lane: (pair[0], pair[1]) for lane, pair in found.items()}
+
+
+def read_waits_into(found: dict[str, tuple[float, float]], port: int) -> None:
+    found.update(queue_wait(port))
 
 
 def mean_wait_ms(
@@ -136,8 +141,11 @@ def engine_phase(
                 }
                 for sessions in args.engine_steps:
                     phase.ramp = min(args.ramp, 0.5 * sessions)
-                    waits_before = queue_wait(port)
-                    step, records, held = measure_step(stack, sessions, phase, groups, baseline)
+                    waits_before: dict[str, tuple[float, float]] = {}
+                    as_hold_begins = functools.partial(read_waits_into, waits_before, port)
+                    step, records, held = measure_step(
+                        stack, sessions, phase, groups, baseline, on_hold=as_hold_begins
+                    )
                     turns = read_turns(records, None, live=False)
                     engine_cpu = step["cores_busy"]["engines"] * held
                     v2v = quantiles(turns.voice_to_voice_ms)
