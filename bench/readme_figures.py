@@ -262,13 +262,21 @@ def _num(value: Any) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _sessions(count: int) -> str:
+    return f"{count} session{'' if count == 1 else 's'}"
+
+
 def _capacity_text(fakes: dict[str, Any]) -> str:
     cap = fakes.get("capacity")
     if cap is None:
         return f"No step stayed within the limit; the ramp stopped: {fakes['stopped']}."
+    best = [step for step in fakes["steps"] if step["within_limit"]][-1]
+    servers = best["cores_busy"].get("servers")
+    own = f", {cap['sessions'] / servers:.0f} per core of the servers' own CPU" if servers else ""
     return (
-        f"Within server overhead p99 {cap['limit_ms']:g} ms and no error: {cap['sessions']} "
-        f"sessions, {cap['per_process']:g} per process, {cap['per_core']:g} per core, at "
+        f"Within server overhead p99 {cap['limit_ms']:g} ms and no error: "
+        f"{_sessions(cap['sessions'])}, {cap['per_process']:g} per process, "
+        f"{cap['per_core']:g} per core of this machine (shared with the load){own}, at "
         f"{_num(cap['cpu_per_turn_ms'])} ms of server CPU per turn and "
         f"{_ms(cap['memory_per_session_kib'])} KiB per session. The ramp stopped: "
         f"{fakes['stopped']}."
@@ -283,7 +291,7 @@ def _render_engines(engines: dict[str, Any]) -> list[str]:
         "one inference at a time each, are the limit here, as their queue wait shows.",
         "",
         "| sessions | per process | turns | errors | voice-to-voice p50 / p95, ms "
-        "| engines' queue wait, mean by lane, ms | engines CPU per turn, ms "
+        "| engines' queue wait, mean by engine, ms | engines CPU per turn, ms "
         "| server CPU per turn, ms | load |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -300,7 +308,7 @@ def _render_engines(engines: dict[str, Any]) -> list[str]:
     cap = engines.get("capacity")
     held = "no step"
     if cap is not None:
-        held = f"{cap['sessions']} sessions ({cap['per_core']:g} per core)"
+        held = f"{_sessions(cap['sessions'])} ({cap['per_core']:g} per core)"
     lines += ["", f"Within the bound: {held}. The ramp stopped: {engines['stopped']}."]
     return lines
 
