@@ -12,9 +12,10 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from support.haproxy import find_haproxy
 
 from voice_fsm import docs_gen
+
+from support.haproxy import find_haproxy
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
