@@ -491,3 +491,15 @@ async def test_a_session_past_its_time_limit_is_closed_after_its_turn(tmp_path: 
         assert completed["outcome"] == "ok", figures
         await server.wait_for_sessions(0)
         assert_clean_log(server)
+
+
+async def test_a_client_offering_compression_gets_plain_frames(staged: Server) -> None:
+    # Browsers offer permessage-deflate; PCM audio does not compress, and deflating every
+    # frame of every session was CPU the server could not spare under load.
+    async with websockets.connect(staged.ws_url, compression="deflate") as client:
+        assert client.request is not None
+        assert client.response is not None
+        assert "permessage-deflate" in client.request.headers["Sec-WebSocket-Extensions"]
+        assert "Sec-WebSocket-Extensions" not in client.response.headers
+        assert client.protocol.extensions == []
+        assert json.loads(await client.recv())["type"] == "session.created"

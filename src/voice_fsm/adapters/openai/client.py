@@ -17,6 +17,7 @@ from openai.types.websocket_connection_options import WebSocketConnectionOptions
 
 from voice_fsm.adapters.openai.connection_reuse import ConnectionReuseTransport
 from voice_fsm.adapters.openai.errors import TRANSLATED, translating
+from voice_fsm.adapters.openai.realtime_wire import send_audio
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.settings import Settings, StageSettings
 
@@ -65,7 +66,10 @@ def make_openai_client(settings: Settings, stage: StageSettings) -> AsyncOpenAI:
 def connection_options() -> WebSocketConnectionOptions:
     # websockets' own close_timeout (default 10 s) bounds close(); the SDK passes these options
     # to websockets' connect() as they are, but its TypedDict lists only some of them.
-    return cast(WebSocketConnectionOptions, {"close_timeout": CLOSE_TIMEOUT})
+    # No permessage-deflate: base64 PCM barely compresses, and deflating every audio event
+    # was a tenth of a session's CPU under load (make loadtest).
+    options = {"close_timeout": CLOSE_TIMEOUT, "compression": None}
+    return cast(WebSocketConnectionOptions, options)
 
 
 async def append_audio(
@@ -76,7 +80,7 @@ async def append_audio(
     audio = base64.b64encode(pcm).decode("ascii")
     with translating(Stage.STT, secrets):
         async with asyncio.timeout(within_s):
-            await connection.input_audio_buffer.append(audio=audio)
+            await send_audio(connection, audio)
 
 
 async def close_quietly(connection: AsyncRealtimeConnection) -> None:

@@ -58,6 +58,7 @@ from voice_fsm.adapters.openai.realtime_conversation_events import (
     UserTranscript,
 )
 from voice_fsm.adapters.openai.realtime_responses import OutputTranscript
+from voice_fsm.adapters.openai.realtime_wire import recv_event
 from voice_fsm.errors import ErrorCode, ProviderError, Stage
 from voice_fsm.logging_setup import get_logger
 from voice_fsm.provider_requests import note
@@ -213,7 +214,7 @@ class RealtimeConversation:
         try:
             with translating(self._stage, self._secrets):
                 async with asyncio.timeout(self._timeout):
-                    return await self._connection.recv()
+                    return await recv_event(self._connection)
         except ProviderError as err:
             if err.code != ErrorCode.PROVIDER_TIMEOUT:
                 self._lost = err

@@ -4,8 +4,7 @@ A Realtime session (``client.realtime.connect(model=...)``) is configured for PC
 audio output in one ``session.update``; each `synthesize` call asks a session that is already
 open for an out-of-band response (``"conversation": "none"``) that reads the text aloud.
 Audio arrives as ``response.output_audio.delta`` events. The sessions are kept open between
-sentences by `voice_fsm.adapters.openai.realtime_pool`.
-"""
+sentences by `voice_fsm.adapters.openai.realtime_pool`."""
 
 from __future__ import annotations
 
@@ -46,6 +45,7 @@ from voice_fsm.adapters.openai.realtime_responses import (
     lost_reason,
     speech_connection_options,
 )
+from voice_fsm.adapters.openai.realtime_wire import recv_event
 from voice_fsm.errors import Stage
 from voice_fsm.logging_setup import get_logger
 from voice_fsm.provider_requests import note
@@ -203,7 +203,7 @@ class OpenAIRealtimeTextToSpeech:
             await connection.response.create(response=response, event_id=request_id)
             while True:
                 async with asyncio.timeout(timeout):
-                    event = await connection.recv()
+                    event = await recv_event(connection)
                 # Unknown event types come as the union's first member: isinstance is safe.
                 if isinstance(event, ResponseAudioDeltaEvent):
                     if event.delta and response_id in (None, event.response_id):
