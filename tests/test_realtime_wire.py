@@ -9,7 +9,11 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
-from openai.types.realtime import InputAudioBufferAppendEvent, ResponseAudioDeltaEvent
+from openai.types.realtime import (
+    InputAudioBufferAppendEvent,
+    ResponseAudioDeltaEvent,
+    ResponseAudioTranscriptDeltaEvent,
+)
 
 from voice_fsm.adapters.openai.realtime_wire import parse_event, send_audio
 
@@ -37,6 +41,14 @@ def test_an_audio_delta_is_the_event_the_sdk_builds() -> None:
     assert isinstance(event, ResponseAudioDeltaEvent)
     assert event == AsyncRealtimeConnection.parse_event(cast(Any, None), raw)
     assert event.model_dump() == ResponseAudioDeltaEvent.model_validate(DELTA).model_dump()
+
+
+def test_a_transcript_delta_is_the_event_the_sdk_builds() -> None:
+    said = {**DELTA, "type": "response.output_audio_transcript.delta", "delta": "Paris "}
+    raw = json.dumps(said).encode()
+    event = parse_event(sdk_connection(), raw)
+    assert isinstance(event, ResponseAudioTranscriptDeltaEvent)
+    assert event == AsyncRealtimeConnection.parse_event(cast(Any, None), raw)
 
 
 def test_other_events_and_malformed_deltas_are_left_to_the_sdk() -> None:

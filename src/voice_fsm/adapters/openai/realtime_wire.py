@@ -1,6 +1,7 @@
 """The Realtime events sent and received many times a turn, without the SDK's generic work.
 
-A reply's audio comes as dozens of ``response.output_audio.delta`` events and a live
+A reply's audio comes as dozens of ``response.output_audio.delta`` events (and its
+transcript as many ``response.output_audio_transcript.delta``), and a live
 transcription sends ten ``input_audio_buffer.append`` events a second. The SDK builds each
 received event by walking the whole union of server events and transforms each sent one
 through its typed-dict machinery: about 100 and 150 µs of CPU each, most of a session's cost
@@ -13,9 +14,18 @@ import json
 from typing import Any
 
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
-from openai.types.realtime import RealtimeServerEvent, ResponseAudioDeltaEvent
+from openai.types.realtime import (
+    RealtimeServerEvent,
+    ResponseAudioDeltaEvent,
+    ResponseAudioTranscriptDeltaEvent,
+)
 
 AUDIO_DELTA = "response.output_audio.delta"
+TRANSCRIPT_DELTA = "response.output_audio_transcript.delta"
+_DELTAS: dict[str, type[ResponseAudioDeltaEvent | ResponseAudioTranscriptDeltaEvent]] = {
+    AUDIO_DELTA: ResponseAudioDeltaEvent,
+    TRANSCRIPT_DELTA: ResponseAudioTranscriptDeltaEvent,
+}
 _DELTA_FIELDS: dict[str, type] = {
     "content_index": int,
     "delta": str,
@@ -27,16 +37,13 @@ _DELTA_FIELDS: dict[str, type] = {
 
 
 def parse_event(connection: AsyncRealtimeConnection, raw: bytes | str) -> RealtimeServerEvent:
-    """The event in `raw`: an audio delta whose fields have their types, built directly;
-    anything else (or a delta that is not well formed) as the SDK builds it."""
+    """The event in `raw`: a delta of a reply's audio or of its transcript whose fields have
+    their types, built directly; anything else (or a delta not well formed) as the SDK builds it."""
     data: Any = json.loads(raw)
-    if (
-        isinstance(data, dict)
-        and data.get("type") == AUDIO_DELTA
-        and all(isinstance(data.get(name), kind) for name, kind in _DELTA_FIELDS.items())
-    ):
+    model = _DELTAS.get(str(data.get("type"))) if isinstance(data, dict) else None
+    if model is not None and all(isinstance(data.get(n), t) for n, t in _DELTA_FIELDS.items()):
         fields = {name: data[name] for name in _DELTA_FIELDS}
-        return ResponseAudioDeltaEvent.model_construct(type=AUDIO_DELTA, **fields)
+        return model.model_construct(type=data["type"], **fields)
     return connection.parse_event(raw)
 
 
