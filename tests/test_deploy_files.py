@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from ipaddress import ip_address, ip_network
@@ -38,14 +37,7 @@ from voice_fsm.settings import Settings, setting_names
 
 from session_harness import fake_pipeline, make_settings
 from support.haproxy import check_config, find_haproxy
-from support.prometheus import Prometheus, fake_server, find_prometheus, voice_client
-from support.servers import (
-    clean_env,
-    eventually_sync,
-    free_port,
-    stop_process,
-    wait_for_http,
-)
+from support.prometheus import Prometheus, fake_server, prometheus_with_config, voice_client
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
@@ -421,36 +413,16 @@ def test_prometheus_adapter_serves_the_autoscalers_metric_per_pod() -> None:
 def prometheus_scraping_pods(workdir: Path, pods: Mapping[str, str]) -> Iterator[Prometheus]:
     """Debian's Prometheus scraping each pod's address (name -> host:port) every second, its
     series labelled with `namespace` and `pod` as the `kubernetes-pods` job labels them."""
-    binary = find_prometheus()
     targets = "".join(
         f"      - targets: ['{address}']\n        labels: {{namespace: default, pod: {name}}}\n"
         for name, address in pods.items()
     )
-    config = workdir / "prometheus.yml"
-    config.write_text(
+    (workdir / "prometheus.yml").write_text(
         "scrape_configs:\n  - job_name: kubernetes-pods\n    scrape_interval: 1s\n"
         f"    scrape_timeout: 1s\n    static_configs:\n{targets}"
     )
-    port = free_port()
-    log = workdir / "prometheus.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={workdir / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            env=clean_env(),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        ready = f"http://127.0.0.1:{port}/-/ready"
-        eventually_sync(lambda: wait_for_http(ready, process=process).status_code == 200, 30)
-        yield Prometheus(f"http://127.0.0.1:{port}", log)
-    finally:
-        stop_process(process)
+    with prometheus_with_config(workdir) as prometheus:
+        yield prometheus
 
 
 def adapter_query(rule: dict[str, Any], pods: list[str]) -> str:

@@ -262,9 +262,17 @@ def running_prometheus(
 ) -> Iterator[Prometheus]:
     """Debian's prometheus on a free loopback port, scraping `targets` every second, with its
     data in `workdir` (skips, or fails under CI=true, when it is not installed)."""
+    write_config(workdir / "prometheus.yml", targets, bearer)
+    with prometheus_with_config(workdir) as prometheus:
+        yield prometheus
+
+
+@contextmanager
+def prometheus_with_config(workdir: Path) -> Iterator[Prometheus]:
+    """Debian's prometheus on a free loopback port with the config in `workdir`/prometheus.yml
+    and its data in `workdir`."""
     binary = find_prometheus()
     config = workdir / "prometheus.yml"
-    write_config(config, targets, bearer)
     port = free_port()
     log = workdir / "prometheus.log"
     with log.open("wb") as output:
