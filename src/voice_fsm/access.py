@@ -174,13 +174,22 @@ def take_query_token(scope: Scope) -> str | None:
     return token
 
 
+log = get_logger()
+
+
+def log_refused(scope: Scope, status: int, reason: str) -> None:
+    """One ``access.refused`` line: the path only, since the query string may hold a token."""
+    client = scope.get("client")
+    where = {"path": scope["path"], "kind": scope["type"], "client": client[0] if client else None}
+    log.info("access.refused", status=status, reason=reason, **where)
+
+
 class AccessGuard:
     """ASGI middleware applying `AccessPolicy` to every HTTP request and WebSocket."""
 
     def __init__(self, app: ASGIApp, policy: AccessPolicy) -> None:
         self.app = app
         self.policy = policy
-        self.log = get_logger()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -209,16 +218,16 @@ class AccessGuard:
         local = server[0] if server else None
         path = scope["path"]
         if not policy.host_allowed(headers.get("host"), local):
-            self._refused(scope, 403, "host")
+            log_refused(scope, 403, "host")
             return JSONResponse({"error": "host-not-allowed"}, status_code=403)
         origin = headers.get("origin")
         checks_origin = scope["type"] == "websocket" or path == "/v1/page_token"
         host = headers.get("host")
         if checks_origin and origin is not None and not policy.origin_allowed(origin, host):
-            self._refused(scope, 403, "origin")
+            log_refused(scope, 403, "origin")
             return JSONResponse({"error": "origin-not-allowed"}, status_code=403)
         if path == "/v1/page_token" and origin is None and policy.page_tokens:
-            self._refused(scope, 403, "origin")
+            log_refused(scope, 403, "origin")
             return JSONResponse({"error": "origin-required"}, status_code=403)
         if not policy.needs_credential(path):
             return None
@@ -253,23 +262,11 @@ class AccessGuard:
         return True
 
     def _unauthorized(self, scope: Scope, reason: str) -> Response:
-        self._refused(scope, 401, f"credential-{reason}")
+        log_refused(scope, 401, f"credential-{reason}")
         return JSONResponse(
             {"error": "unauthorized", "detail": f"credential {reason.replace('-', ' ')}"},
             status_code=401,
             headers={"WWW-Authenticate": 'Bearer realm="voice-fsm"'},
-        )
-
-    def _refused(self, scope: Scope, status: int, reason: str) -> None:
-        client = scope.get("client")
-        # The path only: the query string may hold a token.
-        self.log.info(
-            "access.refused",
-            status=status,
-            reason=reason,
-            path=scope["path"],
-            kind=scope["type"],
-            client=client[0] if client else None,
         )
 
 

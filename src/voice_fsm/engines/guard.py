@@ -15,20 +15,18 @@ from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from voice_fsm.access import AccessPolicy, bearer, deny
+from voice_fsm.access import AccessPolicy, bearer, deny, log_refused
 from voice_fsm.engines.api_errors import ApiError
-from voice_fsm.logging_setup import get_logger
 
 
 class EnginesGuard:
     def __init__(self, app: ASGIApp, policy: AccessPolicy) -> None:
         self.app = app
         self.policy = policy
-        self.log = get_logger()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            self._refused(scope, 404, "no-websocket")
+            log_refused(scope, 404, "no-websocket")
             await deny(scope, receive, send, PlainTextResponse("Not Found", status_code=404))
             return
         if scope["type"] == "http":
@@ -46,36 +44,25 @@ class EnginesGuard:
                 return None
             key = bearer(headers)
             if key is None:
-                self._refused(scope, 401, "credential-missing")
+                log_refused(scope, 401, "credential-missing")
                 return _unauthorized(
                     "You didn't provide an API key. You need to provide your API key in an "
                     "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
                     code=None,
                 )
             if not policy.key_valid(key):
-                self._refused(scope, 401, "credential-invalid")
+                log_refused(scope, 401, "credential-invalid")
                 return _unauthorized("Incorrect API key provided.", code="invalid_api_key")
             return None
         server = scope.get("server")
         if not policy.host_allowed(headers.get("host"), server[0] if server else None):
-            self._refused(scope, 403, "host")
+            log_refused(scope, 403, "host")
             return ApiError(
                 403,
                 "Host not allowed: set VOICE_FSM_SERVER__ALLOWED_HOSTS, or an API key.",
                 code="host_not_allowed",
             ).response()
         return None
-
-    def _refused(self, scope: Scope, status: int, reason: str) -> None:
-        client = scope.get("client")
-        self.log.info(
-            "access.refused",
-            status=status,
-            reason=reason,
-            path=scope["path"],
-            kind=scope["type"],
-            client=client[0] if client else None,
-        )
 
 
 def _unauthorized(message: str, *, code: str | None) -> Response:
