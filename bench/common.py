@@ -117,10 +117,11 @@ def start_server(
     raise SystemExit(f"the server did not answer within {timeout:g} s")
 
 
-def stop_server(server: subprocess.Popen[bytes]) -> None:
+def stop_server(server: subprocess.Popen[bytes], wait_s: float = 10) -> None:
+    """SIGTERM, `wait_s` for it to exit, then SIGKILL."""
     server.terminate()
     try:
-        server.wait(10)
+        server.wait(wait_s)
     except subprocess.TimeoutExpired:
         server.kill()
         server.wait(10)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import base_env, free_port
+from common import base_env, free_port, stop_server
 from loadtest_figures import cores, quantiles, read_turns, rss_mib
 
 from voice_fsm.adapters.local.packages import local_engines_installed
@@ -185,12 +185,7 @@ def engine_phase(
                         )
                         break
         finally:
-            engines.terminate()
-            try:
-                engines.wait(30)
-            except subprocess.TimeoutExpired:
-                engines.kill()
-                engines.wait(10)
+            stop_server(engines, wait_s=30)  # the engines' own grace for requests in flight
     held_steps = [step for step in steps if step["within_bound"]]
     best = held_steps[-1] if held_steps else None
     return {

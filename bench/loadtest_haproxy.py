@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from common import REPO, free_port
+from common import REPO, free_port, stop_server
 
 SHIPPED_CONFIG = REPO / "deploy" / "haproxy.cfg"
 FD_MARGIN = 1000
@@ -91,10 +91,5 @@ def running_haproxy(
             time.sleep(0.1)
         yield process, port
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_server(process)
         log.close()
