@@ -176,7 +176,7 @@ class _WrittenCalls:
     def __init__(self, offered: set[str]) -> None:
         self._offered = offered
         self._held: list[str] | None = [] if offered else None
-        self._size = 0
+        self._size, self._start = 0, ""
 
     def feed(self, text: str) -> str:
         """What to say now: nothing while the reply may still be calls."""
@@ -184,8 +184,9 @@ class _WrittenCalls:
             return text
         self._held.append(text)
         self._size += len(text)
-        so_far = "".join(self._held).lstrip()
-        if self._size <= MAX_ARGUMENT_CHARS and so_far.startswith(("{", OPEN_TAG[: len(so_far)])):
+        if len(start := self._start) < len(OPEN_TAG):  # only the start decides: kept that long
+            start = self._start = (start + text).lstrip()[: len(OPEN_TAG)]
+        if self._size <= MAX_ARGUMENT_CHARS and start.startswith(("{", OPEN_TAG[: len(start)])):
             return ""
         said, self._held = "".join(self._held), None
         return said
