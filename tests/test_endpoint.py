@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import structlog
-import uvicorn
 import websockets
 from structlog.testing import capture_logs
 from websockets.exceptions import ConnectionClosed
@@ -22,14 +21,13 @@ from voice_fsm.providers import Pipeline
 from voice_fsm.session import Inbox, Session
 
 from session_harness import StartingTextToSpeech, fake_pipeline, make_settings
-from support.servers import free_port
+from support.in_process import serving_app
 
 pytestmark = pytest.mark.integration
 
 
 class RunningServer:
-    def __init__(self, server: uvicorn.Server, port: int, pipeline: Pipeline, app: Any) -> None:
-        self.server = server
+    def __init__(self, port: int, pipeline: Pipeline, app: Any) -> None:
         self.port = port
         self.pipeline = pipeline
         self.app = app
@@ -47,19 +45,8 @@ async def server() -> AsyncIterator[RunningServer]:
         tts=StartingTextToSpeech(first_audio_delay=0.02, chunk_delay=0.1),
     )
     app = create_app(make_settings(), pipeline=pipeline)
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, ws="websockets-sansio"
-    )
-    uv = uvicorn.Server(config)
-    task = asyncio.create_task(uv.serve())
-    while not uv.started:
-        if task.done():
-            task.result()  # raises what stopped the server
-        await asyncio.sleep(0.01)
-    yield RunningServer(uv, port, pipeline, app)
-    uv.should_exit = True
-    await asyncio.wait_for(task, 10)
+    async with serving_app(app) as port:
+        yield RunningServer(port, pipeline, app)
 
 
 async def _a_turn(ws: Any) -> list[Any]:
